@@ -80,3 +80,52 @@ func (s Schedule) Delay(attempt int) (time.Duration, bool) {
 	}
 	return d, true
 }
+
+// Delivery records one attempt to deliver a notify to the merchant, so tests
+// can see what the merchant answered and that retries stopped.
+type Delivery struct {
+	Copy    int       // which concurrent duplicate sent it (0 when there is one copy)
+	Attempt int       // 1 for the first try, 2 for the first retry, ...
+	At      time.Time // when the attempt was sent
+	Status  int       // HTTP status answered; 0 when the request failed
+	Body    string    // the answered body, truncated to a few hundred bytes
+	Err     string    // transport error, if the request failed
+	Acked   bool      // whether the provider counts this answer as an acknowledgement
+}
+
+// PayOptions are the test knobs of a simulated payment; providers ignore the
+// ones that make no sense for them.
+type PayOptions struct {
+	// Duplicates is how many copies of the notify are delivered concurrently,
+	// each with its own retry chain (values below 1 mean 1).
+	Duplicates int
+	// ForgeSignature alters the notify after signing, so its signature is wrong.
+	ForgeSignature bool
+	// AmountCents, when positive, is the amount the notify claims, correctly
+	// signed, instead of the trade's: it exercises the merchant's amount check.
+	AmountCents int64
+}
+
+// PayOption sets one of the PayOptions.
+type PayOption func(*PayOptions)
+
+// WithDuplicates delivers n copies of the notify concurrently.
+func WithDuplicates(n int) PayOption { return func(o *PayOptions) { o.Duplicates = n } }
+
+// WithForgedSignature tampers with the notify after signing it.
+func WithForgedSignature() PayOption { return func(o *PayOptions) { o.ForgeSignature = true } }
+
+// WithAmountCents makes the notify claim cents, signed correctly.
+func WithAmountCents(cents int64) PayOption { return func(o *PayOptions) { o.AmountCents = cents } }
+
+// applyPayOptions folds opts into PayOptions with defaults filled in.
+func applyPayOptions(opts []PayOption) PayOptions {
+	var o PayOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.Duplicates < 1 {
+		o.Duplicates = 1
+	}
+	return o
+}
