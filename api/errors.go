@@ -1,0 +1,95 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashgrab/flashgrab/engine"
+)
+
+// apiError is an error with its HTTP status and stable code.
+type apiError struct {
+	status  int
+	code    string
+	message string
+}
+
+func (e *apiError) Error() string { return e.code + ": " + e.message }
+
+func badRequest(msg string) error { return &apiError{fasthttp.StatusBadRequest, "bad_request", msg} }
+func unauthorized(msg string) error {
+	return &apiError{fasthttp.StatusUnauthorized, "unauthorized", msg}
+}
+func forbidden(msg string) error { return &apiError{fasthttp.StatusForbidden, "forbidden", msg} }
+
+// statusOf maps an error to its HTTP status, code and message. It is the one
+// place where domain errors meet HTTP.
+func statusOf(err error) (int, string, string) {
+	var ae *apiError
+	if errors.As(err, &ae) {
+		return ae.status, ae.code, ae.message
+	}
+	var inv *engine.InvalidError
+	if errors.As(err, &inv) {
+		return fasthttp.StatusBadRequest, "bad_request", inv.Error()
+	}
+	for _, m := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{engine.ErrNotFound, fasthttp.StatusNotFound, "not_found"},
+		{engine.ErrExists, fasthttp.StatusConflict, "exists"},
+		{engine.ErrSoldOut, fasthttp.StatusConflict, "sold_out"},
+		{engine.ErrLimitReached, fasthttp.StatusConflict, "limit_reached"},
+		{engine.ErrNotStarted, fasthttp.StatusForbidden, "not_started"},
+		{engine.ErrEnded, fasthttp.StatusGone, "ended"},
+		{engine.ErrEmpty, fasthttp.StatusConflict, "empty"},
+		{engine.ErrExpired, fasthttp.StatusGone, "expired"},
+		{engine.ErrInsufficientFunds, fasthttp.StatusPaymentRequired, "insufficient_funds"},
+		{engine.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
+		{engine.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
+		{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},
+	} {
+		if errors.Is(err, m.err) {
+			return m.status, m.code, err.Error()
+		}
+	}
+	return fasthttp.StatusInternalServerError, "internal", "internal error"
+}
+
+// writeError answers with the JSON error model; internal errors are logged
+// but their text never reaches the client.
+func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
+	status, code, msg := statusOf(err)
+	if status >= 500 {
+		s.logger().Error("request failed", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status, "err", err)
+	}
+	writeErrorBody(ctx, status, code, msg)
+}
+
+func writeErrorBody(ctx *fasthttp.RequestCtx, status int, code, msg string) {
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.SetStatusCode(status)
+	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: msg}})
+	ctx.SetBody(b)
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger != nil {
+		return s.Logger
+	}
+	return slog.Default()
+}

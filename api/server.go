@@ -1,0 +1,266 @@
+// Package api is flashgrab's HTTP front end on fasthttp: routing, JWT auth,
+// request decoding, the error model, metrics and health.
+package api
+
+import (
+	"bytes"
+	"context"
+	stdjson "encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/bytedance/sonic"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/settle"
+)
+
+// json decodes strictly: an unknown field is a bad request, not a silent drop.
+var json = sonic.Config{DisallowUnknownFields: true}.Froze()
+
+// Server answers the HTTP API. Engine, Books and Auth are required.
+type Server struct {
+	Engine *engine.Engine
+	Books  *settle.Books
+	Auth   Auth
+	Logger *slog.Logger
+
+	// Registry receives the server's metrics and is served on /metrics;
+	// nil uses a fresh registry.
+	Registry *prometheus.Registry
+	// MaxBodyBytes limits request bodies (default 64 KiB); larger ones get 413.
+	MaxBodyBytes int
+	// Timeout bounds the work behind one request (default 2s), so a request
+	// never hangs on a dead Redis or MySQL.
+	Timeout time.Duration
+
+	routes  []route
+	metrics *metrics
+	promH   fasthttp.RequestHandler
+}
+
+// route is one endpoint. Its pattern's "*" segments are parameters.
+type route struct {
+	method  string
+	pattern string
+	name    string
+	handle  func(*fasthttp.RequestCtx, params) error
+	obs     prometheus.Observer
+}
+
+// params are a route's "*" segments, in order.
+type params [2]string
+
+// HTTPServer returns the fasthttp server for the API, with body limits and
+// read/write/idle timeouts.
+func (s *Server) HTTPServer() *fasthttp.Server {
+	if s.MaxBodyBytes <= 0 {
+		s.MaxBodyBytes = 64 << 10
+	}
+	return &fasthttp.Server{
+		Handler:               s.Handler(),
+		Name:                  "flashgrab",
+		MaxRequestBodySize:    s.MaxBodyBytes,
+		ReadTimeout:           5 * time.Second,
+		WriteTimeout:          5 * time.Second,
+		IdleTimeout:           60 * time.Second,
+		NoDefaultServerHeader: true,
+		NoDefaultDate:         true,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, "too_large",
+					fmt.Sprintf("request body over %d bytes", s.MaxBodyBytes))
+				return
+			}
+			writeErrorBody(ctx, fasthttp.StatusBadRequest, "bad_request", "malformed HTTP request")
+		},
+	}
+}
+
+// Handler returns the request handler (routing, metrics, errors).
+func (s *Server) Handler() fasthttp.RequestHandler {
+	if s.Registry == nil {
+		s.Registry = prometheus.NewRegistry()
+	}
+	if s.Timeout <= 0 {
+		s.Timeout = 2 * time.Second
+	}
+	s.metrics = newMetrics(s.Registry)
+	s.promH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	s.routes = []route{
+		{method: "GET", pattern: "/healthz", name: "healthz", handle: s.healthz},
+		{method: "GET", pattern: "/readyz", name: "readyz", handle: s.readyz},
+		{method: "GET", pattern: "/metrics", name: "metrics", handle: s.serveMetrics},
+		{method: "POST", pattern: "/v1/sales", name: "create_sale", handle: s.createSale},
+		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale},
+		{method: "POST", pattern: "/v1/sales/*/grab", name: "grab_sale", handle: s.grabSale},
+		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
+	}
+	for i := range s.routes {
+		s.routes[i].obs = s.metrics.latency.WithLabelValues(s.routes[i].name)
+	}
+	return s.serve
+}
+
+func (s *Server) serve(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	r, ps, allowed := s.match(ctx.Method(), ctx.Path())
+	name := "unmatched"
+	switch {
+	case r != nil:
+		name = r.name
+		if err := r.handle(ctx, ps); err != nil {
+			s.writeError(ctx, err)
+		}
+		r.obs.Observe(time.Since(start).Seconds())
+	case allowed:
+		writeErrorBody(ctx, fasthttp.StatusMethodNotAllowed, "method_not_allowed",
+			fmt.Sprintf("%s is not allowed on %s", ctx.Method(), ctx.Path()))
+	default:
+		writeErrorBody(ctx, fasthttp.StatusNotFound, "not_found", fmt.Sprintf("no route %s", ctx.Path()))
+	}
+	s.metrics.requests.WithLabelValues(name, statusClass(ctx.Response.StatusCode())).Inc()
+}
+
+// match finds the route for method and path. allowed reports that the path
+// exists under another method (405 rather than 404).
+func (s *Server) match(method, path []byte) (r *route, ps params, allowed bool) {
+	for i := range s.routes {
+		rt := &s.routes[i]
+		p, ok := matchPattern(rt.pattern, path)
+		if !ok {
+			continue
+		}
+		if string(method) != rt.method {
+			allowed = true
+			continue
+		}
+		return rt, p, false
+	}
+	return nil, ps, allowed
+}
+
+// matchPattern matches path against pattern segment by segment; "*" matches
+// one non-empty segment and is captured.
+func matchPattern(pattern string, path []byte) (params, bool) {
+	var ps params
+	n := 0
+	if len(path) == 0 || path[0] != '/' {
+		return ps, false
+	}
+	pattern, path = pattern[1:], path[1:]
+	for {
+		pseg, prest, pmore := strings.Cut(pattern, "/")
+		seg, rest, more := bytes.Cut(path, slash)
+		if pmore != more {
+			return ps, false
+		}
+		if pseg == "*" {
+			if len(seg) == 0 || n == len(ps) {
+				return ps, false
+			}
+			ps[n] = string(seg)
+			n++
+		} else if string(seg) != pseg {
+			return ps, false
+		}
+		if !more {
+			return ps, true
+		}
+		pattern, path = prest, rest
+	}
+}
+
+var slash = []byte{'/'}
+
+func statusClass(code int) string {
+	switch {
+	case code < 300:
+		return "2xx"
+	case code < 400:
+		return "3xx"
+	case code < 500:
+		return fmt.Sprint(code)
+	}
+	return "5xx"
+}
+
+// principal authenticates the request's bearer token.
+func (s *Server) principal(ctx *fasthttp.RequestCtx) (Principal, error) {
+	h := ctx.Request.Header.Peek("Authorization")
+	const prefix = "Bearer "
+	if len(h) <= len(prefix) || !strings.EqualFold(string(h[:len(prefix)]), prefix) {
+		return Principal{}, unauthorized("missing bearer token")
+	}
+	p, err := s.Auth.Verify(string(h[len(prefix):]))
+	if err != nil {
+		return Principal{}, unauthorized("invalid or expired token")
+	}
+	return p, nil
+}
+
+func (s *Server) admin(ctx *fasthttp.RequestCtx) (Principal, error) {
+	p, err := s.principal(ctx)
+	if err == nil && !p.Admin {
+		err = forbidden("admin role required")
+	}
+	return p, err
+}
+
+// decode reads a JSON body into v strictly: malformed JSON, wrong types and
+// unknown fields are bad requests. An empty body leaves v at its zero value
+// when allowEmpty.
+func decode(ctx *fasthttp.RequestCtx, v any, allowEmpty bool) error {
+	body := ctx.PostBody()
+	if len(bytes.TrimSpace(body)) == 0 {
+		if allowEmpty {
+			return nil
+		}
+		return badRequest("request body is empty; a JSON object is required")
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return badRequest("invalid JSON body: " + explain(body, v, err))
+	}
+	return nil
+}
+
+// explain words a decoding error the way encoding/json does ("cannot
+// unmarshal string into Go struct field .stock of type int64"), which names
+// the field plainly; sonic's own message quotes the raw input. It runs only on
+// the error path.
+func explain(body []byte, v any, err error) string {
+	dec := stdjson.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if serr := dec.Decode(reflect.New(reflect.TypeOf(v).Elem()).Interface()); serr != nil {
+		err = serr
+	}
+	msg := err.Error()
+	if i := strings.IndexByte(msg, '\n'); i > 0 {
+		msg = msg[:i]
+	}
+	return msg
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode response: %w", err)
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.SetStatusCode(status)
+	ctx.SetBody(b)
+	return nil
+}
+
+// reqContext bounds the work behind a request.
+func (s *Server) reqContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.Timeout)
+}

@@ -1,0 +1,31 @@
+// Command flashgrab is the one binary of the flash-sale and red-packet engine:
+// serve, migrate, sandbox, load, reconcile and token.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v3"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := &cli.Command{
+		Name:  "flashgrab",
+		Usage: "flash sales and red packets decided in Redis, settled into MySQL",
+		Commands: []*cli.Command{
+			serveCommand(),
+			migrateCommand(),
+			tokenCommand(),
+		},
+	}
+	if err := root.Run(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "flashgrab:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,95 @@
+// Package engine is flashgrab's domain core: flash sales and red packets
+// decided atomically by Lua scripts in Redis, with every win appended to its
+// partition's settlement stream in the same step.
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab/scripts"
+)
+
+// Config wires an Engine. Redis and Keys are required.
+type Config struct {
+	Redis redis.UniversalClient
+	Keys  Keyspace
+	// IDs generates order and packet ids; nil claims a node from Redis.
+	IDs *IDs
+}
+
+// Engine runs sales and red packets over Redis. It is safe for concurrent use.
+type Engine struct {
+	rdb  redis.UniversalClient
+	keys Keyspace
+	ids  *IDs
+
+	saleCreate   *redis.Script
+	saleGrab     *redis.Script
+	orderRelease *redis.Script
+}
+
+// New returns an Engine and loads its scripts into Redis (a later NOSCRIPT,
+// after a Redis restart, reloads them transparently).
+func New(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Redis == nil {
+		return nil, errors.New("engine: nil Redis client")
+	}
+	if cfg.Keys.Partitions < 1 {
+		return nil, fmt.Errorf("engine: %d partitions, need at least 1", cfg.Keys.Partitions)
+	}
+	if cfg.Keys.Prefix == "" {
+		return nil, errors.New("engine: empty key prefix")
+	}
+	e := &Engine{
+		rdb:          cfg.Redis,
+		keys:         cfg.Keys,
+		ids:          cfg.IDs,
+		saleCreate:   redis.NewScript(scripts.SaleCreate),
+		saleGrab:     redis.NewScript(scripts.SaleGrab),
+		orderRelease: redis.NewScript(scripts.OrderRelease),
+	}
+	if e.ids == nil {
+		node, err := ClaimNode(ctx, cfg.Redis, cfg.Keys)
+		if err != nil {
+			return nil, wrapRedis(err)
+		}
+		e.ids = NewIDs(node)
+	}
+	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease} {
+		if err := s.Load(ctx, e.rdb).Err(); err != nil {
+			return nil, fmt.Errorf("engine: load script: %w", wrapRedis(err))
+		}
+	}
+	return e, nil
+}
+
+// Keys returns the engine's key layout.
+func (e *Engine) Keys() Keyspace { return e.keys }
+
+// Ping reports whether Redis answers.
+func (e *Engine) Ping(ctx context.Context) error { return wrapRedis(e.rdb.Ping(ctx).Err()) }
+
+// wrapRedis turns a transport failure (refused, timed out, pool exhausted,
+// cluster down) into ErrUnavailable, so callers can answer 503 and retry;
+// errors Redis itself replied with (a script bug) pass through unchanged.
+func wrapRedis(err error) error {
+	if err == nil || errors.Is(err, redis.Nil) {
+		return err
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		msg := rerr.Error()
+		for _, transient := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
+			if strings.HasPrefix(msg, transient) {
+				return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+			}
+		}
+		return err
+	}
+	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+}

@@ -1,0 +1,31 @@
+package engine
+
+import "errors"
+
+// Domain errors. api/ maps each to one HTTP status and code, in one place.
+var (
+	ErrNotFound          = errors.New("not found")
+	ErrExists            = errors.New("already exists")
+	ErrSoldOut           = errors.New("sold out")
+	ErrLimitReached      = errors.New("per-user limit reached")
+	ErrNotStarted        = errors.New("sale not started")
+	ErrEnded             = errors.New("sale ended")
+	ErrEmpty             = errors.New("packet empty")
+	ErrExpired           = errors.New("packet expired")
+	ErrInsufficientFunds = errors.New("insufficient funds")
+	ErrNotPayable        = errors.New("order not payable")
+	// ErrUnavailable wraps a failure of a backing store (Redis, MySQL):
+	// the request may be retried later.
+	ErrUnavailable = errors.New("unavailable")
+)
+
+// InvalidError reports input that breaks a rule; Field names what is wrong.
+type InvalidError struct {
+	Field  string
+	Reason string
+}
+
+func (e *InvalidError) Error() string { return e.Field + ": " + e.Reason }
+
+// Invalid returns an *InvalidError for field.
+func Invalid(field, reason string) error { return &InvalidError{Field: field, Reason: reason} }

@@ -1,0 +1,56 @@
+package engine
+
+import (
+	"hash/crc32"
+	"strconv"
+)
+
+// DefaultPartitions is the partition count of a deployment that sets none.
+const DefaultPartitions = 16
+
+// Keyspace lays out every Redis key. Each entity lives in one partition and
+// each of its keys carries that partition as a hash tag ("{p3}"), so that every
+// script touches a single slot and runs unchanged on Redis Cluster.
+//
+// Prefix is "fg" in production; tests use their own so concurrent runs never
+// share a key.
+type Keyspace struct {
+	Prefix     string
+	Partitions int
+}
+
+// Partition returns crc32(id) mod P, the partition of a sale or packet.
+func (k Keyspace) Partition(id string) int {
+	return int(crc32.ChecksumIEEE([]byte(id)) % uint32(k.Partitions))
+}
+
+func (k Keyspace) tag(p int) string {
+	return k.Prefix + ":{p" + strconv.Itoa(p) + "}:"
+}
+
+// Sale is the hash holding a sale's terms, remaining stock and sold count.
+func (k Keyspace) Sale(p int, id string) string { return k.tag(p) + "sale:" + id }
+
+// Buyers is the hash of a sale's buyers: quantity held per user and the order
+// each idempotency key produced.
+func (k Keyspace) Buyers(p int, id string) string { return k.tag(p) + "sale:" + id + ":buyers" }
+
+// Order is the hash of one order, stored in its sale's partition.
+func (k Keyspace) Order(p int, orderID string) string { return k.tag(p) + "order:" + orderID }
+
+// Packet is the hash holding a red packet's terms and remainder.
+func (k Keyspace) Packet(p int, id string) string { return k.tag(p) + "pkt:" + id }
+
+// PacketGrabs is the hash of a packet's winners: user → "amount:at_ms:seq".
+func (k Keyspace) PacketGrabs(p int, id string) string { return k.tag(p) + "pkt:" + id + ":grabs" }
+
+// PacketExpiry is the partition's sorted set of open packets by expiry time.
+func (k Keyspace) PacketExpiry(p int) string { return k.tag(p) + "pkt-expiry" }
+
+// Events is the partition's settlement stream.
+func (k Keyspace) Events(p int) string { return k.tag(p) + "events" }
+
+// Global keys are not tied to a partition and never touched by a script.
+
+// NodeCounter is the counter that hands every engine instance its node number.
+func (k Keyspace) NodeCounter() string { return k.Prefix + ":node-seq" }

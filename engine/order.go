@@ -1,0 +1,49 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Order returns an order as the grab recorded it in Redis. It is there the
+// moment the grab returns, before settlement; its payment status lives in MySQL.
+func (e *Engine) Order(ctx context.Context, id string) (Order, error) {
+	p, ok := e.keys.orderPartition(id)
+	if !ok {
+		return Order{}, fmt.Errorf("order %q: %w", id, ErrNotFound)
+	}
+	v, err := e.rdb.HMGet(ctx, e.keys.Order(p, id), "sale", "user", "mch", "qty", "amt", "at").Result()
+	if err != nil {
+		return Order{}, fmt.Errorf("get order %s: %w", id, wrapRedis(err))
+	}
+	if v[0] == nil {
+		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
+	}
+	s := func(i int) string { x, _ := v[i].(string); return x }
+	n := func(i int) int64 { x, _ := strconv.ParseInt(s(i), 10, 64); return x }
+	return Order{
+		ID: id, SaleID: s(0), UserID: s(1), MerchantID: s(2), Qty: n(3), AmountCents: n(4),
+		CreatedAt: time.UnixMilli(n(5)).UTC(),
+	}, nil
+}
+
+// ReleaseOrder returns a cancelled order's stock to its sale and frees the
+// buyer to grab again. It is idempotent: released reports whether this call
+// did the release.
+func (e *Engine) ReleaseOrder(ctx context.Context, o Order) (released bool, err error) {
+	p, ok := e.keys.orderPartition(o.ID)
+	if !ok {
+		return false, fmt.Errorf("release order %q: %w", o.ID, ErrNotFound)
+	}
+	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID)}
+	r, err := e.orderRelease.Run(ctx, e.rdb, keys).Int()
+	if err != nil {
+		return false, fmt.Errorf("release order %s: %w", o.ID, wrapRedis(err))
+	}
+	if r < 0 {
+		return false, fmt.Errorf("release order %s: %w", o.ID, ErrNotFound)
+	}
+	return r == 1, nil
+}

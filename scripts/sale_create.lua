@@ -1,0 +1,15 @@
+-- Creates a sale unless one with the same id exists, and records the creation
+-- on the partition's settlement stream in the same atomic step.
+--
+-- KEYS[1] sale hash   KEYS[2] events stream
+-- ARGV    id, merchant_id, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms
+-- Returns 1 when created, 0 when the id is taken.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+redis.call('HSET', KEYS[1],
+  'mch', ARGV[2], 'price', ARGV[3], 'stock', ARGV[4], 'init', ARGV[4], 'sold', 0,
+  'limit', ARGV[5], 'start', ARGV[6], 'end', ARGV[7])
+redis.call('XADD', KEYS[2], '*', 'k', 'sale', 'id', ARGV[1], 'mch', ARGV[2],
+  'price', ARGV[3], 'stock', ARGV[4], 'limit', ARGV[5], 'start', ARGV[6], 'end', ARGV[7])
+return 1

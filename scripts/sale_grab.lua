@@ -1,0 +1,72 @@
+-- Decides the grabs of one sale for a batch of users, in order, atomically:
+-- checks the sale window and each user's limit, decrements stock, records the
+-- buyer and the order, and appends each order's settlement event to the
+-- partition stream. A win and its event cannot separate.
+--
+-- A user's grab is identified by (user, idempotency key): a retry with the same
+-- pair returns the order it produced the first time, never a second one.
+--
+-- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] events stream
+-- KEYS[3+i] order hash of user i
+-- ARGV[1] sale id, then per user i: user, key, qty, order id
+-- Returns, per user, five values: outcome, order id, qty, amount, remaining
+-- stock. Outcomes: ok, repeat, sold_out, limit_reached, not_started, ended,
+-- bad_qty, not_found.
+local sale = redis.call('HMGET', KEYS[1], 'mch', 'price', 'stock', 'limit', 'start', 'end')
+local n = (#ARGV - 1) / 4
+local out = {}
+if not sale[1] then
+  for i = 1, n do
+    out[#out + 1] = 'not_found'; out[#out + 1] = ''; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
+  end
+  return out
+end
+local mch, price, stock, limit = sale[1], tonumber(sale[2]), tonumber(sale[3]), tonumber(sale[4])
+local starts, ends = tonumber(sale[5]), tonumber(sale[6])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local sold = 0
+
+for i = 1, n do
+  local b = 1 + (i - 1) * 4
+  local user, key, qty, oid = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
+  local kf = 'k:' .. user .. ':' .. key
+  local outcome, rqty, amount = 'ok', qty, 0
+  local prev = redis.call('HGET', KEYS[2], kf)
+  if prev then
+    -- prev is "order_id|qty|amount"
+    local p1 = string.find(prev, '|', 1, true)
+    local p2 = string.find(prev, '|', p1 + 1, true)
+    outcome, oid = 'repeat', string.sub(prev, 1, p1 - 1)
+    rqty, amount = tonumber(string.sub(prev, p1 + 1, p2 - 1)), tonumber(string.sub(prev, p2 + 1))
+  elseif now < starts then
+    outcome = 'not_started'
+  elseif now >= ends then
+    outcome = 'ended'
+  elseif qty < 1 or qty > limit then
+    outcome = 'bad_qty'
+  elseif (tonumber(redis.call('HGET', KEYS[2], 'u:' .. user)) or 0) + qty > limit then
+    outcome = 'limit_reached'
+  elseif stock < qty then
+    outcome = 'sold_out'
+  else
+    amount = price * qty
+    stock = stock - qty
+    sold = sold + qty
+    redis.call('HINCRBY', KEYS[2], 'u:' .. user, qty)
+    redis.call('HSET', KEYS[2], kf, oid .. '|' .. qty .. '|' .. amount)
+    redis.call('HSET', KEYS[3 + i], 'sale', ARGV[1], 'user', user, 'mch', mch, 'qty', qty,
+      'amt', amount, 'at', now, 'key', key)
+    redis.call('XADD', KEYS[3], '*', 'k', 'order', 'id', oid, 'sale', ARGV[1], 'user', user,
+      'mch', mch, 'qty', qty, 'amt', amount, 'at', now)
+  end
+  if outcome ~= 'ok' and outcome ~= 'repeat' then
+    oid, rqty, amount = '', 0, 0
+  end
+  out[#out + 1] = outcome; out[#out + 1] = oid; out[#out + 1] = rqty; out[#out + 1] = amount; out[#out + 1] = stock
+end
+if sold > 0 then
+  redis.call('HINCRBY', KEYS[1], 'stock', -sold)
+  redis.call('HINCRBY', KEYS[1], 'sold', sold)
+end
+return out

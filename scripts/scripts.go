@@ -1,0 +1,15 @@
+// Package scripts holds the Lua scripts that decide grabs atomically inside
+// Redis. Each script touches the keys of one partition only (one hash slot).
+package scripts
+
+import _ "embed"
+
+// Sources of the scripts, embedded at build time.
+var (
+	//go:embed sale_create.lua
+	SaleCreate string
+	//go:embed sale_grab.lua
+	SaleGrab string
+	//go:embed order_release.lua
+	OrderRelease string
+)

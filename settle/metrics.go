@@ -1,0 +1,58 @@
+package settle
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flashgrab/flashgrab/engine"
+)
+
+// Metrics are the settler's Prometheus collectors.
+type Metrics struct {
+	Events   *prometheus.CounterVec // settled events by kind
+	Batches  prometheus.Histogram   // seconds per committed batch
+	Lag      prometheus.Histogram   // seconds from grab to commit
+	Failures prometheus.Counter
+}
+
+// NewMetrics creates the settler's collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashgrab_settled_events_total", Help: "Settlement events committed to MySQL, by kind.",
+		}, []string{"kind"}),
+		Batches: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashgrab_settle_batch_seconds", Help: "Time to apply and commit one batch.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		Lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flashgrab_settle_lag_seconds", Help: "Age of an event when its batch committed (settler lag).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
+		}),
+		Failures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashgrab_settle_failures_total", Help: "Failed settler reads or batches (retried).",
+		}),
+	}
+	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures)
+	return m
+}
+
+func (m *Metrics) observe(events []engine.Event, took time.Duration) {
+	m.Batches.Observe(took.Seconds())
+	now := time.Now().UnixMilli()
+	for _, e := range events {
+		m.Events.WithLabelValues(e.Kind).Inc()
+	}
+	if len(events) > 0 {
+		// The stream id starts with the millisecond the script appended it.
+		first := events[0].ID
+		if i := strings.IndexByte(first, '-'); i > 0 {
+			if ms, err := strconv.ParseInt(first[:i], 10, 64); err == nil {
+				m.Lag.Observe(float64(now-ms) / 1000)
+			}
+		}
+	}
+}
