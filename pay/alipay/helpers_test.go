@@ -170,3 +170,11 @@ func signNotify(t testing.TB, p url.Values, key *rsa.PrivateKey) string {
 	p.Set("sign", sig)
 	return p.Encode()
 }
+
+func parseURLQuery(raw string) (url.Values, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	return url.ParseQuery(u.RawQuery)
+}
