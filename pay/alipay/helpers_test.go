@@ -2,8 +2,8 @@ package alipay
 
 import (
 	"bytes"
-	"fmt"
 	"crypto/rsa"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
