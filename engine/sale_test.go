@@ -1,0 +1,234 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/internal/testenv"
+)
+
+func newEngine(t *testing.T) (*engine.Engine, *redis.Client) {
+	t.Helper()
+	rdb, prefix := testenv.Redis(t)
+	e, err := engine.New(context.Background(), engine.Config{Redis: rdb,
+		Keys: engine.Keyspace{Prefix: prefix, Partitions: 16}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, rdb
+}
+
+func openSale(id string, stock, limit int64) engine.Sale {
+	now := time.Now()
+	return engine.Sale{ID: id, MerchantID: "m1", PriceCents: 150, Stock: stock, PerUserLimit: limit,
+		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}
+}
+
+// TestGrabNeverOversells is invariant 1 and 2: 1,000 users, a fifth of them
+// retrying three times, all at once, on 100 units.
+func TestGrabNeverOversells(t *testing.T) {
+	for _, limit := range []int64{1, 2} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			e, rdb := newEngine(t)
+			ctx := context.Background()
+			if _, err := e.CreateSale(ctx, openSale("s1", 100, limit)); err != nil {
+				t.Fatal(err)
+			}
+			const users = 1000
+			type win struct{ user, order string }
+			wins := make(chan win, users*4)
+			var soldOut, other sync.Map
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for u := 0; u < users; u++ {
+				tries := 1
+				if u%5 == 0 {
+					tries = 4 // the first attempt and three retries
+				}
+				for i := 0; i < tries; i++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						<-start
+						user := fmt.Sprintf("u%d", u)
+						r, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: user, Qty: 1})
+						switch {
+						case err == nil:
+							wins <- win{user, r.OrderID}
+						case errors.Is(err, engine.ErrSoldOut):
+							soldOut.Store(user, true)
+						default:
+							other.Store(user, err)
+						}
+					}()
+				}
+			}
+			close(start)
+			wg.Wait()
+			close(wins)
+			other.Range(func(k, v any) bool { t.Errorf("user %v: unexpected %v", k, v); return true })
+
+			orderOf := map[string]string{}
+			orders := map[string]bool{}
+			for w := range wins {
+				if prev, ok := orderOf[w.user]; ok && prev != w.order {
+					t.Errorf("user %s holds two orders: %s and %s", w.user, prev, w.order)
+				}
+				orderOf[w.user] = w.order
+				orders[w.order] = true
+			}
+			if len(orders) != 100 || len(orderOf) != 100 {
+				t.Fatalf("%d orders for %d winners, want 100 and 100", len(orders), len(orderOf))
+			}
+			s, err := e.Sale(ctx, "s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Stock != 0 || s.Sold != 100 {
+				t.Fatalf("stock %d sold %d, want 0 and 100", s.Stock, s.Sold)
+			}
+			// Exactly one settlement event per order, plus the sale's own.
+			p := e.Keys().Partition("s1")
+			msgs, err := rdb.XRange(ctx, e.Keys().Events(p), "-", "+").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			evOrders := map[string]bool{}
+			for _, m := range msgs {
+				ev, err := engine.ParseEvent(p, m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ev.Kind == engine.EventOrder {
+					if evOrders[ev.Order.ID] || !orders[ev.Order.ID] {
+						t.Fatalf("event for order %s is a duplicate or names no won order", ev.Order.ID)
+					}
+					evOrders[ev.Order.ID] = true
+				}
+			}
+			if len(evOrders) != 100 || len(msgs) != 101 {
+				t.Fatalf("stream holds %d entries with %d order events, want 101 and 100", len(msgs), len(evOrders))
+			}
+		})
+	}
+}
+
+// TestGrabRetryReturnsSameOrder: a retry returns the first order; a fresh
+// idempotency key buys again up to the limit, then limit_reached.
+func TestGrabRetryReturnsSameOrder(t *testing.T) {
+	e, _ := newEngine(t)
+	ctx := context.Background()
+	if _, err := e.CreateSale(ctx, openSale("s2", 10, 2)); err != nil {
+		t.Fatal(err)
+	}
+	first, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Qty: 1})
+	if err != nil || first.Repeat {
+		t.Fatalf("first grab: %+v %v", first, err)
+	}
+	again, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Qty: 1})
+	if err != nil || !again.Repeat || again.OrderID != first.OrderID || again.AmountCents != 150 {
+		t.Fatalf("retry: %+v %v, want repeat of %s", again, err, first.OrderID)
+	}
+	second, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Key: "k2", Qty: 1})
+	if err != nil || second.OrderID == first.OrderID {
+		t.Fatalf("second purchase: %+v %v", second, err)
+	}
+	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Key: "k3", Qty: 1}); !errors.Is(err, engine.ErrLimitReached) {
+		t.Fatalf("third purchase: %v, want limit_reached", err)
+	}
+	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "carol", Qty: 3}); err == nil {
+		t.Fatal("qty above the limit accepted")
+	}
+	s, _ := e.Sale(ctx, "s2")
+	if s.Stock != 8 || s.Sold != 2 {
+		t.Fatalf("stock %d sold %d, want 8 and 2", s.Stock, s.Sold)
+	}
+	o, err := e.Order(ctx, first.OrderID)
+	if err != nil || o.UserID != "bob" || o.SaleID != "s2" || o.Qty != 1 || o.AmountCents != 150 {
+		t.Fatalf("order: %+v %v", o, err)
+	}
+}
+
+func TestGrabWindowAndMissing(t *testing.T) {
+	e, _ := newEngine(t)
+	ctx := context.Background()
+	now := time.Now()
+	future := engine.Sale{ID: "later", MerchantID: "m", PriceCents: 1, Stock: 1, PerUserLimit: 1,
+		StartsAt: now.Add(time.Hour), EndsAt: now.Add(2 * time.Hour)}
+	past := engine.Sale{ID: "over", MerchantID: "m", PriceCents: 1, Stock: 1, PerUserLimit: 1,
+		StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)}
+	for _, s := range []engine.Sale{future, past} {
+		if _, err := e.CreateSale(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.CreateSale(ctx, future); !errors.Is(err, engine.ErrExists) {
+		t.Fatalf("duplicate create: %v, want ErrExists", err)
+	}
+	for id, want := range map[string]error{"later": engine.ErrNotStarted, "over": engine.ErrEnded, "nope": engine.ErrNotFound} {
+		if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: id, UserID: "u", Qty: 1}); !errors.Is(err, want) {
+			t.Errorf("grab %s: %v, want %v", id, err, want)
+		}
+	}
+}
+
+// TestGrabSurvivesScriptFlush: a Redis restart empties the script cache; the
+// next grab reloads the script instead of failing.
+func TestGrabSurvivesScriptFlush(t *testing.T) {
+	e, rdb := newEngine(t)
+	ctx := context.Background()
+	if _, err := e.CreateSale(ctx, openSale("s3", 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s3", UserID: "u", Qty: 1}); err != nil {
+		t.Fatalf("grab after SCRIPT FLUSH: %v", err)
+	}
+}
+
+// TestGrabRedisDown: with Redis unreachable a grab fails fast with
+// ErrUnavailable, and works again once Redis is back, with no restart.
+func TestGrabRedisDown(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	proxy := testenv.NewProxy(t, testenv.RedisAddr())
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 0})
+	defer rdb.Close()
+	ctx := context.Background()
+	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateSale(ctx, openSale("s4", 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Down()
+	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s4", UserID: "u", Qty: 1}); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("grab with Redis down: %v, want ErrUnavailable", err)
+	}
+	proxy.Up()
+	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s4", UserID: "u", Qty: 1}); err != nil {
+		t.Fatalf("grab after Redis returned: %v", err)
+	}
+}
+
+func TestIDsAreUniqueAndOrdered(t *testing.T) {
+	g := engine.NewIDs(7)
+	var prev int64
+	for i := 0; i < 100000; i++ {
+		id := g.Next()
+		if id <= prev {
+			t.Fatalf("id %d after %d: not increasing", id, prev)
+		}
+		prev = id
+	}
+}
