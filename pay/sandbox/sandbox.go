@@ -104,6 +104,12 @@ type PayOptions struct {
 	// AmountCents, when positive, is the amount the notify claims, correctly
 	// signed, instead of the trade's: it exercises the merchant's amount check.
 	AmountCents int64
+	// SignTestProbe (WeChat) sends a WECHATPAY/SIGNTEST/ probe in place of
+	// the notify's signature: the merchant must refuse it as a payment.
+	SignTestProbe bool
+	// StaleTimestamp (WeChat) signs the notify with a timestamp 10 minutes
+	// old, beyond the 5-minute window a merchant accepts.
+	StaleTimestamp bool
 }
 
 // PayOption sets one of the PayOptions.
@@ -117,6 +123,12 @@ func WithForgedSignature() PayOption { return func(o *PayOptions) { o.ForgeSigna
 
 // WithAmountCents makes the notify claim cents, signed correctly.
 func WithAmountCents(cents int64) PayOption { return func(o *PayOptions) { o.AmountCents = cents } }
+
+// WithSignTestProbe sends a SIGNTEST probe instead of a validly signed notify (WeChat).
+func WithSignTestProbe() PayOption { return func(o *PayOptions) { o.SignTestProbe = true } }
+
+// WithStaleTimestamp signs the notify 10 minutes in the past (WeChat).
+func WithStaleTimestamp() PayOption { return func(o *PayOptions) { o.StaleTimestamp = true } }
 
 // applyPayOptions folds opts into PayOptions with defaults filled in.
 func applyPayOptions(opts []PayOption) PayOptions {
