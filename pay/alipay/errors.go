@@ -51,6 +51,7 @@ type Error struct {
 	SubMsg  string `json:"sub_msg"`
 }
 
+// Error renders code, msg and, when present, sub_code and sub_msg.
 func (e *Error) Error() string {
 	s := fmt.Sprintf("alipay: %s %s", e.Code, e.Msg)
 	if e.SubCode != "" {
