@@ -1,0 +1,213 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/internal/testenv"
+	"github.com/flashgrab/flashgrab/settle"
+)
+
+var secret = []byte("test-secret")
+
+type harness struct {
+	t      *testing.T
+	client *fasthttp.Client
+	eng    *engine.Engine
+	admin  string
+}
+
+func newHarness(t *testing.T, rdb redis.UniversalClient, prefix string) *harness {
+	t.Helper()
+	db, _ := testenv.MySQL(t)
+	ctx := context.Background()
+	if err := settle.Migrate(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &api.Server{Engine: eng, Books: &settle.Books{DB: db}, Auth: api.Auth{Secret: secret},
+		MaxBodyBytes: 4096, Timeout: time.Second}
+	ln := fasthttputil.NewInmemoryListener()
+	hs := srv.HTTPServer()
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Shutdown(); ln.Close() })
+	h := &harness{t: t, eng: eng, client: &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }}}
+	h.admin = h.token("root", true, time.Hour)
+	return h
+}
+
+func (h *harness) token(user string, admin bool, ttl time.Duration) string {
+	tok, err := api.Auth{Secret: secret}.Mint(user, admin, ttl)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return tok
+}
+
+// do sends a request and returns the status and decoded JSON body.
+func (h *harness) do(method, path, token, body string, header ...string) (int, map[string]any) {
+	h.t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://flashgrab" + path)
+	req.Header.SetMethod(method)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	req.SetBodyString(body)
+	if err := h.client.DoTimeout(req, resp, 10*time.Second); err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	var out map[string]any
+	if len(resp.Body()) > 0 {
+		if err := json.Unmarshal(resp.Body(), &out); err != nil {
+			h.t.Fatalf("%s %s: body %q is not JSON: %v", method, path, resp.Body(), err)
+		}
+	}
+	return resp.StatusCode(), out
+}
+
+func errCode(body map[string]any) string {
+	e, _ := body["error"].(map[string]any)
+	c, _ := e["code"].(string)
+	return c
+}
+
+const window = `"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z"`
+
+func TestSaleBadInputChangesNothing(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	h := newHarness(t, rdb, prefix)
+	user := h.token("alice", false, time.Hour)
+	expired := h.token("alice", false, time.Millisecond)
+	forged, _ := api.Auth{Secret: []byte("other")}.Mint("root", true, time.Hour)
+	for _, c := range []struct {
+		name, token, body string
+		status            int
+		code              string
+	}{
+		{"malformed", h.admin, `{"id":"x",`, 400, "bad_request"},
+		{"wrong type", h.admin, `{"id":"x","merchant_id":"m","price_cents":"1","stock":5,"per_user_limit":1,` + window + `}`, 400, "bad_request"},
+		{"unknown field", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,"colour":"red",` + window + `}`, 400, "bad_request"},
+		{"stock 0", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":0,"per_user_limit":1,` + window + `}`, 400, "bad_request"},
+		{"price 0", h.admin, `{"id":"x","merchant_id":"m","price_cents":0,"stock":5,"per_user_limit":1,` + window + `}`, 400, "bad_request"},
+		{"limit 0", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":0,` + window + `}`, 400, "bad_request"},
+		{"ends before start", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2029-01-01T00:00:00Z"}`, 400, "bad_request"},
+		{"bad id", h.admin, `{"id":"x y","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,` + window + `}`, 400, "bad_request"},
+		{"empty body", h.admin, ``, 400, "bad_request"},
+		{"no token", "", `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,` + window + `}`, 401, "unauthorized"},
+		{"forged token", forged, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,` + window + `}`, 401, "unauthorized"},
+		{"expired token", expired, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,` + window + `}`, 401, "unauthorized"},
+		{"user on admin route", user, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,` + window + `}`, 403, "forbidden"},
+		{"too large", h.admin, `{"id":"` + strings.Repeat("x", 5000) + `"}`, 413, "too_large"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			status, body := h.do("POST", "/v1/sales", c.token, c.body)
+			if status != c.status || errCode(body) != c.code {
+				t.Fatalf("got %d %v, want %d %s", status, body, c.status, c.code)
+			}
+			if status, _ := h.do("GET", "/v1/sales/x", "", ""); status != 404 {
+				t.Fatalf("sale x exists after a rejected create (GET %d)", status)
+			}
+		})
+	}
+}
+
+func TestSaleGrabOverHTTP(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	h := newHarness(t, rdb, prefix)
+	status, body := h.do("POST", "/v1/sales", h.admin, `{"id":"s1","merchant_id":"m","price_cents":250,"stock":3,"per_user_limit":2,`+window+`}`)
+	if status != 201 || body["stock"] != 3.0 {
+		t.Fatalf("create: %d %v", status, body)
+	}
+	if status, body := h.do("POST", "/v1/sales", h.admin, `{"id":"s1","merchant_id":"m","price_cents":250,"stock":3,"per_user_limit":2,`+window+`}`); status != 409 || errCode(body) != "exists" {
+		t.Fatalf("duplicate create: %d %v", status, body)
+	}
+	alice := h.token("alice", false, time.Hour)
+	for _, c := range []struct{ body, code string }{{`{"qty":0}`, "bad_request"}, {`{"qty":3}`, "bad_request"}, {`{"qty":"1"}`, "bad_request"}, {`{"n":1}`, "bad_request"}} {
+		if status, body := h.do("POST", "/v1/sales/s1/grab", alice, c.body); status != 400 || errCode(body) != c.code {
+			t.Fatalf("grab %s: %d %v", c.body, status, body)
+		}
+	}
+	if status, body := h.do("POST", "/v1/sales/s1/grab", "", ``); status != 401 {
+		t.Fatalf("grab without token: %d %v", status, body)
+	}
+	if _, body := h.do("GET", "/v1/sales/s1", "", ""); body["stock"] != 3.0 || body["sold"] != 0.0 {
+		t.Fatalf("rejected grabs changed the sale: %v", body)
+	}
+	status, won := h.do("POST", "/v1/sales/s1/grab", alice, `{"qty":2}`)
+	if status != 200 || won["amount_cents"] != 500.0 || won["remaining"] != 1.0 {
+		t.Fatalf("grab: %d %v", status, won)
+	}
+	if status, again := h.do("POST", "/v1/sales/s1/grab", alice, ``); status != 200 || again["order_id"] != won["order_id"] || again["repeat"] != true {
+		t.Fatalf("retry: %d %v, want the same order", status, again)
+	}
+	if status, body := h.do("POST", "/v1/sales/s1/grab", alice, ``, "Idempotency-Key", "second"); status != 409 || errCode(body) != "limit_reached" {
+		t.Fatalf("beyond limit: %d %v", status, body)
+	}
+	bob := h.token("bob", false, time.Hour)
+	if status, body := h.do("POST", "/v1/sales/s1/grab", bob, `{"qty":2}`); status != 409 || errCode(body) != "sold_out" {
+		t.Fatalf("bob qty 2 of 1 left: %d %v", status, body)
+	}
+	path := fmt.Sprintf("/v1/orders/%s", won["order_id"])
+	if status, o := h.do("GET", path, alice, ""); status != 200 || o["user_id"] != "alice" || o["status"] != "pending" || o["qty"] != 2.0 {
+		t.Fatalf("get own order: %d %v", status, o)
+	}
+	if status, _ := h.do("GET", path, bob, ""); status != 404 {
+		t.Fatalf("bob reads alice's order: %d", status)
+	}
+	if status, _ := h.do("GET", path, h.admin, ""); status != 200 {
+		t.Fatalf("admin reads alice's order: %d", status)
+	}
+	if status, body := h.do("DELETE", "/v1/sales/s1", h.admin, ""); status != 405 || errCode(body) != "method_not_allowed" {
+		t.Fatalf("DELETE: %d %v", status, body)
+	}
+	if status, _ := h.do("POST", "/v1/sales/nope/grab", alice, ``); status != 404 {
+		t.Fatalf("grab of a missing sale: %d", status)
+	}
+}
+
+func TestGrabAnswers503WhenRedisDown(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	proxy := testenv.NewProxy(t, testenv.RedisAddr())
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 0})
+	defer rdb.Close()
+	h := newHarness(t, rdb, prefix)
+	if status, _ := h.do("POST", "/v1/sales", h.admin, `{"id":"s1","merchant_id":"m","price_cents":1,"stock":3,"per_user_limit":1,`+window+`}`); status != 201 {
+		t.Fatal("create failed")
+	}
+	alice := h.token("alice", false, time.Hour)
+	proxy.Down()
+	if status, body := h.do("POST", "/v1/sales/s1/grab", alice, ``); status != 503 || errCode(body) != "unavailable" {
+		t.Fatalf("grab with Redis down: %d %v", status, body)
+	}
+	if status, body := h.do("GET", "/readyz", "", ""); status != 503 || body["redis"] != "unreachable" {
+		t.Fatalf("readyz with Redis down: %d %v", status, body)
+	}
+	proxy.Up()
+	if status, body := h.do("POST", "/v1/sales/s1/grab", alice, ``); status != 200 {
+		t.Fatalf("grab after Redis returned: %d %v", status, body)
+	}
+	if status, _ := h.do("GET", "/readyz", "", ""); status != 200 {
+		t.Fatalf("readyz after Redis returned: %d", status)
+	}
+}
