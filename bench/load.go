@@ -32,8 +32,10 @@ const (
 	maxUsers       = 1_000_000
 	maxConcurrency = 100_000
 	maxRate        = 10_000_000
-	DefaultTimeout = 5 * time.Second
 )
+
+// DefaultTimeout bounds each request when LoadConfig.Timeout is 0.
+const DefaultTimeout = 5 * time.Second
 
 // LoadConfig describes one load run against a running flashgrab server.
 type LoadConfig struct {
@@ -102,7 +104,7 @@ func (c *LoadConfig) normalize() error {
 
 // scheduled returns how many requests the open loop sends: rate × duration,
 // rounded down, computed without overflow for any accepted rate and duration.
-func scheduled(rate int, d time.Duration) int64 {
+func scheduledCount(rate int, d time.Duration) int64 {
 	r := int64(rate)
 	sec := int64(d / time.Second)
 	frac := int64(d % time.Second)
@@ -110,7 +112,7 @@ func scheduled(rate int, d time.Duration) int64 {
 }
 
 // offsetOf returns when, after the start, the open loop sends request k.
-func offsetOf(k int64, rate int) time.Duration {
+func scheduleOffset(k int64, rate int) time.Duration {
 	r := int64(rate)
 	return time.Duration(k/r)*time.Second + time.Duration((k%r)*int64(time.Second)/r)
 }
@@ -123,7 +125,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 		return nil, err
 	}
 	// A few spare connections let set-up and warm-up overlap without waiting.
-	c, err := newClient(cfg.BaseURL, cfg.Concurrency+8, cfg.Timeout)
+	c, err := newLoadClient(cfg.BaseURL, cfg.Concurrency+8, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -141,7 +143,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 		}
 		return tok, nil
 	}
-	s := &session{cfg: &cfg, c: c, runID: runID, ttl: ttl, minter: mint}
+	s := &loadSession{cfg: &cfg, c: c, runID: runID, ttl: ttl, minter: mint}
 	if s.admin, err = mint("load-admin", true); err != nil {
 		return nil, err
 	}
@@ -157,9 +159,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	warmUp(c, cfg.Concurrency)
+	warmUpConns(c, cfg.Concurrency)
 
-	r := &runner{
+	r := &loadRunner{
 		cfg:    &cfg,
 		c:      c,
 		plan:   p,
@@ -167,7 +169,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 		idem:   []byte(runID + "-"),
 		// Open-loop latency includes waiting for a free worker, bounded by the
 		// cut-off below; closed-loop latency by the request timeout.
-		rec: newRecorder(cfg.Duration, cfg.Duration+2*cfg.Timeout+time.Minute),
+		rec: newLoadRecorder(cfg.Duration, cfg.Duration+2*cfg.Timeout+time.Minute),
 	}
 	rep := &Report{
 		Scenario:    cfg.Scenario,
@@ -181,7 +183,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 	}
 	if cfg.Rate > 0 {
 		rep.Mode = ModeOpen
-		rep.Scheduled = scheduled(cfg.Rate, cfg.Duration)
+		rep.Scheduled = scheduledCount(cfg.Rate, cfg.Duration)
 	}
 	r.run(ctx, rep)
 	return rep, nil
@@ -199,7 +201,7 @@ func newRunID() (string, error) {
 
 // warmUp opens the workers' connections before the clock starts, so that the
 // first requests do not carry the cost of connecting.
-func warmUp(c *client, n int) {
+func warmUpConns(c *loadClient, n int) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() { _ = c.call("GET", "/healthz", "", "", nil, nil) })
@@ -208,13 +210,13 @@ func warmUp(c *client, n int) {
 }
 
 // runner is the measured phase.
-type runner struct {
+type loadRunner struct {
 	cfg    *LoadConfig
-	c      *client
-	plan   *plan
+	c      *loadClient
+	plan   *loadPlan
 	bearer [][]byte // "Bearer <token>" per user
 	idem   []byte   // Idempotency-Key prefix
-	rec    *recorder
+	rec    *loadRecorder
 
 	start time.Time
 	next  atomic.Int64 // the next request number to claim
@@ -222,7 +224,7 @@ type runner struct {
 }
 
 // run drives the workers and fills rep.
-func (r *runner) run(ctx context.Context, rep *Report) {
+func (r *loadRunner) run(ctx context.Context, rep *Report) {
 	r.start = time.Now()
 	rep.Started = r.start.UTC().Round(0)
 	watchDone := make(chan struct{})
@@ -260,7 +262,7 @@ func (r *runner) run(ctx context.Context, rep *Report) {
 
 // progress shows a bar over the measured duration on cfg.Progress until done
 // is closed; the returned channel closes when the bar is finished.
-func (r *runner) progress(done <-chan struct{}) <-chan struct{} {
+func (r *loadRunner) progress(done <-chan struct{}) <-chan struct{} {
 	finished := make(chan struct{})
 	if r.cfg.Progress == nil {
 		close(finished)
@@ -297,18 +299,18 @@ func (r *runner) progress(done <-chan struct{}) <-chan struct{} {
 
 // worker sends requests one at a time, reusing its request, response and
 // buffers so that the loop allocates nothing per request.
-type worker struct {
-	r     *runner
+type loadWorker struct {
+	r     *loadRunner
 	req   fasthttp.Request
 	resp  fasthttp.Response
 	key   []byte
-	buf   []sample
-	known []knownOutcome
+	buf   []loadSample
+	known []cachedOutcome
 }
 
 // knownOutcome caches an outcome id for an answer shape, so that classifying
 // an answer is a short scan instead of a string build and a locked lookup.
-type knownOutcome struct {
+type cachedOutcome struct {
 	status int // <0: transport failures (see transportStatus)
 	code   []byte
 	repeat bool
@@ -320,12 +322,12 @@ const (
 	statusTransport = -2
 )
 
-func (r *runner) newWorker() *worker {
-	return &worker{r: r, buf: make([]sample, 0, sampleBufferSize), key: append([]byte(nil), r.idem...)}
+func (r *loadRunner) newWorker() *loadWorker {
+	return &loadWorker{r: r, buf: make([]loadSample, 0, sampleBufferSize), key: append([]byte(nil), r.idem...)}
 }
 
 // closedLoop sends back-to-back requests until the duration is over.
-func (w *worker) closedLoop() {
+func (w *loadWorker) closedLoop() {
 	defer w.flush()
 	deadline := w.r.start.Add(w.r.cfg.Duration)
 	for !w.r.stop.Load() {
@@ -341,7 +343,7 @@ func (w *worker) closedLoop() {
 // it. A worker that is late sends at once: the delay stays in the measured
 // latency instead of being omitted. Requests not started by the cut-off
 // (duration + timeout) are left unsent and reported as not_sent.
-func (w *worker) openLoop(ctx context.Context, total int64) {
+func (w *loadWorker) openLoop(ctx context.Context, total int64) {
 	defer w.flush()
 	cutoff := w.r.start.Add(w.r.cfg.Duration + w.r.cfg.Timeout)
 	timer := time.NewTimer(time.Hour)
@@ -351,7 +353,7 @@ func (w *worker) openLoop(ctx context.Context, total int64) {
 		if k >= total {
 			return
 		}
-		at := w.r.start.Add(offsetOf(k, w.r.cfg.Rate))
+		at := w.r.start.Add(scheduleOffset(k, w.r.cfg.Rate))
 		now := time.Now()
 		if wait := at.Sub(now); wait > 0 {
 			timer.Reset(wait)
@@ -370,7 +372,7 @@ func (w *worker) openLoop(ctx context.Context, total int64) {
 }
 
 // do sends request k and records its latency from start.
-func (w *worker) do(k int64, start time.Time) {
+func (w *loadWorker) do(k int64, start time.Time) {
 	t, j := w.r.plan.pick(k)
 	req := &w.req
 	req.Reset()
@@ -394,7 +396,7 @@ func (w *worker) do(k int64, start time.Time) {
 		id = w.httpOutcome(w.resp.StatusCode(), w.resp.Body(), t.packet)
 	}
 	w.r.rec.done.Add(1)
-	w.buf = append(w.buf, sample{
+	w.buf = append(w.buf, loadSample{
 		latency: int64(lat / time.Microsecond),
 		bucket:  w.r.rec.bucketOf(start.Sub(w.r.start)),
 		outcome: id,
@@ -404,7 +406,7 @@ func (w *worker) do(k int64, start time.Time) {
 	}
 }
 
-func (w *worker) flush() {
+func (w *loadWorker) flush() {
 	w.r.rec.flush(w.buf)
 	w.buf = w.buf[:0]
 }
@@ -416,7 +418,7 @@ var (
 
 // httpOutcome classifies an answer by status, the API error code and, for
 // packets, whether it was a repeat.
-func (w *worker) httpOutcome(status int, body []byte, packet bool) uint16 {
+func (w *loadWorker) httpOutcome(status int, body []byte, packet bool) uint16 {
 	ok := status >= 200 && status <= 299
 	var code []byte
 	repeat := false
@@ -440,16 +442,16 @@ func (w *worker) httpOutcome(status int, body []byte, packet bool) uint16 {
 	}
 	example := ""
 	if !ok {
-		example = truncate(string(body), 200)
+		example = truncateMsg(string(body), 200)
 	}
 	id := w.r.rec.outcome(name, ok, example)
-	w.known = append(w.known, knownOutcome{status: status, code: bytes.Clone(code), repeat: repeat, id: id})
+	w.known = append(w.known, cachedOutcome{status: status, code: bytes.Clone(code), repeat: repeat, id: id})
 	return id
 }
 
 // transportOutcome classifies a request that got no answer; the first error
 // message each worker sees is offered as the outcome's sample.
-func (w *worker) transportOutcome(err error) uint16 {
+func (w *loadWorker) transportOutcome(err error) uint16 {
 	w.r.rec.failed.Add(1)
 	status, name := statusTransport, OutcomeTransport
 	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) {
@@ -461,7 +463,7 @@ func (w *worker) transportOutcome(err error) uint16 {
 		}
 	}
 	id := w.r.rec.outcome(name, false, err.Error())
-	w.known = append(w.known, knownOutcome{status: status, id: id})
+	w.known = append(w.known, cachedOutcome{status: status, id: id})
 	return id
 }
 

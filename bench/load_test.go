@@ -23,13 +23,13 @@ import (
 	"github.com/flashgrab/flashgrab/api"
 )
 
-var testSecret = []byte("load-test-secret")
+var loadTestSecret = []byte("load-test-secret")
 
-// stub implements just enough of the flashgrab API for the load generator:
+// loadStub implements just enough of the flashgrab API for the load generator:
 // sales that answer sold_out after a fixed number of wins, packets with a
 // share count and one grab per user, and an admin credit. It checks the
 // tokens and idempotency keys the generator sends.
-type stub struct {
+type loadStub struct {
 	t    *testing.T
 	auth api.Auth
 	// winCap, if > 0, caps the wins of every sale below its stock.
@@ -40,27 +40,27 @@ type stub struct {
 	dupKeys    atomic.Int64
 	idemKeys   sync.Map
 	mu         sync.Mutex
-	sales      map[string]*stubSale
-	packets    map[string]*stubPacket
+	sales      map[string]*loadStubSale
+	packets    map[string]*loadStubPacket
 	credited   int64
 	firstGrabs chan struct{} // closed after 50 grabs, for the cancellation test
 	closeOnce  sync.Once
 }
 
-type stubSale struct {
+type loadStubSale struct {
 	stock int64
 	wins  int64
 }
 
-type stubPacket struct {
+type loadStubPacket struct {
 	count  int
 	owners map[string]bool
 }
 
-func newStub(t *testing.T, winCap int64) (*stub, string) {
-	s := &stub{
-		t: t, auth: api.Auth{Secret: testSecret}, winCap: winCap,
-		sales: map[string]*stubSale{}, packets: map[string]*stubPacket{}, firstGrabs: make(chan struct{}),
+func newLoadStub(t *testing.T, winCap int64) (*loadStub, string) {
+	s := &loadStub{
+		t: t, auth: api.Auth{Secret: loadTestSecret}, winCap: winCap,
+		sales: map[string]*loadStubSale{}, packets: map[string]*loadStubPacket{}, firstGrabs: make(chan struct{}),
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -72,12 +72,12 @@ func newStub(t *testing.T, winCap int64) (*stub, string) {
 	return s, "http://" + ln.Addr().String()
 }
 
-func (s *stub) fail(ctx *fasthttp.RequestCtx, status int, code string) {
+func (s *loadStub) fail(ctx *fasthttp.RequestCtx, status int, code string) {
 	ctx.SetStatusCode(status)
 	fmt.Fprintf(ctx, `{"error":{"code":%q,"message":"stub says %s"}}`, code, code)
 }
 
-func (s *stub) caller(ctx *fasthttp.RequestCtx) (api.Principal, bool) {
+func (s *loadStub) caller(ctx *fasthttp.RequestCtx) (api.Principal, bool) {
 	tok, ok := strings.CutPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
 	if !ok {
 		return api.Principal{}, false
@@ -86,7 +86,7 @@ func (s *stub) caller(ctx *fasthttp.RequestCtx) (api.Principal, bool) {
 	return p, err == nil
 }
 
-func (s *stub) handle(ctx *fasthttp.RequestCtx) {
+func (s *loadStub) handle(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	if path == "/healthz" {
@@ -111,7 +111,7 @@ func (s *stub) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.mu.Lock()
-		s.sales[in.ID] = &stubSale{stock: in.Stock}
+		s.sales[in.ID] = &loadStubSale{stock: in.Stock}
 		s.mu.Unlock()
 		ctx.SetStatusCode(201)
 		fmt.Fprintf(ctx, `{"id":%q}`, in.ID)
@@ -162,7 +162,7 @@ func (s *stub) handle(ctx *fasthttp.RequestCtx) {
 		}
 		s.mu.Lock()
 		id := "pkt" + strconv.Itoa(len(s.packets))
-		s.packets[id] = &stubPacket{count: in.Count, owners: map[string]bool{}}
+		s.packets[id] = &loadStubPacket{count: in.Count, owners: map[string]bool{}}
 		s.mu.Unlock()
 		ctx.SetStatusCode(201)
 		fmt.Fprintf(ctx, `{"id":%q}`, id)
@@ -194,21 +194,21 @@ func (s *stub) handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (s *stub) countGrab() {
+func (s *loadStub) countGrab() {
 	if s.grabs.Add(1) == 50 {
 		s.closeOnce.Do(func() { close(s.firstGrabs) })
 	}
 }
 
-// config returns a short run against url that the stub answers quickly.
-func config(url, scenario string) LoadConfig {
-	return LoadConfig{BaseURL: url, JWTSecret: testSecret, Scenario: scenario, Concurrency: 8,
+// loadTestConfig returns a short run against url that the stub answers quickly.
+func loadTestConfig(url, scenario string) LoadConfig {
+	return LoadConfig{BaseURL: url, JWTSecret: loadTestSecret, Scenario: scenario, Concurrency: 8,
 		Duration: 250 * time.Millisecond, Users: 100, Timeout: 10 * time.Second}
 }
 
-// checkConsistent asserts that the outcomes add up to the requests and that
+// checkLoadConsistent asserts that the outcomes add up to the requests and that
 // the stub saw every request the report counts, with valid credentials.
-func checkConsistent(t *testing.T, s *stub, rep *Report, setupGrabs int64) {
+func checkLoadConsistent(t *testing.T, s *loadStub, rep *Report, setupGrabs int64) {
 	t.Helper()
 	var sum int64
 	for _, o := range rep.Outcomes {
@@ -232,14 +232,14 @@ func checkConsistent(t *testing.T, s *stub, rep *Report, setupGrabs int64) {
 
 func TestOpenLoopCountsOutcomesExactly(t *testing.T) {
 	const wins = 137
-	s, url := newStub(t, wins)
-	cfg := config(url, ScenarioSale)
+	s, url := newLoadStub(t, wins)
+	cfg := loadTestConfig(url, ScenarioSale)
 	cfg.Rate = 2000 // × 250 ms = 500 requests
 	rep, err := RunLoad(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkConsistent(t, s, rep, 0)
+	checkLoadConsistent(t, s, rep, 0)
 	if rep.Scheduled != 500 || rep.Requests != 500 {
 		t.Errorf("scheduled %d, sent %d; want 500 and 500", rep.Scheduled, rep.Requests)
 	}
@@ -259,12 +259,12 @@ func TestOpenLoopCountsOutcomesExactly(t *testing.T) {
 
 func TestClosedLoopWinsMatchServer(t *testing.T) {
 	const wins = 50
-	s, url := newStub(t, wins)
-	rep, err := RunLoad(context.Background(), config(url, ScenarioSale))
+	s, url := newLoadStub(t, wins)
+	rep, err := RunLoad(context.Background(), loadTestConfig(url, ScenarioSale))
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkConsistent(t, s, rep, 0)
+	checkLoadConsistent(t, s, rep, 0)
 	want := min(int64(wins), rep.Requests)
 	if got := rep.Count(OutcomeOK); got != want {
 		t.Errorf("report counts %d wins of %d requests, stub granted %d", got, rep.Requests, want)
@@ -278,8 +278,8 @@ func TestClosedLoopWinsMatchServer(t *testing.T) {
 }
 
 func TestSoldOutScenarioSellsOutFirst(t *testing.T) {
-	s, url := newStub(t, 0)
-	cfg := config(url, ScenarioSoldOut)
+	s, url := newLoadStub(t, 0)
+	cfg := loadTestConfig(url, ScenarioSoldOut)
 	cfg.Stock = 300
 	cfg.Rate = 1000
 	rep, err := RunLoad(context.Background(), cfg)
@@ -287,7 +287,7 @@ func TestSoldOutScenarioSellsOutFirst(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Set-up makes 300 wins plus one sold_out answer per set-up goroutine.
-	checkConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
+	checkLoadConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
 	if rep.Count(OutcomeSoldOut) != 250 || rep.Count(OutcomeOK) != 0 {
 		t.Errorf("want 250 sold_out and no wins, got %+v", rep.Outcomes)
 	}
@@ -297,8 +297,8 @@ func TestSoldOutScenarioSellsOutFirst(t *testing.T) {
 }
 
 func TestPacketScenarioGrabsEveryShareWithDistinctUsers(t *testing.T) {
-	s, url := newStub(t, 0)
-	cfg := config(url, ScenarioPacket)
+	s, url := newLoadStub(t, 0)
+	cfg := loadTestConfig(url, ScenarioPacket)
 	cfg.Stock = 2500 // three packets of 1000 shares
 	cfg.Users = 1000
 	cfg.Rate = 14000 // × 250 ms = 3500 requests: 3000 shares, then 500 repeats
@@ -306,7 +306,7 @@ func TestPacketScenarioGrabsEveryShareWithDistinctUsers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkConsistent(t, s, rep, 0)
+	checkLoadConsistent(t, s, rep, 0)
 	if got := rep.Count(OutcomeOK); got != 3000 {
 		t.Errorf("%d shares won, want all 3000: %+v", got, rep.Outcomes)
 	}
@@ -321,23 +321,23 @@ func TestPacketScenarioGrabsEveryShareWithDistinctUsers(t *testing.T) {
 }
 
 func TestMixedScenarioFollowsWeights(t *testing.T) {
-	s, url := newStub(t, 0)
-	cfg := config(url, ScenarioMixed)
+	s, url := newLoadStub(t, 0)
+	cfg := loadTestConfig(url, ScenarioMixed)
 	cfg.Users = 1000
 	cfg.Rate = 4000 // 1000 requests: 600 sale, 300 sold out, 100 packet
 	rep, err := RunLoad(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
+	checkLoadConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
 	if rep.Count(OutcomeOK) != 700 || rep.Count(OutcomeSoldOut) != 300 || rep.Requests != 1000 {
 		t.Errorf("want 700 wins and 300 sold_out of 1000, got %+v", rep.Outcomes)
 	}
 }
 
 func TestCancelStopsEarlyWithPartialReport(t *testing.T) {
-	s, url := newStub(t, 0)
-	cfg := config(url, ScenarioSale)
+	s, url := newLoadStub(t, 0)
+	cfg := loadTestConfig(url, ScenarioSale)
 	cfg.Duration = time.Hour
 	cfg.Rate = 1000
 	ctx, cancel := context.WithCancel(context.Background())
@@ -349,7 +349,7 @@ func TestCancelStopsEarlyWithPartialReport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkConsistent(t, s, rep, 0)
+	checkLoadConsistent(t, s, rep, 0)
 	if !rep.Interrupted || rep.Requests < 50 {
 		t.Errorf("interrupted %v after %d requests, want true after at least 50", rep.Interrupted, rep.Requests)
 	}
@@ -359,14 +359,14 @@ func TestCancelStopsEarlyWithPartialReport(t *testing.T) {
 }
 
 func TestReportRoundTripsThroughJSONAndPlots(t *testing.T) {
-	s, url := newStub(t, 100)
-	cfg := config(url, ScenarioSale)
+	s, url := newLoadStub(t, 100)
+	cfg := loadTestConfig(url, ScenarioSale)
 	cfg.Rate = 1000
 	rep, err := RunLoad(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkConsistent(t, s, rep, 0)
+	checkLoadConsistent(t, s, rep, 0)
 	var buf bytes.Buffer
 	if err := rep.WriteJSON(&buf); err != nil {
 		t.Fatal(err)
@@ -429,16 +429,16 @@ func TestScheduleArithmetic(t *testing.T) {
 		{maxRate, 24 * time.Hour, maxRate * 86400},
 	}
 	for _, c := range cases {
-		if got := scheduled(c.rate, c.d); got != c.want {
+		if got := scheduledCount(c.rate, c.d); got != c.want {
 			t.Errorf("scheduled(%d, %v) = %d, want %d", c.rate, c.d, got, c.want)
 		}
 		// Every scheduled request falls inside the duration, in order.
-		n := scheduled(c.rate, c.d)
-		if last := offsetOf(n-1, c.rate); last >= c.d || last < offsetOf(n-2, c.rate) {
+		n := scheduledCount(c.rate, c.d)
+		if last := scheduleOffset(n-1, c.rate); last >= c.d || last < scheduleOffset(n-2, c.rate) {
 			t.Errorf("rate %d over %v: last request at %v", c.rate, c.d, last)
 		}
 	}
-	if got := offsetOf(1500, 1000); got != 1500*time.Millisecond {
+	if got := scheduleOffset(1500, 1000); got != 1500*time.Millisecond {
 		t.Errorf("offsetOf(1500, 1000) = %v", got)
 	}
 }
@@ -460,7 +460,7 @@ func TestAPIErrorCode(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	ok := LoadConfig{BaseURL: "http://127.0.0.1:1", JWTSecret: testSecret, Scenario: ScenarioSale,
+	ok := LoadConfig{BaseURL: "http://127.0.0.1:1", JWTSecret: loadTestSecret, Scenario: ScenarioSale,
 		Concurrency: 1, Duration: time.Second, Users: 1}
 	bad := map[string]func(*LoadConfig){
 		"secret":      func(c *LoadConfig) { c.JWTSecret = nil },
@@ -484,5 +484,38 @@ func TestConfigValidation(t *testing.T) {
 	var se *statusError
 	if err == nil || errors.As(err, &se) || !strings.Contains(err.Error(), "create sale") {
 		t.Errorf("unreachable server: err = %v, want a transport error from create sale", err)
+	}
+}
+
+// BenchmarkWorkerRequest measures the generator's cost per request against a
+// constant handler; allocs/op should stay 0 (client and fasthttp server both
+// reuse their buffers).
+func BenchmarkWorkerRequest(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		ctx.SetStatusCode(409)
+		ctx.SetBodyString(`{"error":{"code":"sold_out","message":"sold out"}}`)
+	}}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Shutdown()
+	c, err := newLoadClient("http://"+ln.Addr().String(), 1, time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &loadPlan{}
+	p.add(&loadTarget{uris: [][]byte{[]byte(c.base + "/v1/sales/s/grab")}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, 1)
+	r := &loadRunner{cfg: &LoadConfig{Duration: time.Minute}, c: c, plan: p, bearer: [][]byte{[]byte("Bearer x")},
+		idem: []byte("run-"), rec: newLoadRecorder(time.Minute, time.Minute), start: time.Now()}
+	w := r.newWorker()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		w.do(int64(i), time.Now())
+	}
+	w.flush()
+	if n := r.rec.sent(); n == 0 {
+		b.Fatal("no request recorded")
 	}
 }

@@ -67,14 +67,13 @@ func WritePlot(r *Report, path string) error {
 	return nil
 }
 
-// ms converts a latency for the plot's axes; a floor of 1 µs keeps the log
-// scale defined for an instantaneous answer.
-func ms(d time.Duration) float64 {
-	return math.Max(float64(d)/float64(time.Millisecond), 0.001)
+// ms converts a latency to the plots' unit.
+func plotMS(d time.Duration) float64 {
+	return float64(d) / float64(time.Millisecond)
 }
 
 // title names the run in the plot's title.
-func title(r *Report, what string) string {
+func plotTitle(r *Report, what string) string {
 	mode := "closed loop"
 	if r.Mode == ModeOpen {
 		mode = fmt.Sprintf("open loop %d req/s", r.Rate)
@@ -82,15 +81,13 @@ func title(r *Report, what string) string {
 	return fmt.Sprintf("flashgrab load — %s, %s, %d workers — %s", r.Scenario, mode, r.Concurrency, what)
 }
 
-// timelinePlot draws p50, p99 and max per interval on a log scale, where a
-// stall stands out without flattening the rest.
+// timelinePlot draws p50, p99 and max per interval.
 func timelinePlot(r *Report) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = title(r, "latency over time")
+	p.Title.Text = plotTitle(r, "latency over time")
 	p.X.Label.Text = "time since start (s)"
 	p.Y.Label.Text = "latency (ms)"
-	p.Y.Scale = plot.LogScale{}
-	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
+	p.Y.Min = 0
 	p.Add(plotter.NewGrid())
 	series := []struct {
 		name string
@@ -107,7 +104,7 @@ func timelinePlot(r *Report) (*plot.Plot, error) {
 			if iv.Requests == 0 {
 				continue
 			}
-			xys = append(xys, plotter.XY{X: iv.Start.Seconds(), Y: ms(s.get(iv))})
+			xys = append(xys, plotter.XY{X: iv.Start.Seconds(), Y: plotMS(s.get(iv))})
 		}
 		if len(xys) == 0 {
 			continue
@@ -136,9 +133,10 @@ var percentileTicks = plot.ConstantTicks{
 // percentilePlot draws the latency percentile curve, marking p50, p99 and the max.
 func percentilePlot(r *Report) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = title(r, "latency by percentile")
+	p.Title.Text = plotTitle(r, "latency by percentile")
 	p.X.Label.Text = "percentile"
 	p.Y.Label.Text = "latency (ms)"
+	p.Y.Min = 0
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = percentileTicks
 	p.Add(plotter.NewGrid())
@@ -147,10 +145,10 @@ func percentilePlot(r *Report) (*plot.Plot, error) {
 		if pt.Percentile >= 100 {
 			continue // 1/(1-q) is infinite; the max is drawn as a line instead
 		}
-		xys = append(xys, plotter.XY{X: 1 / (1 - pt.Percentile/100), Y: ms(pt.Latency)})
+		xys = append(xys, plotter.XY{X: 1 / (1 - pt.Percentile/100), Y: plotMS(pt.Latency)})
 	}
 	if len(xys) == 0 {
-		xys = plotter.XYs{{X: 1, Y: ms(r.Latency.Max)}}
+		xys = plotter.XYs{{X: 1, Y: plotMS(r.Latency.Max)}}
 	}
 	l, err := plotter.NewLine(xys)
 	if err != nil {
@@ -165,7 +163,7 @@ func percentilePlot(r *Report) (*plot.Plot, error) {
 		col  color.Color
 		v    time.Duration
 	}{{"p50", colorP50, r.Latency.P50}, {"p99", colorP99, r.Latency.P99}, {"max", colorMax, r.Latency.Max}} {
-		h, err := plotter.NewLine(plotter.XYs{{X: 1, Y: ms(m.v)}, {X: xmax, Y: ms(m.v)}})
+		h, err := plotter.NewLine(plotter.XYs{{X: 1, Y: plotMS(m.v)}, {X: xmax, Y: plotMS(m.v)}})
 		if err != nil {
 			return nil, fmt.Errorf("plot: %s line: %w", m.name, err)
 		}

@@ -163,7 +163,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 			fmtLatency(o.P50), fmtLatency(o.P99), fmtLatency(o.Max))
 	}
 	for _, o := range r.Outcomes {
-		if o.Sample != "" {
+		if o.Sample != "" && !expectedOutcome(o.Outcome) {
 			fmt.Fprintf(tw, "\nfirst %q: %s\n", o.Outcome, o.Sample)
 		}
 	}
@@ -171,6 +171,16 @@ func (r *Report) WriteTable(w io.Writer) error {
 		return fmt.Errorf("write load report table: %w", err)
 	}
 	return nil
+}
+
+// expectedOutcome reports whether an outcome is a normal answer of the API
+// under load, whose example would only clutter the table.
+func expectedOutcome(name string) bool {
+	switch name {
+	case OutcomeSoldOut, OutcomeLimitReached, OutcomeEmpty, OutcomeRateLimited:
+		return true
+	}
+	return false
 }
 
 // fmtLatency prints a latency with three significant digits in a unit that

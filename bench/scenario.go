@@ -42,11 +42,12 @@ const (
 	maxPacketShares   = 1000
 	centsPerShare     = 100
 	salePriceCents    = 100
+	maxPerUserLimit   = 1_000_000 // the API's upper bound
 	packetCreateConns = 8
 )
 
 // target is one kind of grab the hot loop sends.
-type target struct {
+type loadTarget struct {
 	// uris are full URLs; request j of this target goes to uris[(j/perURI) % len].
 	uris   [][]byte
 	perURI int64
@@ -59,39 +60,39 @@ type target struct {
 }
 
 // uri returns the URL for the j-th request of this target.
-func (t *target) uri(j int64) []byte {
+func (t *loadTarget) uri(j int64) []byte {
 	return t.uris[(j/t.perURI)%int64(len(t.uris))]
 }
 
 // plan is what set-up produced: the targets and how requests cycle over them.
-type plan struct {
-	targets []*target
-	cycle   []mixSlot // one entry per request position in a cycle
-	weights []int64   // per target: positions it has in a cycle
+type loadPlan struct {
+	targets []*loadTarget
+	cycle   []cycleSlot // one entry per request position in a cycle
+	weights []int64     // per target: positions it has in a cycle
 	notes   []string
 }
 
 // mixSlot is a position in the request cycle: which target, and its rank
 // among that target's positions.
-type mixSlot struct {
+type cycleSlot struct {
 	target int
 	rank   int64
 }
 
 // add appends target t with weight w positions per cycle.
-func (p *plan) add(t *target, w int) {
+func (p *loadPlan) add(t *loadTarget, w int) {
 	ti := len(p.targets)
 	p.targets = append(p.targets, t)
 	p.weights = append(p.weights, int64(w))
 	for i := range w {
-		p.cycle = append(p.cycle, mixSlot{target: ti, rank: int64(i)})
+		p.cycle = append(p.cycle, cycleSlot{target: ti, rank: int64(i)})
 	}
 }
 
 // pick maps the k-th request of the run to a target and to j, the request's
 // number among that target's requests. j drives user rotation and packet
 // choice, so that consecutive grabs of one packet come from distinct users.
-func (p *plan) pick(k int64) (*target, int64) {
+func (p *loadPlan) pick(k int64) (*loadTarget, int64) {
 	n := int64(len(p.cycle))
 	s := p.cycle[k%n]
 	return p.targets[s.target], (k/n)*p.weights[s.target] + s.rank
@@ -99,9 +100,9 @@ func (p *plan) pick(k int64) (*target, int64) {
 
 // session carries what set-up needs: the client, tokens and names unique to
 // this run, so that repeated runs against one server do not collide.
-type session struct {
+type loadSession struct {
 	cfg    *LoadConfig
-	c      *client
+	c      *loadClient
 	admin  string
 	users  []string // tokens
 	runID  string
@@ -110,23 +111,23 @@ type session struct {
 }
 
 // setup creates what the scenario needs and returns the request plan.
-func (s *session) setup(ctx context.Context) (*plan, error) {
-	p := &plan{}
+func (s *loadSession) setup(ctx context.Context) (*loadPlan, error) {
+	p := &loadPlan{}
 	switch s.cfg.Scenario {
 	case ScenarioSale:
-		t, err := s.saleTarget("sale", stockOr(s.cfg.Stock, DefaultSaleStock), p)
+		t, err := s.saleTarget("sale", stockOrDefault(s.cfg.Stock, DefaultSaleStock), p)
 		if err != nil {
 			return nil, err
 		}
 		p.add(t, 1)
 	case ScenarioSoldOut:
-		t, err := s.soldOutTarget(ctx, stockOr(s.cfg.Stock, DefaultSoldOutStock), p)
+		t, err := s.soldOutTarget(ctx, stockOrDefault(s.cfg.Stock, DefaultSoldOutStock), p)
 		if err != nil {
 			return nil, err
 		}
 		p.add(t, 1)
 	case ScenarioPacket:
-		t, err := s.packetTarget(ctx, stockOr(s.cfg.Stock, DefaultPacketShares), p)
+		t, err := s.packetTarget(ctx, stockOrDefault(s.cfg.Stock, DefaultPacketShares), p)
 		if err != nil {
 			return nil, err
 		}
@@ -153,16 +154,17 @@ func (s *session) setup(ctx context.Context) (*plan, error) {
 	return p, nil
 }
 
-func stockOr(v, def int64) int64 {
+func stockOrDefault(v, def int64) int64 {
 	if v > 0 {
 		return v
 	}
 	return def
 }
 
-// createSale creates a sale that is open for the whole run. per_user_limit
-// equals the stock: no user can exceed it, so it never limits the load.
-func (s *session) createSale(suffix string, stock int64) (string, error) {
+// createSale creates a sale that is open for the whole run. per_user_limit is
+// the stock, up to the API's maximum: with Users rotating, no user comes near
+// it, so it does not limit the load.
+func (s *loadSession) createSale(suffix string, stock int64) (string, error) {
 	id := "load-" + s.runID + "-" + suffix
 	now := time.Now().UTC()
 	body := map[string]any{
@@ -170,7 +172,7 @@ func (s *session) createSale(suffix string, stock int64) (string, error) {
 		"merchant_id":    "load-merchant",
 		"price_cents":    salePriceCents,
 		"stock":          stock,
-		"per_user_limit": stock,
+		"per_user_limit": min(stock, maxPerUserLimit),
 		// A minute back tolerates clock skew between generator and server.
 		"starts_at": now.Add(-time.Minute).Format(time.RFC3339),
 		"ends_at":   now.Add(s.ttl).Format(time.RFC3339),
@@ -181,23 +183,23 @@ func (s *session) createSale(suffix string, stock int64) (string, error) {
 	return id, nil
 }
 
-func (s *session) grabURL(kind, id string) []byte {
+func (s *loadSession) grabURL(kind, id string) []byte {
 	return []byte(s.c.base + "/v1/" + kind + "/" + url.PathEscape(id) + "/grab")
 }
 
 // saleTarget creates a sale with stock and targets its grab endpoint.
-func (s *session) saleTarget(suffix string, stock int64, p *plan) (*target, error) {
+func (s *loadSession) saleTarget(suffix string, stock int64, p *loadPlan) (*loadTarget, error) {
 	id, err := s.createSale(suffix, stock)
 	if err != nil {
 		return nil, err
 	}
 	p.notes = append(p.notes, fmt.Sprintf("sale %s with stock %d", id, stock))
-	return &target{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
+	return &loadTarget{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
 }
 
 // soldOutTarget creates a sale with stock, buys all of it, and targets the
 // now sold-out grab endpoint.
-func (s *session) soldOutTarget(ctx context.Context, stock int64, p *plan) (*target, error) {
+func (s *loadSession) soldOutTarget(ctx context.Context, stock int64, p *loadPlan) (*loadTarget, error) {
 	id, err := s.createSale("soldout", stock)
 	if err != nil {
 		return nil, err
@@ -207,12 +209,12 @@ func (s *session) soldOutTarget(ctx context.Context, stock int64, p *plan) (*tar
 		return nil, err
 	}
 	p.notes = append(p.notes, fmt.Sprintf("sale %s with stock %d, sold out by %d winning grabs", id, stock, wins))
-	return &target{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
+	return &loadTarget{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
 }
 
 // sellOut grabs sale id from a few goroutines until the server says sold_out,
 // and returns the number of wins.
-func (s *session) sellOut(ctx context.Context, id string, stock int64) (int64, error) {
+func (s *loadSession) sellOut(ctx context.Context, id string, stock int64) (int64, error) {
 	// A server that never sells out (or oversells wildly) must not hang set-up.
 	limit := 2*stock + 10_000
 	var (
@@ -236,7 +238,7 @@ func (s *session) sellOut(ctx context.Context, id string, stock int64) (int64, e
 					wins.Add(1)
 					continue
 				}
-				if sc, code := errorCode(err); sc == 409 && code == "sold_out" {
+				if sc, code := statusOf(err); sc == 409 && code == "sold_out" {
 					return
 				}
 				once.Do(func() { firstErr = fmt.Errorf("load: sell out sale %s: %w", id, err) })
@@ -258,7 +260,7 @@ func (s *session) sellOut(ctx context.Context, id string, stock int64) (int64, e
 // shares in total, and targets their grab endpoints. Request j grabs packet
 // j/count, as user j%Users: a packet's shares go to count distinct users as
 // long as Users ≥ count.
-func (s *session) packetTarget(ctx context.Context, shares int64, p *plan) (*target, error) {
+func (s *loadSession) packetTarget(ctx context.Context, shares int64, p *loadPlan) (*loadTarget, error) {
 	count := min(shares, maxPacketShares)
 	n := (shares + count - 1) / count
 	total := count * centsPerShare
@@ -310,5 +312,5 @@ func (s *session) packetTarget(ctx context.Context, shares int64, p *plan) (*tar
 		return nil, fmt.Errorf("load: create packets: %w", err)
 	}
 	p.notes = append(p.notes, fmt.Sprintf("%d random packets of %d shares (%d fen each) from %s", n, count, total, sender))
-	return &target{uris: uris, perURI: count, packet: true}, nil
+	return &loadTarget{uris: uris, perURI: count, packet: true}, nil
 }
