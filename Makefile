@@ -58,10 +58,18 @@ lint: ## gofmt must list nothing, and go vet must pass
 bench: services ## end-to-end benchmarks in ./bench/ (BENCH=regexp, BENCHTIME=2s)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -timeout $(BENCH_TIMEOUT) ./bench/
 
-# One -fuzz target per `go test` invocation: Go refuses to fuzz several at once.
+# One -fuzz target per `go test` invocation: Go refuses to fuzz several at once. A -fuzz that
+# matches nothing passes silently, so first make sure the target exists.
+FUZZ_TARGET := FuzzParseNotify
+FUZZ_PKGS := ./pay/alipay/ ./pay/wechat/
+
 fuzz: ## fuzz both payment notify parsers for FUZZTIME (30s) each
-	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) ./pay/alipay/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseNotify$$' -fuzztime $(FUZZTIME) ./pay/wechat/
+	@for pkg in $(FUZZ_PKGS); do \
+		if ! names="$$($(GO) test -list '^$(FUZZ_TARGET)$$' "$$pkg" 2>&1)"; then echo "$$names"; exit 1; fi; \
+		grep -qx '$(FUZZ_TARGET)' <<<"$$names" || { echo "no $(FUZZ_TARGET) in $$pkg"; exit 1; }; \
+		echo "$(GO) test -run '^$$' -fuzz '^$(FUZZ_TARGET)$$' -fuzztime $(FUZZTIME) $$pkg"; \
+		$(GO) test -run '^$$' -fuzz '^$(FUZZ_TARGET)$$' -fuzztime $(FUZZTIME) "$$pkg"; \
+	done
 
 services: ## make sure Redis and MariaDB answer (start throwaway ones if needed)
 	@$(SERVICES) ensure
