@@ -31,6 +31,9 @@ type Engine struct {
 	saleCreate   *redis.Script
 	saleGrab     *redis.Script
 	orderRelease *redis.Script
+	packetCreate *redis.Script
+	packetGrab   *redis.Script
+	packetExpire *redis.Script
 }
 
 // New returns an Engine and loads its scripts into Redis (a later NOSCRIPT,
@@ -52,6 +55,9 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		saleCreate:   redis.NewScript(scripts.SaleCreate),
 		saleGrab:     redis.NewScript(scripts.SaleGrab),
 		orderRelease: redis.NewScript(scripts.OrderRelease),
+		packetCreate: redis.NewScript(scripts.PacketCreate),
+		packetGrab:   redis.NewScript(scripts.PacketGrab),
+		packetExpire: redis.NewScript(scripts.PacketExpire),
 	}
 	if e.ids == nil {
 		node, err := ClaimNode(ctx, cfg.Redis, cfg.Keys)
@@ -60,7 +66,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 		e.ids = NewIDs(node)
 	}
-	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease} {
+	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease, e.packetCreate, e.packetGrab, e.packetExpire} {
 		if err := s.Load(ctx, e.rdb).Err(); err != nil {
 			return nil, fmt.Errorf("engine: load script: %w", wrapRedis(err))
 		}

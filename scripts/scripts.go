@@ -12,4 +12,10 @@ var (
 	SaleGrab string
 	//go:embed order_release.lua
 	OrderRelease string
+	//go:embed packet_create.lua
+	PacketCreate string
+	//go:embed packet_grab.lua
+	PacketGrab string
+	//go:embed packet_expire.lua
+	PacketExpire string
 )

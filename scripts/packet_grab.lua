@@ -1,0 +1,68 @@
+-- Decides the grabs of one red packet for a batch of users, in order,
+-- atomically: dedupes each user, computes the share, updates the remainder and
+-- appends the settlement event to the partition stream.
+--
+-- Random shares use the double-mean method: uniform in
+-- [1, 2*remaining/remaining_count - 1], the last grabber takes what is left.
+-- So every share is at least 1 fen, the shares sum to the total, and the
+-- expected share does not depend on the grab position. Randomness comes from
+-- the caller (ARGV): Redis resets Lua's math.random for every call.
+--
+-- KEYS[1] packet hash   KEYS[2] grabs hash   KEYS[3] events stream   KEYS[4] expiry zset
+-- ARGV[1] packet id, then per user i: user, random integer in [0, 2^40)
+-- Returns, per user, four values: outcome, amount, remaining count,
+-- remaining cents. Outcomes: ok, repeat, empty, expired, not_found.
+local pkt = redis.call('HMGET', KEYS[1], 'sender', 'count', 'mode', 'rem', 'left', 'exp', 'st')
+local n = (#ARGV - 1) / 2
+local out = {}
+if not pkt[1] then
+  for i = 1, n do
+    out[#out + 1] = 'not_found'; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
+  end
+  return out
+end
+local sender, count, mode = pkt[1], tonumber(pkt[2]), pkt[3]
+local rem, left, exp, st = tonumber(pkt[4]), tonumber(pkt[5]), tonumber(pkt[6]), pkt[7]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local changed = false
+
+for i = 1, n do
+  local user, r = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  local outcome, amount = 'ok', 0
+  local prev = redis.call('HGET', KEYS[2], user)
+  if prev then
+    -- prev is "amount|at_ms|seq"
+    outcome = 'repeat'
+    amount = tonumber(string.sub(prev, 1, string.find(prev, '|', 1, true) - 1))
+  elseif st ~= 'open' or now >= exp then
+    outcome = 'expired'
+  elseif left < 1 then
+    outcome = 'empty'
+  else
+    if left == 1 then
+      amount = rem
+    elseif mode == 'fixed' then
+      amount = rem / left
+    else
+      local hi = math.floor(2 * rem / left) - 1
+      if hi < 1 then hi = 1 end
+      amount = 1 + r % hi
+    end
+    rem = rem - amount
+    left = left - 1
+    changed = true
+    local seq = count - left
+    redis.call('HSET', KEYS[2], user, amount .. '|' .. now .. '|' .. seq)
+    redis.call('XADD', KEYS[3], '*', 'k', 'grab', 'pkt', ARGV[1], 'sender', sender, 'user', user,
+      'amt', amount, 'seq', seq, 'at', now)
+  end
+  out[#out + 1] = outcome; out[#out + 1] = amount; out[#out + 1] = left; out[#out + 1] = rem
+end
+if changed then
+  redis.call('HSET', KEYS[1], 'rem', rem, 'left', left)
+  if left == 0 then
+    redis.call('ZREM', KEYS[4], ARGV[1])
+  end
+end
+return out
