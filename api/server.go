@@ -103,6 +103,11 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale},
 		{method: "POST", pattern: "/v1/sales/*/grab", name: "grab_sale", handle: s.grabSale},
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
+		{method: "POST", pattern: "/v1/packets", name: "create_packet", handle: s.createPacket},
+		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket},
+		{method: "POST", pattern: "/v1/packets/*/grab", name: "grab_packet", handle: s.grabPacket},
+		{method: "GET", pattern: "/v1/accounts/*", name: "get_account", handle: s.getAccount},
+		{method: "POST", pattern: "/v1/admin/accounts/*/credit", name: "credit", handle: s.credit},
 	}
 	for i := range s.routes {
 		s.routes[i].obs = s.metrics.latency.WithLabelValues(s.routes[i].name)

@@ -62,6 +62,29 @@ var schema = []string{
 		KEY orders_user (user_id),
 		KEY orders_expiry (status, expires_at)
 	) ENGINE=InnoDB`,
+	// status: funded (debited, not yet grabbable), live, refunded (closed
+	// by expiry; refunded_cents went back to the sender).
+	`CREATE TABLE IF NOT EXISTS packets (
+		id             VARCHAR(32) NOT NULL PRIMARY KEY,
+		sender_id      VARCHAR(64) NOT NULL,
+		total_cents    BIGINT      NOT NULL,
+		count          INT         NOT NULL,
+		mode           VARCHAR(8)  NOT NULL,
+		status         VARCHAR(16) NOT NULL,
+		refunded_cents BIGINT      NOT NULL DEFAULT 0,
+		created_at     DATETIME(3) NOT NULL,
+		expires_at     DATETIME(3) NOT NULL,
+		KEY packets_status (status, created_at)
+	) ENGINE=InnoDB`,
+	`CREATE TABLE IF NOT EXISTS packet_grabs (
+		packet_id    VARCHAR(32) NOT NULL,
+		user_id      VARCHAR(64) NOT NULL,
+		amount_cents BIGINT      NOT NULL,
+		seq          INT         NOT NULL,
+		grabbed_at   DATETIME(3) NOT NULL,
+		PRIMARY KEY (packet_id, user_id),
+		UNIQUE KEY packet_grabs_seq (packet_id, seq)
+	) ENGINE=InnoDB`,
 }
 
 // Migrate creates the schema when it is missing.

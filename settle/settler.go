@@ -254,6 +254,12 @@ func (s *Settler) Apply(ctx context.Context, events []engine.Event) error {
 		if err := s.insertOrders(ctx, tx, events); err != nil {
 			return err
 		}
+		if err := insertGrabs(ctx, tx, events); err != nil {
+			return err
+		}
+		if err := closeRefunded(ctx, tx, events); err != nil {
+			return err
+		}
 		_, err := post(ctx, tx, postings, false)
 		return err
 	}, accountsOf(postings))

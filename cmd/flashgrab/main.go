@@ -22,6 +22,7 @@ func main() {
 			serveCommand(),
 			migrateCommand(),
 			tokenCommand(),
+			loadCommand(),
 		},
 	}
 	if err := root.Run(ctx, os.Args); err != nil {
