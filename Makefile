@@ -14,11 +14,16 @@ ifneq ($(findstring /,$(GO)),)
 export PATH := $(patsubst %/,%,$(dir $(GO))):$(PATH)
 endif
 
-# Where the services are. The ports are the knobs; the Go code reads ADDRS and DSN, which follow
-# them unless set explicitly (then .ci/services.sh takes the port from them instead).
-FLASHGRAB_REDIS_ADDRS ?= 127.0.0.1:$(or $(FLASHGRAB_REDIS_PORT),6379)
-FLASHGRAB_MYSQL_DSN ?= root@tcp(127.0.0.1:$(or $(FLASHGRAB_MYSQL_PORT),3306))/flashgrab?parseTime=true
-export FLASHGRAB_REDIS_ADDRS FLASHGRAB_MYSQL_DSN
+# Where the services are. The ports are the knobs: the server's ADDRS/DSN and the tests'
+# FLASHGRAB_TEST_* follow them unless set explicitly (.ci/services.sh then takes the port to
+# make sure of from ADDRS/DSN).
+redis_port := $(or $(FLASHGRAB_REDIS_PORT),6379)
+mysql_port := $(or $(FLASHGRAB_MYSQL_PORT),3306)
+FLASHGRAB_REDIS_ADDRS ?= 127.0.0.1:$(redis_port)
+FLASHGRAB_MYSQL_DSN ?= root@tcp(127.0.0.1:$(mysql_port))/flashgrab?parseTime=true
+FLASHGRAB_TEST_REDIS ?= 127.0.0.1:$(redis_port)
+FLASHGRAB_TEST_MYSQL ?= root@tcp(127.0.0.1:$(mysql_port))/
+export FLASHGRAB_REDIS_ADDRS FLASHGRAB_MYSQL_DSN FLASHGRAB_TEST_REDIS FLASHGRAB_TEST_MYSQL
 
 SERVICES := bash .ci/services.sh
 
