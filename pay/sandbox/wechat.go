@@ -1,0 +1,1098 @@
+package sandbox
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html/template"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flashgrab/flashgrab/pay/wechat"
+)
+
+// Identities the sandbox plays in its WeChat Pay half.
+const (
+	// DevWeChatAppID and DevWeChatMchID are the app and merchant ids DevWeChat wires up.
+	DevWeChatAppID = "wx0123456789abcdef"
+	DevWeChatMchID = "1900000109"
+	// DevWeChatPubKeyID is the serial of the "WeChat Pay public key" DevWeChat
+	// signs with; it also makes a platform-certificate-style hex serial live.
+	DevWeChatPubKeyID = "PUB_KEY_ID_0119000001092025010100000000"
+
+	wxMaxBody       = 1 << 20
+	wxMaxAckBody    = 512
+	wxNotifyTimeout = 5 * time.Second // WeChat Pay expects an answer within 5 s
+	wxMaxSkew       = 5 * time.Minute
+	wxTokenLife     = 7200 * time.Second
+	wxTokenOverlap  = 5 * time.Minute
+	wxStaleBy       = 10 * time.Minute
+	wxResourceAAD   = "transaction"
+	wxBuyerOpenID   = "oSandboxBuyer15911111111"
+)
+
+// WeChatConfig configures the simulated WeChat Pay.
+type WeChatConfig struct {
+	AppID, MchID string
+	APIv3Key     string // 32 bytes; encrypts notify resources
+	// MerchantKeys verify the merchant's Authorization header, by serial_no.
+	MerchantKeys map[string]*rsa.PublicKey
+	// SigningKeys are the sandbox's WeChat Pay keys by serial (PUB_KEY_ID_…
+	// and/or hex platform-certificate serials); ActiveSerial picks the one
+	// that signs responses and notifies. Several may be live at once, as
+	// during a certificate → public-key switch; see SetActiveSerial.
+	SigningKeys  map[string]*rsa.PrivateKey
+	ActiveSerial string
+	// Retry is the notify retry schedule; zero means WeChat's real one.
+	Retry Schedule
+	// HTTPClient delivers notifies; defaults to one with a 5 s timeout.
+	HTTPClient *http.Client
+	// Now defaults to time.Now.
+	Now func() time.Time
+	// TokenSecret is the appsecret /cgi-bin/token accepts for AppID; empty
+	// refuses every fetch.
+	TokenSecret string
+}
+
+// DevWeChat generates fresh keys for both sides and returns a client
+// configuration and a sandbox configuration that trust each other. host is
+// where the sandbox is reachable as the client sees it (e.g.
+// "http://127.0.0.1:8080/wechat" when mounted under /wechat/), notifyURL the
+// merchant's notify endpoint. The sandbox signs with DevWeChatPubKeyID and
+// also holds a second, certificate-style serial that the client trusts, and
+// retries notifies on WeChat's schedule compressed a hundredfold (15 s →
+// 150 ms). For the access_token cache use wechat.TokenConfig{AppID:
+// client.AppID, Secret: sandbox.TokenSecret, BaseURL: host}.
+func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
+	var keys [3]*rsa.PrivateKey
+	for i := range keys {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			return wechat.Config{}, WeChatConfig{}, fmt.Errorf("dev wechat: generate key: %w", err)
+		}
+		keys[i] = k
+	}
+	merchantKey, pubKeyKey, certKey := keys[0], keys[1], keys[2]
+	mchSerial := strings.ToUpper(wxRandomHex(20))
+	certSerial := strings.ToUpper(wxRandomHex(20))
+	apiV3Key := wxRandomString(32)
+	return wechat.Config{
+			AppID: DevWeChatAppID, MchID: DevWeChatMchID, MchSerial: mchSerial, MchKey: merchantKey,
+			APIv3Key: apiV3Key,
+			Verifiers: map[string]*rsa.PublicKey{
+				DevWeChatPubKeyID: &pubKeyKey.PublicKey, certSerial: &certKey.PublicKey,
+			},
+			Host: host, NotifyURL: notifyURL,
+		}, WeChatConfig{
+			AppID: DevWeChatAppID, MchID: DevWeChatMchID, APIv3Key: apiV3Key,
+			MerchantKeys: map[string]*rsa.PublicKey{mchSerial: &merchantKey.PublicKey},
+			SigningKeys:  map[string]*rsa.PrivateKey{DevWeChatPubKeyID: pubKeyKey, certSerial: certKey},
+			ActiveSerial: DevWeChatPubKeyID,
+			Retry:        Schedule{Delays: WeChatRetries, Scale: 0.01},
+			TokenSecret:  wxRandomHex(16),
+		}, nil
+}
+
+// WeChat simulates WeChat Pay APIv3 and the access_token endpoint. It is an
+// http.Handler serving, relative to wherever it is mounted (use
+// http.StripPrefix("/wechat", s) to serve it under /wechat/):
+//
+//	POST /v3/pay/transactions/{native,jsapi,app,h5}        create a trade
+//	GET  /v3/pay/transactions/out-trade-no/{no}?mchid=…    query
+//	POST /v3/pay/transactions/out-trade-no/{no}/close      close (204)
+//	POST /v3/refund/domestic/refunds                        refund, idempotent by out_refund_no
+//	GET  /v3/refund/domestic/refunds/{out_refund_no}        query a refund
+//	GET  /cgi-bin/token?grant_type=client_credential&appid=…&secret=…
+//	GET  /cgi-bin/getcallbackip?access_token=…              answers 40001/42001 for a dead token
+//	GET  /pay?out_trade_no=…   a cashier page; POST pays the trade (what code_url and h5_url point to)
+//
+// Every /v3 request must carry a valid Authorization header. Its signature
+// is checked over the request-target as received on the wire
+// (r.RequestURI, which http.StripPrefix leaves untouched), i.e. the full path
+// the client sent including the mount prefix, which is also what the
+// client signs. Every /v3 answer, errors included, is signed with the active
+// serial. Trades live in memory only.
+type WeChat struct {
+	cfg     WeChatConfig
+	wallets *Wallets
+
+	ctx    context.Context // cancelled by Close, stops notify delivery
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // notify goroutines
+	once   sync.Once
+
+	mu      sync.Mutex
+	closed  bool
+	active  string
+	seq     uint64
+	trades  map[string]*wxTrade  // by out_trade_no
+	refunds map[string]*wxRefund // by out_refund_no
+	tokens  wxTokens
+}
+
+type wxTrade struct {
+	outTradeNo, transactionID string
+	kind                      wechat.Kind
+	description, attach       string
+	openID                    string
+	amount                    int64
+	state                     string
+	notifyURL                 string
+	prepay                    wxPrepayResult
+	created, paidAt, expire   time.Time
+	refunded                  int64
+	delivery                  *wxDelivery
+}
+
+type wxRefund struct {
+	refundID, outRefundNo, outTradeNo string
+	refund, total                     int64
+	created                           time.Time
+}
+
+type wxDelivery struct {
+	done  chan struct{} // closed when every copy stopped
+	acked bool
+	log   []Delivery
+}
+
+// wxTokens is the access_token state: a new fetch replaces current and
+// leaves the previous one valid for a short overlap, as WeChat does.
+type wxTokens struct {
+	current, previous       string
+	currentExp, previousExp time.Time
+	fetches                 int
+}
+
+var errWxNoTrade = errors.New("no such trade")
+
+// NewWeChat returns a simulator moving money between the buyer and seller in
+// w. It panics when cfg lacks its identity or keys, which is a wiring bug.
+func NewWeChat(cfg WeChatConfig, w *Wallets) *WeChat {
+	switch {
+	case cfg.AppID == "" || cfg.MchID == "":
+		panic("sandbox.NewWeChat: AppID and MchID are required")
+	case len(cfg.APIv3Key) != 32:
+		panic("sandbox.NewWeChat: APIv3Key must be 32 bytes")
+	case len(cfg.MerchantKeys) == 0 || len(cfg.SigningKeys) == 0:
+		panic("sandbox.NewWeChat: MerchantKeys and SigningKeys are required")
+	case cfg.SigningKeys[cfg.ActiveSerial] == nil:
+		panic("sandbox.NewWeChat: ActiveSerial must name one of SigningKeys")
+	case w == nil:
+		panic("sandbox.NewWeChat: wallets are required")
+	}
+	if cfg.Retry.Delays == nil {
+		cfg.Retry.Delays = WeChatRetries
+	}
+	if cfg.HTTPClient == nil {
+		cfg.HTTPClient = &http.Client{Timeout: wxNotifyTimeout}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &WeChat{cfg: cfg, wallets: w, ctx: ctx, cancel: cancel, active: cfg.ActiveSerial,
+		trades: map[string]*wxTrade{}, refunds: map[string]*wxRefund{}}
+}
+
+// SetActiveSerial switches the key that signs from now on, to exercise a
+// merchant holding two live serials.
+func (s *WeChat) SetActiveSerial(serial string) error {
+	if s.cfg.SigningKeys[serial] == nil {
+		return fmt.Errorf("sandbox wechat: no signing key with serial %q", serial)
+	}
+	s.mu.Lock()
+	s.active = serial
+	s.mu.Unlock()
+	return nil
+}
+
+// Close stops notify delivery and waits for its goroutines; the simulator
+// refuses payments afterwards.
+func (s *WeChat) Close() {
+	s.once.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		s.cancel()
+		s.wg.Wait()
+	})
+}
+
+// ---- paying and notify delivery ----
+
+// Pay pays a trade as the buyer 15911111111 would: it moves the amount from
+// the buyer's wallet to the seller's, marks the trade SUCCESS and starts
+// delivering an encrypted TRANSACTION.SUCCESS notify to the trade's
+// notify_url, retrying on the configured schedule until the merchant answers
+// 200 or 204. Options change what is delivered (duplicates, a SIGNTEST probe,
+// a stale timestamp, a misstated amount, a forged signature) but the trade is
+// paid all the same, as a merchant would find by Query. Paying an unknown,
+// closed, expired or already paid trade fails and moves nothing.
+func (s *WeChat) Pay(outTradeNo string, opts ...PayOption) error {
+	o := applyPayOptions(opts)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("sandbox wechat: closed")
+	}
+	tr := s.trades[outTradeNo]
+	if tr == nil {
+		return fmt.Errorf("sandbox wechat: pay %q: %w", outTradeNo, errWxNoTrade)
+	}
+	s.expireLocked(tr)
+	if tr.state != wechat.TradeNotPay {
+		return fmt.Errorf("sandbox wechat: pay %q: trade is %s", outTradeNo, tr.state)
+	}
+	if err := s.wallets.Transfer(BuyerAccount, SellerAccount, tr.amount); err != nil {
+		return fmt.Errorf("sandbox wechat: pay %q: %w", outTradeNo, err)
+	}
+	now := s.cfg.Now()
+	s.seq++
+	tr.state, tr.paidAt = wechat.TradeSuccess, now
+	tr.transactionID = "4200" + now.In(wxCST).Format("20060102") + fmt.Sprintf("%016d", s.seq)
+	claimed := tr.amount
+	if o.AmountCents > 0 {
+		claimed = o.AmountCents
+	}
+	signed, err := s.notifyBody(tr, claimed)
+	if err != nil {
+		return err
+	}
+	sent := signed
+	if o.ForgeSignature {
+		// Changed after signing: the signature no longer covers the body.
+		sent = bytes.Replace(signed, []byte(`"id":"`), []byte(`"id":"X`), 1)
+	}
+	d := &wxDelivery{done: make(chan struct{})}
+	tr.delivery = d
+	var copies sync.WaitGroup
+	for c := range o.Duplicates {
+		copies.Add(1)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer copies.Done()
+			s.deliver(d, tr.notifyURL, signed, sent, o, c)
+		}()
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		copies.Wait()
+		close(d.done)
+	}()
+	return nil
+}
+
+// notifyBody is the notify envelope with the transaction sealed by
+// AEAD_AES_256_GCM under the APIv3 key and a fresh 12-character nonce.
+func (s *WeChat) notifyBody(tr *wxTrade, claimed int64) ([]byte, error) {
+	plain, err := json.Marshal(s.transactionJSON(tr, claimed))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", tr.outTradeNo, err)
+	}
+	block, err := aes.NewCipher([]byte(s.cfg.APIv3Key))
+	if err != nil {
+		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", tr.outTradeNo, err)
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", tr.outTradeNo, err)
+	}
+	nonce := wxRandomString(12)
+	sealed := gcm.Seal(nil, []byte(nonce), plain, []byte(wxResourceAAD))
+	type resource struct {
+		OriginalType   string `json:"original_type"`
+		Algorithm      string `json:"algorithm"`
+		Ciphertext     string `json:"ciphertext"`
+		AssociatedData string `json:"associated_data"`
+		Nonce          string `json:"nonce"`
+	}
+	return json.Marshal(struct {
+		ID           string   `json:"id"`
+		CreateTime   string   `json:"create_time"`
+		ResourceType string   `json:"resource_type"`
+		EventType    string   `json:"event_type"`
+		Summary      string   `json:"summary"`
+		Resource     resource `json:"resource"`
+	}{
+		ID: wxUUID(), CreateTime: s.cfg.Now().In(wxCST).Format(time.RFC3339),
+		ResourceType: "encrypt-resource", EventType: "TRANSACTION.SUCCESS", Summary: "支付成功",
+		Resource: resource{OriginalType: "transaction", Algorithm: "AEAD_AES_256_GCM",
+			Ciphertext: base64.StdEncoding.EncodeToString(sealed), AssociatedData: wxResourceAAD, Nonce: nonce},
+	})
+}
+
+// deliver posts one copy of a notify until it is acknowledged, the schedule
+// runs out or the simulator closes. Each attempt is signed afresh, as the
+// timestamp must be current.
+func (s *WeChat) deliver(d *wxDelivery, notifyURL string, signed, sent []byte, o PayOptions, copyNo int) {
+	for attempt := 0; ; attempt++ {
+		rec := s.postNotify(notifyURL, signed, sent, o)
+		rec.Copy, rec.Attempt = copyNo, attempt+1
+		s.mu.Lock()
+		d.log = append(d.log, rec)
+		d.acked = d.acked || rec.Acked
+		s.mu.Unlock()
+		if rec.Acked {
+			return
+		}
+		delay, ok := s.cfg.Retry.Delay(attempt)
+		if !ok {
+			return
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-s.ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+func (s *WeChat) postNotify(notifyURL string, signed, sent []byte, o PayOptions) Delivery {
+	now := s.cfg.Now()
+	rec := Delivery{At: now}
+	if o.StaleTimestamp {
+		now = now.Add(-wxStaleBy)
+	}
+	hdr, err := s.signHeaders(now, signed)
+	if err != nil {
+		rec.Err = err.Error()
+		return rec
+	}
+	if o.SignTestProbe {
+		hdr.Set(wechat.HeaderSignature, wechat.ProbePrefix+hdr.Get(wechat.HeaderSignature))
+	}
+	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, notifyURL, bytes.NewReader(sent))
+	if err != nil {
+		rec.Err = err.Error()
+		return rec
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "Mozilla/4.0 (sandbox WeChat Pay notify)")
+	resp, err := s.cfg.HTTPClient.Do(req)
+	if err != nil {
+		rec.Err = err.Error()
+		return rec
+	}
+	defer resp.Body.Close()
+	ack, _ := io.ReadAll(io.LimitReader(resp.Body, wxMaxAckBody))
+	rec.Status, rec.Body = resp.StatusCode, string(ack)
+	// The status decides, whatever the body says.
+	rec.Acked = resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent
+	return rec
+}
+
+// Deliveries returns every notify attempt made for a trade so far, in the
+// order they completed.
+func (s *WeChat) Deliveries(outTradeNo string) []Delivery {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tr := s.trades[outTradeNo]
+	if tr == nil || tr.delivery == nil {
+		return nil
+	}
+	return append([]Delivery(nil), tr.delivery.log...)
+}
+
+// Wait blocks until notify delivery for a trade has finished: nil when the
+// merchant acknowledged it, an error when every attempt failed, the simulator
+// closed, ctx ended, or no notify was ever sent for the trade.
+func (s *WeChat) Wait(ctx context.Context, outTradeNo string) error {
+	s.mu.Lock()
+	var d *wxDelivery
+	if tr := s.trades[outTradeNo]; tr != nil {
+		d = tr.delivery
+	}
+	s.mu.Unlock()
+	if d == nil {
+		return fmt.Errorf("sandbox wechat: no notify delivery for %q", outTradeNo)
+	}
+	select {
+	case <-d.done:
+	case <-ctx.Done():
+		return fmt.Errorf("sandbox wechat: waiting for notify of %q: %w", outTradeNo, ctx.Err())
+	}
+	s.mu.Lock()
+	acked, n := d.acked, len(d.log)
+	s.mu.Unlock()
+	if !acked {
+		return fmt.Errorf("sandbox wechat: notify of %q not acknowledged after %d attempts", outTradeNo, n)
+	}
+	return nil
+}
+
+// ---- signing ----
+
+// signHeaders signs timestamp\nnonce\nbody\n with the active serial's key.
+func (s *WeChat) signHeaders(at time.Time, body []byte) (http.Header, error) {
+	s.mu.Lock()
+	serial := s.active
+	s.mu.Unlock()
+	ts := strconv.FormatInt(at.Unix(), 10)
+	nonce := wxRandomHex(16)
+	msg := ts + "\n" + nonce + "\n" + string(body) + "\n"
+	sum := sha256.Sum256([]byte(msg))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, s.cfg.SigningKeys[serial], crypto.SHA256, sum[:])
+	if err != nil {
+		return nil, fmt.Errorf("sandbox wechat: sign: %w", err)
+	}
+	h := http.Header{}
+	h.Set(wechat.HeaderTimestamp, ts)
+	h.Set(wechat.HeaderNonce, nonce)
+	h.Set(wechat.HeaderSignature, base64.StdEncoding.EncodeToString(sig))
+	h.Set(wechat.HeaderSerial, serial)
+	return h, nil
+}
+
+// checkAuthorization verifies a merchant request as WeChat Pay does: scheme,
+// mchid, a known serial_no, a timestamp within 5 minutes and the signature
+// over METHOD\nURL\ntimestamp\nnonce\nbody\n.
+func (s *WeChat) checkAuthorization(r *http.Request, body []byte) error {
+	rest, ok := strings.CutPrefix(r.Header.Get("Authorization"), wechat.AuthScheme+" ")
+	if !ok {
+		return errors.New("Authorization is missing or not " + wechat.AuthScheme)
+	}
+	f := map[string]string{}
+	for _, part := range strings.Split(rest, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok {
+			return fmt.Errorf("Authorization part %q is not key=value", part)
+		}
+		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+			v = v[1 : len(v)-1]
+		}
+		f[k] = v
+	}
+	if f["mchid"] != s.cfg.MchID {
+		return fmt.Errorf("mchid %q is not this merchant", f["mchid"])
+	}
+	pub := s.cfg.MerchantKeys[f["serial_no"]]
+	if pub == nil {
+		return fmt.Errorf("serial_no %q is not a registered merchant certificate", f["serial_no"])
+	}
+	ts, err := strconv.ParseInt(f["timestamp"], 10, 64)
+	if err != nil {
+		return fmt.Errorf("timestamp %q is not unix seconds", f["timestamp"])
+	}
+	now, limit := s.cfg.Now().Unix(), int64(wxMaxSkew/time.Second)
+	if ts <= now-limit || ts >= now+limit {
+		return fmt.Errorf("timestamp %d is %ds away from now, over 5 minutes", ts, now-ts)
+	}
+	if f["nonce_str"] == "" {
+		return errors.New("nonce_str is empty")
+	}
+	sig, err := base64.StdEncoding.DecodeString(f["signature"])
+	if err != nil {
+		return errors.New("signature is not base64")
+	}
+	msg := r.Method + "\n" + wxRequestTarget(r) + "\n" + f["timestamp"] + "\n" + f["nonce_str"] + "\n" + string(body) + "\n"
+	sum := sha256.Sum256([]byte(msg))
+	if rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) != nil {
+		return errors.New("signature does not verify; sign the request-target exactly as sent, mount prefix included")
+	}
+	return nil
+}
+
+// wxRequestTarget is the path and query the client put on the wire. Under
+// http.StripPrefix r.URL is shortened but r.RequestURI is not.
+func wxRequestTarget(r *http.Request) string {
+	if r.RequestURI == "" { // a handler called directly, not through a server
+		return r.URL.RequestURI()
+	}
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI
+	}
+	if u, err := url.Parse(r.RequestURI); err == nil { // absolute-form, through a proxy
+		return u.RequestURI()
+	}
+	return r.RequestURI
+}
+
+// ---- HTTP ----
+
+// ServeHTTP routes the APIv3 endpoints, the token endpoints and the cashier.
+func (s *WeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, wxMaxBody)
+	switch p := r.URL.Path; {
+	case strings.HasPrefix(p, "/v3/"):
+		s.serveV3(w, r)
+	case p == "/cgi-bin/token":
+		s.serveToken(w, r)
+	case p == "/cgi-bin/getcallbackip":
+		s.serveCallbackIP(w, r)
+	case p == "/pay":
+		s.servePay(w, r)
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+// wxError is WeChat Pay's error body.
+type wxError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (s *WeChat) serveV3(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		s.writeV3(w, http.StatusBadRequest, wxError{"PARAM_ERROR", "unreadable body: " + err.Error()})
+		return
+	}
+	if err := s.checkAuthorization(r, body); err != nil {
+		s.writeV3(w, http.StatusUnauthorized, wxError{"SIGN_ERROR", err.Error()})
+		return
+	}
+	status, payload := s.routeV3(r, body)
+	s.writeV3(w, status, payload)
+}
+
+func (s *WeChat) routeV3(r *http.Request, body []byte) (int, any) {
+	const tx, byNo, refunds = "/v3/pay/transactions/", "/v3/pay/transactions/out-trade-no/", "/v3/refund/domestic/refunds"
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, byNo):
+		rest := strings.TrimPrefix(p, byNo)
+		if no, ok := strings.CutSuffix(rest, "/close"); ok && r.Method == http.MethodPost && !strings.Contains(no, "/") {
+			return s.closeTrade(no, body)
+		}
+		if r.Method == http.MethodGet && !strings.Contains(rest, "/") {
+			return s.query(rest, r.URL.Query().Get("mchid"))
+		}
+	case strings.HasPrefix(p, tx) && r.Method == http.MethodPost:
+		switch k := wechat.Kind(strings.TrimPrefix(p, tx)); k {
+		case wechat.Native, wechat.JSAPI, wechat.App, wechat.H5:
+			return s.prepay(r, k, body)
+		}
+	case p == refunds && r.Method == http.MethodPost:
+		return s.refund(body)
+	case strings.HasPrefix(p, refunds+"/") && r.Method == http.MethodGet:
+		return s.queryRefund(strings.TrimPrefix(p, refunds+"/"))
+	}
+	return http.StatusNotFound, wxError{"NOT_FOUND", r.Method + " " + p + " is not an API of this sandbox"}
+}
+
+// writeV3 answers with payload as JSON (nil: no body), signed with the active serial.
+func (s *WeChat) writeV3(w http.ResponseWriter, status int, payload any) {
+	var body []byte
+	if payload != nil {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			http.Error(w, "encode response: "+err.Error(), http.StatusInternalServerError)
+			return
+		}
+		body = b
+		w.Header().Set("Content-Type", "application/json")
+	}
+	hdr, err := s.signHeaders(s.cfg.Now(), body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	for k, v := range hdr {
+		w.Header()[k] = v
+	}
+	w.Header().Set("Request-ID", wxUUID())
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// ---- trade methods ----
+
+var (
+	wxOutTradeNoRe  = regexp.MustCompile(`^[0-9A-Za-z_\-|*]{6,32}$`)
+	wxOutRefundNoRe = regexp.MustCompile(`^[0-9A-Za-z_\-|*@]{1,64}$`)
+	wxCST           = time.FixedZone("CST", 8*3600)
+)
+
+type wxPrepayResult struct {
+	CodeURL  string `json:"code_url,omitempty"`
+	PrepayID string `json:"prepay_id,omitempty"`
+	H5URL    string `json:"h5_url,omitempty"`
+}
+
+var wxTradeTypes = map[wechat.Kind]string{wechat.Native: "NATIVE", wechat.JSAPI: "JSAPI", wechat.App: "APP", wechat.H5: "MWEB"}
+
+func wxParamError(format string, args ...any) (int, any) {
+	return http.StatusBadRequest, wxError{"PARAM_ERROR", fmt.Sprintf(format, args...)}
+}
+
+// prepay creates a trade, or answers the same result again when the
+// merchant repeats an unpaid order unchanged.
+func (s *WeChat) prepay(r *http.Request, kind wechat.Kind, body []byte) (int, any) {
+	var req struct {
+		AppID       string `json:"appid"`
+		MchID       string `json:"mchid"`
+		Description string `json:"description"`
+		OutTradeNo  string `json:"out_trade_no"`
+		TimeExpire  string `json:"time_expire"`
+		Attach      string `json:"attach"`
+		NotifyURL   string `json:"notify_url"`
+		Amount      *struct {
+			Total    int64  `json:"total"`
+			Currency string `json:"currency"`
+		} `json:"amount"`
+		Payer *struct {
+			OpenID string `json:"openid"`
+		} `json:"payer"`
+		SceneInfo *struct {
+			PayerClientIP string `json:"payer_client_ip"`
+			H5Info        *struct {
+				Type string `json:"type"`
+			} `json:"h5_info"`
+		} `json:"scene_info"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return wxParamError("body is not valid JSON: %v", err)
+	}
+	if req.AppID != s.cfg.AppID || req.MchID != s.cfg.MchID {
+		return http.StatusBadRequest, wxError{"APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配"}
+	}
+	if !wxOutTradeNoRe.MatchString(req.OutTradeNo) {
+		return wxParamError("out_trade_no %q must be 6-32 of [0-9A-Za-z_-|*]", req.OutTradeNo)
+	}
+	if req.Description == "" {
+		return wxParamError("description is required")
+	}
+	if u, err := url.Parse(req.NotifyURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" {
+		return wxParamError("notify_url %q must be an absolute URL without query", req.NotifyURL)
+	}
+	if req.Amount == nil || req.Amount.Total <= 0 || (req.Amount.Currency != "" && req.Amount.Currency != "CNY") {
+		return wxParamError("amount.total must be a positive number of fen in CNY")
+	}
+	var openID string
+	switch kind {
+	case wechat.JSAPI:
+		if req.Payer == nil || req.Payer.OpenID == "" {
+			return wxParamError("payer.openid is required for jsapi")
+		}
+		openID = req.Payer.OpenID
+	case wechat.H5:
+		if req.SceneInfo == nil || net.ParseIP(req.SceneInfo.PayerClientIP) == nil || req.SceneInfo.H5Info == nil {
+			return wxParamError("scene_info.payer_client_ip and scene_info.h5_info are required for h5")
+		}
+	}
+	var expire time.Time
+	if req.TimeExpire != "" {
+		t, err := time.Parse(time.RFC3339, req.TimeExpire)
+		if err != nil {
+			return wxParamError("time_expire %q is not RFC 3339", req.TimeExpire)
+		}
+		expire = t
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if tr := s.trades[req.OutTradeNo]; tr != nil {
+		s.expireLocked(tr)
+		switch {
+		case tr.state == wechat.TradeSuccess || tr.state == wechat.TradeRefund:
+			return http.StatusBadRequest, wxError{"ORDERPAID", "该订单已支付"}
+		case tr.state == wechat.TradeClosed:
+			return http.StatusBadRequest, wxError{"ORDER_CLOSED", "订单已关闭"}
+		case tr.kind != kind || tr.amount != req.Amount.Total || tr.description != req.Description:
+			return http.StatusBadRequest, wxError{"INVALID_REQUEST", "商户订单号重复，且订单参数不一致"}
+		}
+		return http.StatusOK, tr.prepay
+	}
+	now := s.cfg.Now()
+	tr := &wxTrade{
+		outTradeNo: req.OutTradeNo, kind: kind, description: req.Description, attach: req.Attach, openID: openID,
+		amount: req.Amount.Total, state: wechat.TradeNotPay, notifyURL: req.NotifyURL, created: now, expire: expire,
+	}
+	cashier := wxExternalBase(r) + "/pay?" + url.Values{"out_trade_no": {tr.outTradeNo}}.Encode()
+	switch kind {
+	case wechat.Native:
+		tr.prepay.CodeURL = cashier
+	case wechat.H5:
+		tr.prepay.H5URL = cashier
+	default:
+		tr.prepay.PrepayID = "wx" + now.In(wxCST).Format("20060102150405") + wxRandomHex(10)
+	}
+	s.trades[tr.outTradeNo] = tr
+	return http.StatusOK, tr.prepay
+}
+
+// expireLocked closes an unpaid trade whose time_expire has passed.
+func (s *WeChat) expireLocked(tr *wxTrade) {
+	if tr.state == wechat.TradeNotPay && !tr.expire.IsZero() && s.cfg.Now().After(tr.expire) {
+		tr.state = wechat.TradeClosed
+	}
+}
+
+type wxTransaction struct {
+	AppID          string `json:"appid"`
+	MchID          string `json:"mchid"`
+	OutTradeNo     string `json:"out_trade_no"`
+	TransactionID  string `json:"transaction_id,omitempty"`
+	TradeType      string `json:"trade_type"`
+	TradeState     string `json:"trade_state"`
+	TradeStateDesc string `json:"trade_state_desc"`
+	BankType       string `json:"bank_type,omitempty"`
+	Attach         string `json:"attach"`
+	SuccessTime    string `json:"success_time,omitempty"`
+	Payer          *struct {
+		OpenID string `json:"openid"`
+	} `json:"payer,omitempty"`
+	Amount struct {
+		Total         int64  `json:"total"`
+		PayerTotal    int64  `json:"payer_total"`
+		Currency      string `json:"currency"`
+		PayerCurrency string `json:"payer_currency"`
+	} `json:"amount"`
+}
+
+var wxStateDesc = map[string]string{
+	wechat.TradeSuccess: "支付成功", wechat.TradeRefund: "转入退款", wechat.TradeNotPay: "未支付", wechat.TradeClosed: "已关闭",
+}
+
+// transactionJSON is a trade as query answers and notifies carry it;
+// claimed is the amount to state (the trade's unless a test misstates it).
+func (s *WeChat) transactionJSON(tr *wxTrade, claimed int64) wxTransaction {
+	t := wxTransaction{AppID: s.cfg.AppID, MchID: s.cfg.MchID, OutTradeNo: tr.outTradeNo, TradeType: wxTradeTypes[tr.kind],
+		TradeState: tr.state, TradeStateDesc: wxStateDesc[tr.state], Attach: tr.attach}
+	t.Amount.Total, t.Amount.Currency, t.Amount.PayerCurrency = claimed, "CNY", "CNY"
+	if !tr.paidAt.IsZero() {
+		t.TransactionID, t.BankType = tr.transactionID, "OTHERS"
+		t.SuccessTime = tr.paidAt.In(wxCST).Format(time.RFC3339)
+		t.Amount.PayerTotal = claimed
+		openID := tr.openID
+		if openID == "" {
+			openID = wxBuyerOpenID
+		}
+		t.Payer = &struct {
+			OpenID string `json:"openid"`
+		}{openID}
+	}
+	return t
+}
+
+func (s *WeChat) query(outTradeNo, mchID string) (int, any) {
+	if mchID != s.cfg.MchID {
+		return wxParamError("mchid %q does not match", mchID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tr := s.trades[outTradeNo]
+	if tr == nil {
+		return http.StatusNotFound, wxError{"ORDER_NOT_EXIST", "订单不存在"}
+	}
+	s.expireLocked(tr)
+	return http.StatusOK, s.transactionJSON(tr, tr.amount)
+}
+
+func (s *WeChat) closeTrade(outTradeNo string, body []byte) (int, any) {
+	var req struct {
+		MchID string `json:"mchid"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil || req.MchID != s.cfg.MchID {
+		return wxParamError("body must be {\"mchid\":\"%s\"}", s.cfg.MchID)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tr := s.trades[outTradeNo]
+	if tr == nil {
+		return http.StatusNotFound, wxError{"ORDER_NOT_EXIST", "订单不存在"}
+	}
+	s.expireLocked(tr)
+	if tr.state == wechat.TradeSuccess || tr.state == wechat.TradeRefund {
+		return http.StatusBadRequest, wxError{"ORDERPAID", "订单已支付，不能关闭"}
+	}
+	tr.state = wechat.TradeClosed
+	return http.StatusNoContent, nil
+}
+
+type wxRefundJSON struct {
+	RefundID            string `json:"refund_id"`
+	OutRefundNo         string `json:"out_refund_no"`
+	TransactionID       string `json:"transaction_id"`
+	OutTradeNo          string `json:"out_trade_no"`
+	Channel             string `json:"channel"`
+	UserReceivedAccount string `json:"user_received_account"`
+	SuccessTime         string `json:"success_time"`
+	CreateTime          string `json:"create_time"`
+	Status              string `json:"status"`
+	FundsAccount        string `json:"funds_account"`
+	Amount              struct {
+		Total            int64  `json:"total"`
+		Refund           int64  `json:"refund"`
+		PayerTotal       int64  `json:"payer_total"`
+		PayerRefund      int64  `json:"payer_refund"`
+		SettlementRefund int64  `json:"settlement_refund"`
+		SettlementTotal  int64  `json:"settlement_total"`
+		DiscountRefund   int64  `json:"discount_refund"`
+		Currency         string `json:"currency"`
+	} `json:"amount"`
+}
+
+// refundJSON describes a refund; the sandbox settles refunds at once, so
+// they are SUCCESS from the first answer.
+func (s *WeChat) refundJSON(rf *wxRefund) wxRefundJSON {
+	tr := s.trades[rf.outTradeNo]
+	at := rf.created.In(wxCST).Format(time.RFC3339)
+	j := wxRefundJSON{RefundID: rf.refundID, OutRefundNo: rf.outRefundNo, TransactionID: tr.transactionID,
+		OutTradeNo: rf.outTradeNo, Channel: "ORIGINAL", UserReceivedAccount: "支付用户零钱", SuccessTime: at,
+		CreateTime: at, Status: "SUCCESS", FundsAccount: "AVAILABLE"}
+	j.Amount.Total, j.Amount.Refund, j.Amount.PayerTotal, j.Amount.PayerRefund = rf.total, rf.refund, rf.total, rf.refund
+	j.Amount.SettlementTotal, j.Amount.SettlementRefund, j.Amount.Currency = rf.total, rf.refund, "CNY"
+	return j
+}
+
+// refund returns money from the seller to the buyer, idempotently by
+// out_refund_no: a repeat answers the earlier refund and moves nothing.
+func (s *WeChat) refund(body []byte) (int, any) {
+	var req struct {
+		OutTradeNo  string `json:"out_trade_no"`
+		OutRefundNo string `json:"out_refund_no"`
+		Amount      *struct {
+			Refund   int64  `json:"refund"`
+			Total    int64  `json:"total"`
+			Currency string `json:"currency"`
+		} `json:"amount"`
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return wxParamError("body is not valid JSON: %v", err)
+	}
+	if !wxOutTradeNoRe.MatchString(req.OutTradeNo) || !wxOutRefundNoRe.MatchString(req.OutRefundNo) {
+		return wxParamError("out_trade_no and out_refund_no are required")
+	}
+	if req.Amount == nil || req.Amount.Refund <= 0 || req.Amount.Total <= 0 || (req.Amount.Currency != "" && req.Amount.Currency != "CNY") {
+		return wxParamError("amount.refund and amount.total must be positive numbers of fen in CNY")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rf := s.refunds[req.OutRefundNo]; rf != nil {
+		if rf.outTradeNo != req.OutTradeNo || rf.refund != req.Amount.Refund || rf.total != req.Amount.Total {
+			return http.StatusBadRequest, wxError{"INVALID_REQUEST", "同一退款单号的参数与之前不一致"}
+		}
+		return http.StatusOK, s.refundJSON(rf)
+	}
+	tr := s.trades[req.OutTradeNo]
+	if tr == nil {
+		return http.StatusNotFound, wxError{"RESOURCE_NOT_EXISTS", "订单不存在"}
+	}
+	if tr.paidAt.IsZero() {
+		return http.StatusBadRequest, wxError{"INVALID_REQUEST", "订单未支付，不能退款: " + tr.state}
+	}
+	if req.Amount.Total != tr.amount {
+		return http.StatusBadRequest, wxError{"INVALID_REQUEST", fmt.Sprintf("amount.total %d is not the order's %d", req.Amount.Total, tr.amount)}
+	}
+	if tr.refunded+req.Amount.Refund > tr.amount {
+		return http.StatusForbidden, wxError{"NOT_ENOUGH", "退款金额超过订单可退金额"}
+	}
+	if err := s.wallets.Transfer(SellerAccount, BuyerAccount, req.Amount.Refund); err != nil {
+		return http.StatusForbidden, wxError{"NOT_ENOUGH", "基本账户余额不足"}
+	}
+	s.seq++
+	rf := &wxRefund{refundID: "5030" + fmt.Sprintf("%025d", s.seq), outRefundNo: req.OutRefundNo, outTradeNo: tr.outTradeNo,
+		refund: req.Amount.Refund, total: req.Amount.Total, created: s.cfg.Now()}
+	s.refunds[rf.outRefundNo] = rf
+	tr.refunded += rf.refund
+	tr.state = wechat.TradeRefund
+	return http.StatusOK, s.refundJSON(rf)
+}
+
+func (s *WeChat) queryRefund(outRefundNo string) (int, any) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rf := s.refunds[outRefundNo]
+	if rf == nil {
+		return http.StatusNotFound, wxError{"RESOURCE_NOT_EXISTS", "退款单不存在"}
+	}
+	return http.StatusOK, s.refundJSON(rf)
+}
+
+// ---- access_token ----
+
+// TokenFetches counts successful /cgi-bin/token fetches.
+func (s *WeChat) TokenFetches() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.tokens.fetches
+}
+
+// CheckToken says whether an access_token would be accepted now: nil, or a
+// *wechat.APIError with 42001 (expired) or 40001 (unknown or replaced and
+// past the overlap).
+func (s *WeChat) CheckToken(token string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.cfg.Now()
+	t := s.tokens
+	switch {
+	case token != "" && token == t.current && now.Before(t.currentExp):
+		return nil
+	case token != "" && token == t.previous && now.Before(t.previousExp):
+		return nil
+	case token != "" && (token == t.current || token == t.previous):
+		return &wechat.APIError{Code: wechat.ErrCodeTokenExpired, Message: "access_token expired"}
+	}
+	return &wechat.APIError{Code: wechat.ErrCodeInvalidCredential, Message: "invalid credential, access_token is invalid or not latest"}
+}
+
+func wxWriteAPIJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json; encoding=utf-8")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func wxAPIErrorBody(code int, msg string) map[string]any {
+	return map[string]any{"errcode": code, "errmsg": msg}
+}
+
+// serveToken issues a 7200 s token. Like WeChat, a fetch replaces the
+// current token; the replaced one keeps working for a 5-minute overlap.
+func (s *WeChat) serveToken(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	switch {
+	case r.Method != http.MethodGet:
+		wxWriteAPIJSON(w, wxAPIErrorBody(43001, "require GET method"))
+		return
+	case q.Get("grant_type") != "client_credential":
+		wxWriteAPIJSON(w, wxAPIErrorBody(40002, "invalid grant_type"))
+		return
+	case q.Get("appid") != s.cfg.AppID:
+		wxWriteAPIJSON(w, wxAPIErrorBody(40013, "invalid appid"))
+		return
+	case s.cfg.TokenSecret == "" || q.Get("secret") != s.cfg.TokenSecret:
+		wxWriteAPIJSON(w, wxAPIErrorBody(wechat.ErrCodeInvalidCredential, "invalid credential, AppSecret error or access_token is invalid"))
+		return
+	}
+	s.mu.Lock()
+	now := s.cfg.Now()
+	t := &s.tokens
+	t.previous, t.previousExp = t.current, now.Add(wxTokenOverlap)
+	if t.currentExp.Before(t.previousExp) {
+		t.previousExp = t.currentExp
+	}
+	t.current, t.currentExp = wxRandomString(64), now.Add(wxTokenLife)
+	t.fetches++
+	tok := t.current
+	s.mu.Unlock()
+	wxWriteAPIJSON(w, map[string]any{"access_token": tok, "expires_in": int64(wxTokenLife / time.Second)})
+}
+
+// serveCallbackIP is a cheap authenticated Official Account API, there to
+// exercise a client's stale-token handling.
+func (s *WeChat) serveCallbackIP(w http.ResponseWriter, r *http.Request) {
+	if err := s.CheckToken(r.URL.Query().Get("access_token")); err != nil {
+		var e *wechat.APIError
+		errors.As(err, &e)
+		wxWriteAPIJSON(w, wxAPIErrorBody(e.Code, e.Message))
+		return
+	}
+	wxWriteAPIJSON(w, map[string]any{"ip_list": []string{"127.0.0.1"}})
+}
+
+// ---- cashier and pay endpoint ----
+
+var wxCashierPage = template.Must(template.New("cashier").Parse(`<!doctype html>
+<html><head><meta charset="utf-8"><title>Sandbox WeChat Pay</title></head>
+<body style="font-family:sans-serif;max-width:28em;margin:2em auto">
+<h1>Sandbox WeChat Pay</h1>
+<p>{{.Description}}</p>
+<p style="font-size:2em">{{.Amount}} fen</p>
+<p>Order {{.OutTradeNo}} · {{.State}}</p>
+<p>Paying from {{.Buyer}} (balance {{.Balance}} fen)</p>
+{{if .Payable}}<form method="post" action="pay?out_trade_no={{.OutTradeNo}}"><button type="submit">Pay</button></form>{{end}}
+</body></html>
+`))
+
+// servePay shows the cashier (GET) or pays the trade (POST
+// /pay?out_trade_no=…, handy with curl).
+func (s *WeChat) servePay(w http.ResponseWriter, r *http.Request) {
+	no := r.URL.Query().Get("out_trade_no")
+	if no == "" {
+		http.Error(w, "out_trade_no is required", http.StatusBadRequest)
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		s.mu.Lock()
+		tr := s.trades[no]
+		if tr == nil {
+			s.mu.Unlock()
+			http.Error(w, "no such trade "+no, http.StatusNotFound)
+			return
+		}
+		s.expireLocked(tr)
+		v := map[string]any{"Description": tr.description, "Amount": tr.amount, "OutTradeNo": tr.outTradeNo,
+			"State": tr.state, "Payable": tr.state == wechat.TradeNotPay, "Buyer": BuyerAccount}
+		s.mu.Unlock()
+		v["Balance"] = s.wallets.Balance(BuyerAccount)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_ = wxCashierPage.Execute(w, v)
+	case http.MethodPost:
+		if err := s.Pay(no); err != nil {
+			status := http.StatusConflict
+			if errors.Is(err, errWxNoTrade) {
+				status = http.StatusNotFound
+			}
+			http.Error(w, err.Error(), status)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintf(w, "paid %s\n", no)
+	default:
+		http.Error(w, "GET shows the cashier, POST pays", http.StatusMethodNotAllowed)
+	}
+}
+
+// wxExternalBase is the scheme, host and mount prefix the request came in
+// through, so the cashier links work wherever the simulator is mounted.
+func wxExternalBase(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	path, _, _ := strings.Cut(wxRequestTarget(r), "?")
+	return scheme + "://" + r.Host + strings.TrimSuffix(path, r.URL.Path)
+}
+
+// ---- random identifiers ----
+
+const wxAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+
+// wxRandomString returns n characters from [A-Za-z0-9] (the 12-character
+// GCM nonces, APIv3 keys and tokens). rand.Read never fails since Go 1.24.
+func wxRandomString(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	for i := range b {
+		b[i] = wxAlphabet[int(b[i])%len(wxAlphabet)]
+	}
+	return string(b)
+}
+
+func wxRandomHex(nBytes int) string {
+	b := make([]byte, nBytes)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func wxUUID() string {
+	h := wxRandomHex(16)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
