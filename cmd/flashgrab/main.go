@@ -23,6 +23,7 @@ func main() {
 			migrateCommand(),
 			tokenCommand(),
 			loadCommand(),
+			reconcileCommand(),
 		},
 	}
 	if err := root.Run(ctx, os.Args); err != nil {

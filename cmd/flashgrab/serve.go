@@ -100,12 +100,18 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	}
 	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions)
 
+	sweeper := &settle.Sweeper{Engine: eng, Books: books, Logger: log}
+
 	settleCtx, stopSettler := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		settler.Run(settleCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		sweeper.Run(settleCtx)
 	}()
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()

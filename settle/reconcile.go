@@ -1,0 +1,366 @@
+package settle
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab/engine"
+)
+
+// Check is one reconciliation check: how many things it looked at and every
+// difference it found.
+type Check struct {
+	Name    string
+	Checked int
+	Diffs   []string
+}
+
+// Report is the outcome of Reconcile.
+type Report struct {
+	Checks   []Check
+	InFlight int // stream entries not settled yet; their wins are not counted missing
+}
+
+// OK reports whether no check found a difference.
+func (r *Report) OK() bool {
+	for _, c := range r.Checks {
+		if len(c.Diffs) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Print writes what was checked and every difference.
+func (r *Report) Print(w io.Writer) {
+	for _, c := range r.Checks {
+		status := "ok"
+		if len(c.Diffs) > 0 {
+			status = fmt.Sprintf("%d DIFFERENCES", len(c.Diffs))
+		}
+		fmt.Fprintf(w, "%-44s checked %-8d %s\n", c.Name, c.Checked, status)
+		for i, d := range c.Diffs {
+			if i == 20 {
+				fmt.Fprintf(w, "    ... and %d more\n", len(c.Diffs)-20)
+				break
+			}
+			fmt.Fprintf(w, "    %s\n", d)
+		}
+	}
+	fmt.Fprintf(w, "in flight (in the streams, not settled yet): %d\n", r.InFlight)
+}
+
+// Reconciler proves the books against DESIGN.md's invariants.
+type Reconciler struct {
+	DB    *sql.DB
+	Redis redis.UniversalClient
+	Keys  engine.Keyspace
+}
+
+// inflight is what the streams still hold: wins Redis decided that MySQL
+// cannot have yet.
+type inflight struct {
+	orders map[string]bool
+	grabs  map[string]bool // packet/user
+	n      int
+}
+
+// Reconcile runs every check. An error means a check could not run; a
+// difference is reported in the Report, not as an error.
+func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
+	fl, err := r.inflight(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{InFlight: fl.n}
+	for _, check := range []func(context.Context, *inflight) (Check, error){
+		r.balancesMatchLedger, r.moneyConserved, r.packetsAddUp, r.salesAddUp, r.ordersSettled, r.grabsSettled,
+	} {
+		c, err := check(ctx, fl)
+		if err != nil {
+			return nil, err
+		}
+		rep.Checks = append(rep.Checks, c)
+	}
+	return rep, nil
+}
+
+func (r *Reconciler) inflight(ctx context.Context) (*inflight, error) {
+	fl := &inflight{orders: map[string]bool{}, grabs: map[string]bool{}}
+	for p := 0; p < r.Keys.Partitions; p++ {
+		msgs, err := r.Redis.XRange(ctx, r.Keys.Events(p), "-", "+").Result()
+		if err != nil {
+			return nil, fmt.Errorf("read stream %d: %w", p, err)
+		}
+		for _, m := range msgs {
+			fl.n++
+			ev, err := engine.ParseEvent(p, m)
+			if err != nil {
+				continue
+			}
+			switch ev.Kind {
+			case engine.EventOrder:
+				fl.orders[ev.Order.ID] = true
+			case engine.EventGrab:
+				fl.grabs[ev.Grab.PacketID+"/"+ev.Grab.UserID] = true
+			}
+		}
+	}
+	return fl, nil
+}
+
+// balancesMatchLedger: invariant 5, every balance is the sum of its ledger
+// and equals the balance_after of its last ledger row.
+func (r *Reconciler) balancesMatchLedger(ctx context.Context, _ *inflight) (Check, error) {
+	c := Check{Name: "balance = sum of ledger (invariant 5)"}
+	rows, err := r.DB.QueryContext(ctx, `SELECT a.id, a.balance_cents, COALESCE(SUM(l.delta_cents), 0),
+		COALESCE((SELECT balance_after FROM ledger WHERE account_id = a.id ORDER BY seq DESC LIMIT 1), 0)
+		FROM accounts a LEFT JOIN ledger l ON l.account_id = a.id GROUP BY a.id`)
+	if err != nil {
+		return c, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var bal, sum, last int64
+		if err := rows.Scan(&id, &bal, &sum, &last); err != nil {
+			return c, err
+		}
+		c.Checked++
+		if bal != sum || bal != last {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("account %s: balance %d, ledger sum %d, last balance_after %d", id, bal, sum, last))
+		}
+	}
+	return c, rows.Err()
+}
+
+// moneyConserved: invariant 6, what came in by payment or admin credit equals
+// all balances plus what open packets still hold.
+func (r *Reconciler) moneyConserved(ctx context.Context, _ *inflight) (Check, error) {
+	c := Check{Name: "money in = balances + held in packets (inv. 6)", Checked: 1}
+	var in, balances, packets, shares, refunds int64
+	err := r.DB.QueryRowContext(ctx, `SELECT
+		(SELECT COALESCE(SUM(delta_cents), 0) FROM ledger WHERE kind IN ('credit', 'topup', 'sale')),
+		(SELECT COALESCE(SUM(balance_cents), 0) FROM accounts),
+		(SELECT COALESCE(SUM(total_cents), 0) FROM packets),
+		(SELECT COALESCE(SUM(amount_cents), 0) FROM packet_grabs),
+		(SELECT COALESCE(SUM(refunded_cents), 0) FROM packets)`).Scan(&in, &balances, &packets, &shares, &refunds)
+	if err != nil {
+		return c, err
+	}
+	held := packets - shares - refunds
+	if in != balances+held {
+		c.Diffs = append(c.Diffs, fmt.Sprintf("money in %d fen, balances %d + held in packets %d = %d", in, balances, held, balances+held))
+	}
+	return c, nil
+}
+
+// packetsAddUp: invariant 3, a packet's settled shares plus its refund never
+// exceed its total and equal it once the packet is finished; Redis agrees.
+func (r *Reconciler) packetsAddUp(ctx context.Context, fl *inflight) (Check, error) {
+	c := Check{Name: "packet shares + refund = total (invariant 3)"}
+	rows, err := r.DB.QueryContext(ctx, `SELECT p.id, p.total_cents, p.count, p.status, p.refunded_cents,
+		COALESCE(SUM(g.amount_cents), 0), COUNT(g.user_id), COALESCE(MIN(g.amount_cents), 1)
+		FROM packets p LEFT JOIN packet_grabs g ON g.packet_id = p.id GROUP BY p.id`)
+	if err != nil {
+		return c, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, status string
+		var total, count, refunded, shares, n, minShare int64
+		if err := rows.Scan(&id, &total, &count, &status, &refunded, &shares, &n, &minShare); err != nil {
+			return c, err
+		}
+		c.Checked++
+		switch {
+		case n > count:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: %d winners for %d shares", id, n, count))
+		case minShare < 1:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: a share of %d fen", id, minShare))
+		case status == PacketRefunded && shares+refunded != total:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: shares %d + refund %d != total %d", id, shares, refunded, total))
+		case n == count && shares != total:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: all %d shares taken but they sum to %d of %d", id, n, shares, total))
+		case shares+refunded > total:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: shares %d + refund %d exceed total %d", id, shares, refunded, total))
+		}
+		if status == PacketFunded {
+			continue
+		}
+		p := r.Keys.Partition(id)
+		v, err := r.Redis.HMGet(ctx, r.Keys.Packet(p, id), "total", "rem", "left").Result()
+		if err != nil {
+			return c, err
+		}
+		if v[0] == nil {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: live in MySQL, missing in Redis", id))
+			continue
+		}
+		rtotal, rrem, rleft := atoi(v[0]), atoi(v[1]), atoi(v[2])
+		if rtotal != total {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: total %d in MySQL, %d in Redis", id, total, rtotal))
+		}
+		inFlight := 0
+		for k := range fl.grabs {
+			if strings.HasPrefix(k, id+"/") {
+				inFlight++
+			}
+		}
+		if count-rleft != n+int64(inFlight) {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: %d grabs in Redis, %d settled + %d in flight", id, count-rleft, n, inFlight))
+		} else if inFlight == 0 && rtotal-rrem != shares {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: Redis handed out %d fen, MySQL settled %d", id, rtotal-rrem, shares))
+		}
+	}
+	return c, rows.Err()
+}
+
+// salesAddUp: invariant 1, stock + sold = initial stock in Redis, and the
+// settled, uncancelled orders add up to sold.
+func (r *Reconciler) salesAddUp(ctx context.Context, fl *inflight) (Check, error) {
+	c := Check{Name: "sale stock + sold = initial (invariant 1)"}
+	rows, err := r.DB.QueryContext(ctx, `SELECT s.id, s.stock, COALESCE(SUM(CASE WHEN o.status IN ('pending', 'paid') THEN o.qty END), 0)
+		FROM sales s LEFT JOIN orders o ON o.sale_id = s.id GROUP BY s.id`)
+	if err != nil {
+		return c, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var initial, settled int64
+		if err := rows.Scan(&id, &initial, &settled); err != nil {
+			return c, err
+		}
+		c.Checked++
+		p := r.Keys.Partition(id)
+		v, err := r.Redis.HMGet(ctx, r.Keys.Sale(p, id), "stock", "sold", "init").Result()
+		if err != nil {
+			return c, err
+		}
+		if v[0] == nil {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: in MySQL, missing in Redis", id))
+			continue
+		}
+		stock, sold, init := atoi(v[0]), atoi(v[1]), atoi(v[2])
+		switch {
+		case stock < 0:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: stock %d is negative", id, stock))
+		case stock+sold != init || init != initial:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: stock %d + sold %d != initial %d (MySQL %d)", id, stock, sold, init, initial))
+		case len(fl.orders) == 0 && settled != sold:
+			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: Redis sold %d, MySQL holds %d in open or paid orders", id, sold, settled))
+		}
+	}
+	return c, rows.Err()
+}
+
+// ordersSettled: invariant 4 for sales, every order Redis decided is in MySQL
+// (or still in its stream).
+func (r *Reconciler) ordersSettled(ctx context.Context, fl *inflight) (Check, error) {
+	c := Check{Name: "every order in Redis is in MySQL (inv. 4)"}
+	for p := 0; p < r.Keys.Partitions; p++ {
+		prefix := r.Keys.Order(p, "")
+		var batch []string
+		flush := func() error {
+			if len(batch) == 0 {
+				return nil
+			}
+			have := map[string]bool{}
+			rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(len(batch), "?")+")", anys(batch)...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id string
+				rows.Scan(&id)
+				have[id] = true
+			}
+			rows.Close()
+			for _, id := range batch {
+				c.Checked++
+				if !have[id] && !fl.orders[id] {
+					c.Diffs = append(c.Diffs, fmt.Sprintf("order %s: in Redis, not in MySQL nor in flight", id))
+				}
+			}
+			batch = batch[:0]
+			return nil
+		}
+		iter := r.Redis.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+		for iter.Next(ctx) {
+			batch = append(batch, strings.TrimPrefix(iter.Val(), prefix))
+			if len(batch) == 500 {
+				if err := flush(); err != nil {
+					return c, err
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return c, err
+		}
+		if err := flush(); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+// grabsSettled: invariant 4 for packets, every share Redis handed out is in
+// MySQL with the same amount (or still in its stream).
+func (r *Reconciler) grabsSettled(ctx context.Context, fl *inflight) (Check, error) {
+	c := Check{Name: "every packet share in Redis is in MySQL (inv. 4)"}
+	rows, err := r.DB.QueryContext(ctx, `SELECT id FROM packets WHERE status <> ?`, PacketFunded)
+	if err != nil {
+		return c, err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	rows.Close()
+	for _, id := range ids {
+		p := r.Keys.Partition(id)
+		grabs, err := r.Redis.HGetAll(ctx, r.Keys.PacketGrabs(p, id)).Result()
+		if err != nil {
+			return c, err
+		}
+		settled := map[string]int64{}
+		rows, err := r.DB.QueryContext(ctx, `SELECT user_id, amount_cents FROM packet_grabs WHERE packet_id = ?`, id)
+		if err != nil {
+			return c, err
+		}
+		for rows.Next() {
+			var u string
+			var a int64
+			rows.Scan(&u, &a)
+			settled[u] = a
+		}
+		rows.Close()
+		for user, rec := range grabs {
+			c.Checked++
+			amt := atoi(rec[:strings.IndexByte(rec+"|", '|')])
+			got, ok := settled[user]
+			switch {
+			case !ok && !fl.grabs[id+"/"+user]:
+				c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: share of %s in Redis, not in MySQL nor in flight", id, user))
+			case ok && got != amt:
+				c.Diffs = append(c.Diffs, fmt.Sprintf("packet %s: share of %s is %d in Redis, %d in MySQL", id, user, amt, got))
+			}
+		}
+	}
+	return c, nil
+}
+
+func atoi(v any) int64 {
+	s, _ := v.(string)
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
+}
