@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -14,8 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/pay/wechat"
 )
 
@@ -618,16 +616,9 @@ func TestWeChatCloseStopsDelivery(t *testing.T) {
 
 func TestWeChatAccessToken(t *testing.T) {
 	e := newWxEnv(t, wxFastRetry)
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { rdb.Close() })
+	rdb, prefix := testenv.Redis(t) // deletes prefix:* afterwards
 	ctx := context.Background()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Skipf("Redis at 127.0.0.1:6379 not reachable: %v", err)
-	}
-	var b [8]byte
-	rand.Read(b[:])
-	key := "fgtest:" + hex.EncodeToString(b[:]) + ":wechat:token"
-	t.Cleanup(func() { rdb.Del(context.Background(), key, key+":lock") })
+	key := prefix + ":wechat:token"
 	ts, err := wechat.NewTokenSource(wechat.TokenConfig{AppID: DevWeChatAppID, Secret: wxTestSecret, BaseURL: e.base, Redis: rdb, Key: key, Now: e.clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -677,7 +668,6 @@ func TestWeChatAccessToken(t *testing.T) {
 	}
 
 	wrong, _ := wechat.NewTokenSource(wechat.TokenConfig{AppID: DevWeChatAppID, Secret: "nope", BaseURL: e.base, Redis: rdb, Key: key + ":wrong"})
-	t.Cleanup(func() { rdb.Del(context.Background(), key+":wrong", key+":wrong:lock") })
 	if _, err := wrong.Token(ctx); !errors.As(err, &apiErr) || apiErr.Code != wechat.ErrCodeInvalidCredential {
 		t.Fatalf("wrong secret: %v", err)
 	}

@@ -2,8 +2,6 @@ package wechat
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -15,6 +13,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
 // tokenServer is a /cgi-bin/token endpoint that counts fetches and, like
@@ -87,16 +87,8 @@ func (c *fakeClock) Advance(d time.Duration) {
 // under a random prefix that is deleted afterwards.
 func tokenFixture(t *testing.T, n int, baseURL string, clock *fakeClock) ([]*TokenSource, redis.UniversalClient, string) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
-	t.Cleanup(func() { rdb.Close() })
-	ctx := context.Background()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Skipf("Redis at 127.0.0.1:6379 not reachable: %v", err)
-	}
-	var b [8]byte
-	rand.Read(b[:])
-	key := "fgtest:" + hex.EncodeToString(b[:]) + ":wechat:token:wxapp"
-	t.Cleanup(func() { rdb.Del(context.Background(), key, key+":lock") })
+	rdb, prefix := testenv.Redis(t) // deletes prefix:* afterwards
+	key := prefix + ":wechat:token:wxapp"
 	var out []*TokenSource
 	for range n {
 		s, err := NewTokenSource(TokenConfig{AppID: "wxapp", Secret: "s3cret", BaseURL: baseURL, Redis: rdb, Key: key,
@@ -278,7 +270,6 @@ func TestTokenFetchErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { rdb.Del(context.Background(), key+":other", key+":other:lock") })
 	_, err = wrong.Token(context.Background())
 	if !errors.As(err, &apiErr) || apiErr.Code != 40001 || strings.Contains(err.Error(), "wrong-secret-value") {
 		t.Fatalf("got %v", err)
@@ -286,7 +277,6 @@ func TestTokenFetchErrors(t *testing.T) {
 
 	// Transport errors must not leak the secret from the URL.
 	dead, _ := NewTokenSource(TokenConfig{AppID: "wxapp", Secret: "wrong-secret-value", BaseURL: "http://127.0.0.1:1", Redis: rdb, Key: key + ":dead"})
-	t.Cleanup(func() { rdb.Del(context.Background(), key+":dead", key+":dead:lock") })
 	if _, err := dead.Token(context.Background()); err == nil || strings.Contains(err.Error(), "wrong-secret-value") {
 		t.Fatalf("got %v", err)
 	}
