@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -20,6 +21,26 @@ type Config struct {
 	Keys  Keyspace
 	// IDs generates order and packet ids; nil claims a node from Redis.
 	IDs *IDs
+
+	// NoCoalesce sends one script call per grab instead of batching
+	// concurrent grabs of a target (the baseline of the benchmarks).
+	NoCoalesce bool
+	// MaxBatch bounds the users one script call decides (default 64).
+	MaxBatch int
+	// MaxPipelines bounds the round trips to Redis in flight at once for
+	// coalesced grabs (default 4); batches ready meanwhile share the next.
+	MaxPipelines int
+
+	// SoldOutTTL is how long a sale seen with no stock left is answered
+	// "sold out" from memory before Redis is asked again (default 1s): the
+	// longest a grab can be refused while an expired order's stock is back.
+	// Negative turns the mark off.
+	SoldOutTTL time.Duration
+	// SoldOutMaxBuyers is the largest buyers hash the mark loads (default
+	// 1,000,000 fields); a sale with more is always asked in Redis.
+	SoldOutMaxBuyers int
+	// Clock tells the sold-out mark the time; nil is time.Now. Tests set it.
+	Clock func() time.Time
 }
 
 // Engine runs sales and red packets over Redis. It is safe for concurrent use.
@@ -34,6 +55,12 @@ type Engine struct {
 	packetCreate *redis.Script
 	packetGrab   *redis.Script
 	packetExpire *redis.Script
+
+	// Coalescing of grabs (coalesce.go), the sold-out mark (soldout.go) and
+	// the sale heads grabs reuse (sale.go).
+	batch   *batcher
+	soldOut *soldOutMarks
+	heads   headCache
 }
 
 // New returns an Engine and loads its scripts into Redis (a later NOSCRIPT,
@@ -58,6 +85,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		packetCreate: redis.NewScript(scripts.PacketCreate),
 		packetGrab:   redis.NewScript(scripts.PacketGrab),
 		packetExpire: redis.NewScript(scripts.PacketExpire),
+		batch:        newBatcher(cfg.Redis, cfg),
+		soldOut:      newSoldOutMarks(cfg),
 	}
 	if e.ids == nil {
 		node, err := ClaimNode(ctx, cfg.Redis, cfg.Keys)

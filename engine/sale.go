@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -144,34 +145,109 @@ func (r *GrabRequest) validate() error {
 
 // Grab decides one user's grab of a sale: the order, or ErrSoldOut,
 // ErrLimitReached, ErrNotStarted, ErrEnded, ErrNotFound.
+//
+// Concurrent grabs of one sale are decided together by one script call
+// (unless Config.NoCoalesce), and a sale seen sold out is answered from
+// memory for a while (see soldout.go); either way each user gets exactly the
+// answer a call of its own would have given.
 func (e *Engine) Grab(ctx context.Context, r GrabRequest) (GrabResult, error) {
+	if res, ok, err := e.GrabLocal(r); ok {
+		return res, err
+	}
+	sentAt := e.soldOut.now()
+	h := e.saleHead(r.SaleID)
+	oid := orderID(e.ids.Next(), h.p)
+	v, err := e.batch.do(ctx, batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:],
+		UserKeys: []string{h.tag + "order:" + oid}, UserArgs: []any{r.UserID, r.Key, r.Qty, oid}, Width: 5})
+	if err != nil {
+		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
+	}
+	res, err := grabOutcome(r.SaleID, v)
+	if res.decided {
+		e.soldOut.observe(r.SaleID, h.p, res.Remaining, sentAt)
+	}
+	return res.GrabResult, err
+}
+
+// GrabLocal answers a grab without Redis when it can: a malformed request, or
+// a sale this instance knows to be sold out. ok false means only Grab can
+// answer. It lets a caller skip setting up a request context on the fast path.
+func (e *Engine) GrabLocal(r GrabRequest) (res GrabResult, ok bool, err error) {
 	if err := r.validate(); err != nil {
-		return GrabResult{}, err
+		return GrabResult{}, true, err
 	}
 	if !ValidID(r.SaleID) {
-		return GrabResult{}, fmt.Errorf("sale %q: %w", r.SaleID, ErrNotFound)
+		return GrabResult{}, true, fmt.Errorf("sale %q: %w", r.SaleID, ErrNotFound)
 	}
-	p := e.keys.Partition(r.SaleID)
-	oid := orderID(e.ids.Next(), p)
-	keys := []string{e.keys.Sale(p, r.SaleID), e.keys.Buyers(p, r.SaleID), e.keys.Events(p), e.keys.Order(p, oid)}
-	v, err := e.saleGrab.Run(ctx, e.rdb, keys, r.SaleID, r.UserID, r.Key, r.Qty, oid).Slice()
-	if err != nil {
-		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, wrapRedis(err))
+	return e.soldOut.answer(&r)
+}
+
+// BatchStats reports how grabs were coalesced into script calls.
+func (e *Engine) BatchStats() BatchStats { return e.batch.stats() }
+
+// SoldOutStats reports the sold-out mark's work.
+func (e *Engine) SoldOutStats() SoldOutStats { return e.soldOut.stats() }
+
+// saleHead is what every grab of one sale sends alike: its partition, key
+// tag, the script's head keys (sale, buyers, events) and args (sale id).
+type saleHead struct {
+	p    int
+	tag  string
+	keys [3]string
+	args [1]any
+}
+
+// maxSaleHeads bounds the head cache; past it the cache starts afresh (ids
+// come from requests, so the cache must not grow with made-up ones).
+const maxSaleHeads = 10_000
+
+// headCache keeps saleHeads, so a grab builds no key strings but its order's.
+type headCache struct {
+	mu    sync.RWMutex
+	heads map[string]*saleHead
+}
+
+func (e *Engine) saleHead(id string) *saleHead {
+	c := &e.heads
+	c.mu.RLock()
+	h := c.heads[id]
+	c.mu.RUnlock()
+	if h != nil {
+		return h
 	}
-	return grabOutcome(r.SaleID, v)
+	p := e.keys.Partition(id)
+	h = &saleHead{p: p, tag: e.keys.tag(p), keys: [3]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p)},
+		args: [1]any{id}}
+	c.mu.Lock()
+	if c.heads == nil || len(c.heads) >= maxSaleHeads {
+		c.heads = map[string]*saleHead{}
+	}
+	c.heads[id] = h
+	c.mu.Unlock()
+	return h
+}
+
+// errBadQty is the script's bad_qty outcome, made once.
+var errBadQty = Invalid("qty", "must be at least 1 and at most the sale's per-user limit")
+
+// grabReply is one user's decoded reply; decided reports that the sale
+// exists and is open, so Remaining is its stock.
+type grabReply struct {
+	GrabResult
+	decided bool
 }
 
 // grabOutcome reads one user's five values of the sale grab script's reply.
-func grabOutcome(saleID string, v []any) (GrabResult, error) {
+func grabOutcome(saleID string, v []any) (grabReply, error) {
 	if len(v) < 5 {
-		return GrabResult{}, fmt.Errorf("grab sale %s: script replied %d values, want 5", saleID, len(v))
+		return grabReply{}, fmt.Errorf("grab sale %s: script replied %d values, want 5", saleID, len(v))
 	}
 	outcome, _ := v[0].(string)
 	oid, _ := v[1].(string)
 	qty, _ := v[2].(int64)
 	amount, _ := v[3].(int64)
 	remaining, _ := v[4].(int64)
-	res := GrabResult{OrderID: oid, SaleID: saleID, Qty: qty, AmountCents: amount, Remaining: remaining}
+	res := grabReply{GrabResult{OrderID: oid, SaleID: saleID, Qty: qty, AmountCents: amount, Remaining: remaining}, true}
 	switch outcome {
 	case "ok":
 		return res, nil
@@ -182,12 +258,15 @@ func grabOutcome(saleID string, v []any) (GrabResult, error) {
 		return res, fmt.Errorf("sale %s: %w", saleID, ErrSoldOut)
 	case "limit_reached":
 		return res, fmt.Errorf("sale %s: %w", saleID, ErrLimitReached)
+	case "bad_qty":
+		return res, errBadQty
+	}
+	res.decided = false
+	switch outcome {
 	case "not_started":
 		return res, fmt.Errorf("sale %s: %w", saleID, ErrNotStarted)
 	case "ended":
 		return res, fmt.Errorf("sale %s: %w", saleID, ErrEnded)
-	case "bad_qty":
-		return res, Invalid("qty", "must be at least 1 and at most the sale's per-user limit")
 	case "not_found":
 		return res, fmt.Errorf("sale %s: %w", saleID, ErrNotFound)
 	}
