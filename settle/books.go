@@ -5,9 +5,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -38,10 +41,44 @@ var errConflict = errors.New("balance version conflict")
 
 // Books changes balances only by versioned compare-and-set, and records every
 // change in the append-only ledger in the same transaction.
+//
+// Within one process, transactions that touch the same account take turns
+// (striped locks by account): a hot merchant then costs queueing, not a storm
+// of failed compare-and-sets. Across processes the version check alone keeps
+// balances right, and conflicts are retried with jittered backoff. Share one
+// Books per process so the stripes are shared.
 type Books struct {
 	DB *sql.DB
 	// MaxAttempts bounds the retries of a conflicting transaction (default 100).
 	MaxAttempts int
+
+	stripes   [64]sync.Mutex
+	conflicts atomic.Int64
+}
+
+// Conflicts is how many transactions lost a compare-and-set or a lock race
+// and were retried.
+func (b *Books) Conflicts() int64 { return b.conflicts.Load() }
+
+// lock takes the stripes of accounts in ascending order, so that two callers
+// never wait on each other crosswise; it returns the unlock.
+func (b *Books) lock(accounts []string) func() {
+	var set [64]bool
+	for _, a := range accounts {
+		set[crc32.ChecksumIEEE([]byte(a))%64] = true
+	}
+	for i := range set {
+		if set[i] {
+			b.stripes[i].Lock()
+		}
+	}
+	return func() {
+		for i := range set {
+			if set[i] {
+				b.stripes[i].Unlock()
+			}
+		}
+	}
 }
 
 // Account returns an account; ErrNotFound when it never held money.
@@ -99,6 +136,7 @@ func (b *Books) Tx(ctx context.Context, fn func(*sql.Tx) error, accounts []strin
 	if err := ensureAccounts(ctx, b.DB, accounts); err != nil {
 		return err
 	}
+	defer b.lock(accounts)()
 	attempts := b.MaxAttempts
 	if attempts <= 0 {
 		attempts = 100
@@ -112,6 +150,7 @@ func (b *Books) Tx(ctx context.Context, fn func(*sql.Tx) error, accounts []strin
 			}
 			return err
 		}
+		b.conflicts.Add(1)
 		sleep := backoff/2 + rand.N(backoff)
 		select {
 		case <-ctx.Done():

@@ -38,9 +38,11 @@ type Settler struct {
 	OrderTTL  time.Duration // an unpaid order's lifetime; default 15m
 	Logger    *slog.Logger
 	Metrics   *Metrics // optional
+	// Books posts the balance changes; nil makes one on DB. Share the
+	// process's Books so its per-account turns cover the API's writes too.
+	Books *Books
 
-	books Books
-	once  sync.Once
+	once sync.Once
 }
 
 func (s *Settler) defaults() {
@@ -67,7 +69,9 @@ func (s *Settler) defaults() {
 		if s.Logger == nil {
 			s.Logger = slog.Default()
 		}
-		s.books = Books{DB: s.DB}
+		if s.Books == nil {
+			s.Books = &Books{DB: s.DB}
+		}
 	})
 }
 
@@ -247,7 +251,7 @@ func (s *Settler) Apply(ctx context.Context, events []engine.Event) error {
 	for _, e := range events {
 		postings = append(postings, postingsOf(e)...)
 	}
-	return s.books.Tx(ctx, func(tx *sql.Tx) error {
+	return s.Books.Tx(ctx, func(tx *sql.Tx) error {
 		if err := s.insertSales(ctx, tx, events); err != nil {
 			return err
 		}

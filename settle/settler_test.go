@@ -19,8 +19,9 @@ import (
 type rig struct {
 	eng  *engine.Engine
 	rdb  *redis.Client
-	db   *sql.DB
-	keys engine.Keyspace
+	db    *sql.DB
+	books *settle.Books // shared by the rig's settlers on db
+	keys  engine.Keyspace
 }
 
 func newRig(t *testing.T) *rig {
@@ -35,7 +36,7 @@ func newRig(t *testing.T) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &rig{eng: eng, rdb: rdb, db: db, keys: ks}
+	return &rig{eng: eng, rdb: rdb, db: db, books: &settle.Books{DB: db}, keys: ks}
 }
 
 // settler starts a settler on db and stops it (flushing) when the test ends.
@@ -47,6 +48,9 @@ func (r *rig) settler(t *testing.T, db *sql.DB, consumer string, claimIdle time.
 	}
 	s := &settle.Settler{Redis: r.rdb, DB: db, Keys: r.keys, Pool: pool, Consumer: consumer,
 		ClaimIdle: claimIdle, Block: 20 * time.Millisecond, BatchSize: 50}
+	if db == r.db {
+		s.Books = r.books
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -248,3 +252,5 @@ func TestSettlerMySQLOutage(t *testing.T) {
 	waitSettled(t, r.db, len(orders))
 	r.checkExactlyOnce(t, orders, 2)
 }
+
+func redisZ(score int64, member string) redis.Z { return redis.Z{Score: float64(score), Member: member} }

@@ -88,9 +88,9 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer pool.Release()
-	settler := &settle.Settler{Redis: srdb, DB: db, Keys: ks, Pool: pool, Logger: log,
-		OrderTTL: cmd.Duration("order-ttl"), Metrics: settle.NewMetrics(reg)}
 	books := &settle.Books{DB: db}
+	settler := &settle.Settler{Redis: srdb, DB: db, Books: books, Keys: ks, Pool: pool, Logger: log,
+		OrderTTL: cmd.Duration("order-ttl"), Metrics: settle.NewMetrics(reg)}
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg}
 	hs := srv.HTTPServer()
 
