@@ -139,7 +139,7 @@ func TestPacketBooksBalance(t *testing.T) {
 		want := int64(1_000_000)
 		for _, pk := range packets {
 			if pk.SenderID == sender {
-				want -= pk.TotalCents                  // funded
+				want -= pk.TotalCents                 // funded
 				want += pk.TotalCents - handed[pk.ID] // refunded at expiry
 			}
 		}

@@ -17,8 +17,8 @@ import (
 )
 
 type rig struct {
-	eng  *engine.Engine
-	rdb  *redis.Client
+	eng   *engine.Engine
+	rdb   *redis.Client
 	db    *sql.DB
 	books *settle.Books // shared by the rig's settlers on db
 	keys  engine.Keyspace
@@ -253,4 +253,6 @@ func TestSettlerMySQLOutage(t *testing.T) {
 	r.checkExactlyOnce(t, orders, 2)
 }
 
-func redisZ(score int64, member string) redis.Z { return redis.Z{Score: float64(score), Member: member} }
+func redisZ(score int64, member string) redis.Z {
+	return redis.Z{Score: float64(score), Member: member}
+}
