@@ -1,95 +1,16 @@
 package api_test
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/valyala/fasthttp"
-	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/flashgrab/flashgrab/api"
-	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
-	"github.com/flashgrab/flashgrab/settle"
 )
-
-var secret = []byte("test-secret")
-
-type harness struct {
-	t      *testing.T
-	client *fasthttp.Client
-	eng    *engine.Engine
-	admin  string
-}
-
-func newHarness(t *testing.T, rdb redis.UniversalClient, prefix string) *harness {
-	t.Helper()
-	db, _ := testenv.MySQL(t)
-	ctx := context.Background()
-	if err := settle.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 4}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &api.Server{Engine: eng, Books: &settle.Books{DB: db}, Auth: api.Auth{Secret: secret},
-		MaxBodyBytes: 4096, Timeout: time.Second}
-	ln := fasthttputil.NewInmemoryListener()
-	hs := srv.HTTPServer()
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Shutdown(); ln.Close() })
-	h := &harness{t: t, eng: eng, client: &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }}}
-	h.admin = h.token("root", true, time.Hour)
-	return h
-}
-
-func (h *harness) token(user string, admin bool, ttl time.Duration) string {
-	tok, err := api.Auth{Secret: secret}.Mint(user, admin, ttl)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	return tok
-}
-
-// do sends a request and returns the status and decoded JSON body.
-func (h *harness) do(method, path, token, body string, header ...string) (int, map[string]any) {
-	h.t.Helper()
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://flashgrab" + path)
-	req.Header.SetMethod(method)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	req.SetBodyString(body)
-	if err := h.client.DoTimeout(req, resp, 10*time.Second); err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	var out map[string]any
-	if len(resp.Body()) > 0 {
-		if err := json.Unmarshal(resp.Body(), &out); err != nil {
-			h.t.Fatalf("%s %s: body %q is not JSON: %v", method, path, resp.Body(), err)
-		}
-	}
-	return resp.StatusCode(), out
-}
-
-func errCode(body map[string]any) string {
-	e, _ := body["error"].(map[string]any)
-	c, _ := e["code"].(string)
-	return c
-}
 
 const window = `"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z"`
 
