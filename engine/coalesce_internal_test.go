@@ -1,0 +1,105 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flashgrab/flashgrab/internal/testenv"
+)
+
+// TestBatchAnswersEqualPerCallAnswers: one script call deciding a sequence
+// of users gives each exactly what its own call, made in the same order,
+// would have: every outcome of the script shows up in one batch.
+func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+	e, err := New(ctx, Config{Redis: rdb, Keys: Keyspace{Prefix: prefix, Partitions: 4}, SoldOutTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, id := range []string{"batched", "single"} {
+		if _, err := e.CreateSale(ctx, Sale{ID: id, MerchantID: "m", PriceCents: 100, Stock: 3, PerUserLimit: 2,
+			StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seq := []GrabRequest{
+		{UserID: "alice", Qty: 2},              // ok, 1 left
+		{UserID: "alice", Qty: 1},              // repeat of her order
+		{UserID: "bob", Qty: 3},                // bad_qty
+		{UserID: "bob", Qty: 2},                // sold_out, 1 left
+		{UserID: "alice", Key: "k2", Qty: 1},   // limit_reached
+		{UserID: "carol", Qty: 1},              // ok, 0 left
+		{UserID: "dave", Qty: 1},               // sold_out, 0 left
+		{UserID: "carol", Key: "", Qty: 1},     // repeat
+		{UserID: "carol", Key: "next", Qty: 1}, // sold_out (within her limit)
+	}
+	call := func(sale string, r GrabRequest) batchCall {
+		h := e.saleHead(sale)
+		oid := orderID(e.ids.Next(), h.p)
+		return batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:],
+			UserKeys: []string{h.tag + "order:" + oid}, UserArgs: []any{r.UserID, r.Key, r.Qty, oid}, Width: 5}
+	}
+	// describe renders a reply with order ids replaced by the index of the
+	// request that won them, so the two sales' answers compare.
+	describe := func(replies [][]any) []string {
+		wonBy := map[string]int{}
+		out := make([]string, len(replies))
+		for i, v := range replies {
+			oid, _ := v[1].(string)
+			if v[0] == "ok" {
+				wonBy[oid] = i
+			}
+			who := "-"
+			if oid != "" {
+				who = fmt.Sprint("order of #", wonBy[oid])
+			}
+			out[i] = fmt.Sprintf("%v %s qty=%v amount=%v remaining=%v", v[0], who, v[2], v[3], v[4])
+		}
+		return out
+	}
+
+	// One batch, in order, through the batcher's own send path.
+	b := newBatcher(rdb, Config{})
+	ws := make([]*waiter, len(seq))
+	for i, r := range seq {
+		ws[i] = &waiter{ctx: ctx, call: call("batched", r), done: make(chan struct{}, 1)}
+	}
+	b.execRound([]batch{{q: &targetQueue{}, waiters: ws}})
+	batched := make([][]any, len(ws))
+	for i, w := range ws {
+		<-w.done
+		if w.err != nil {
+			t.Fatalf("batched #%d: %v", i, w.err)
+		}
+		batched[i] = w.reply
+	}
+	if st := b.stats(); st.Calls != 1 || st.Users != int64(len(seq)) {
+		t.Fatalf("batch went out as %+v, want one call for %d users", st, len(seq))
+	}
+
+	// The same sequence, one call per user.
+	single := make([][]any, len(seq))
+	direct := newBatcher(rdb, Config{NoCoalesce: true})
+	for i, r := range seq {
+		v, err := direct.do(ctx, call("single", r))
+		if err != nil {
+			t.Fatalf("single #%d: %v", i, err)
+		}
+		single[i] = append([]any(nil), v...)
+	}
+
+	got, want := describe(batched), describe(single)
+	wantOutcomes := []string{"ok", "repeat", "bad_qty", "sold_out", "limit_reached", "ok", "sold_out", "repeat", "sold_out"}
+	for i := range seq {
+		if got[i] != want[i] {
+			t.Errorf("#%d %+v: batched %q, one call each %q", i, seq[i], got[i], want[i])
+		}
+		if single[i][0] != wantOutcomes[i] {
+			t.Errorf("#%d %+v: outcome %v, want %s", i, seq[i], single[i][0], wantOutcomes[i])
+		}
+	}
+}
