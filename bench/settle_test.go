@@ -41,7 +41,8 @@ const (
 // so only the versioned compare-and-set with retries keeps the balance right.
 //
 // b.N is the number of events (postings); the writers draw them from a shared
-// counter. Per-event runs settle at most settlePerEventMax events. Each run
+// counter. Per-event runs settle at most settlePerEventMax events; the
+// "events" metric says how many a run settled, and ns/op is per such event. Each run
 // uses accounts and event ids of its own, and ends by checking every
 // account's balance against what was posted and against its ledger.
 //
@@ -147,6 +148,7 @@ func settleRun(b *testing.B, db *sql.DB, n, accounts, batch, instances int) {
 		conflicts += bk.Conflicts()
 	}
 	txs := (n + batch - 1) / batch
+	b.ReportMetric(float64(n), "events")
 	b.ReportMetric(float64(n)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(elapsed.Nanoseconds())/float64(n), "ns/op")
 	b.ReportMetric(float64(conflicts)/float64(n), "conflicts/event")
