@@ -8,6 +8,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/settle"
 )
 
 // apiError is an error with its HTTP status and stable code.
@@ -52,6 +53,7 @@ func statusOf(err error) (int, string, string) {
 		{engine.ErrInsufficientFunds, fasthttp.StatusPaymentRequired, "insufficient_funds"},
 		{engine.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
 		{engine.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
+		{settle.ErrNoChannel, fasthttp.StatusBadRequest, "bad_request"},
 		{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},
 	} {
 		if errors.Is(err, m.err) {

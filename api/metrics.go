@@ -9,6 +9,7 @@ type metrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	grabs    *prometheus.CounterVec
+	notifies *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -23,8 +24,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		grabs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashgrab_grabs_total", Help: "Grabs by target (sale, packet) and outcome.",
 		}, []string{"target", "outcome"}),
+		notifies: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashgrab_notifies_total", Help: "Provider notifies by channel and outcome (applied, duplicate, refunding, refused).",
+		}, []string{"channel", "outcome"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.grabs)
+	reg.MustRegister(m.requests, m.latency, m.grabs, m.notifies)
 	return m
 }
 

@@ -20,6 +20,8 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/pay/alipay"
+	"github.com/flashgrab/flashgrab/pay/wechat"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -32,6 +34,12 @@ type Server struct {
 	Books  *settle.Books
 	Auth   Auth
 	Logger *slog.Logger
+
+	// Payments opens provider trades and applies paid notifies; Alipay and
+	// WeChat verify the notifies. A nil client turns its channel off.
+	Payments *settle.Payments
+	Alipay   *alipay.Client
+	WeChat   *wechat.Client
 
 	// Registry receives the server's metrics and is served on /metrics;
 	// nil uses a fresh registry.
@@ -103,6 +111,10 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale},
 		{method: "POST", pattern: "/v1/sales/*/grab", name: "grab_sale", handle: s.grabSale},
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
+		{method: "POST", pattern: "/v1/orders/*/pay", name: "pay_order", handle: s.payOrder},
+		{method: "POST", pattern: "/v1/topups", name: "topup", handle: s.topup},
+		{method: "POST", pattern: "/v1/notify/alipay", name: "notify_alipay", handle: s.notifyAlipay},
+		{method: "POST", pattern: "/v1/notify/wechat", name: "notify_wechat", handle: s.notifyWeChat},
 		{method: "POST", pattern: "/v1/packets", name: "create_packet", handle: s.createPacket},
 		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket},
 		{method: "POST", pattern: "/v1/packets/*/grab", name: "grab_packet", handle: s.grabPacket},

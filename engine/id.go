@@ -90,3 +90,7 @@ func (k Keyspace) orderPartition(orderID string) (int, bool) {
 	}
 	return p, true
 }
+
+// NewID returns a fresh time-ordered id, for entities the engine does not
+// keep in Redis (top-ups).
+func (e *Engine) NewID() string { return strconv.FormatInt(e.ids.Next(), 10) }

@@ -51,9 +51,21 @@ type Books struct {
 	DB *sql.DB
 	// MaxAttempts bounds the retries of a conflicting transaction (default 100).
 	MaxAttempts int
+	// OrderTTL is how long an unpaid order lives (default 15 minutes).
+	OrderTTL time.Duration
 
 	stripes   [64]sync.Mutex
 	conflicts atomic.Int64
+}
+
+// DefaultOrderTTL is an unpaid order's lifetime when Books.OrderTTL is unset.
+const DefaultOrderTTL = 15 * time.Minute
+
+func (b *Books) orderTTL() time.Duration {
+	if b.OrderTTL > 0 {
+		return b.OrderTTL
+	}
+	return DefaultOrderTTL
 }
 
 // Conflicts is how many transactions lost a compare-and-set or a lock race

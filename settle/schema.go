@@ -57,7 +57,7 @@ var schema = []string{
 		expires_at   DATETIME(3)  NOT NULL,
 		paid_at      DATETIME(3)  NULL,
 		released     TINYINT      NOT NULL DEFAULT 0,
-		event_id     VARCHAR(32)  NOT NULL,
+		event_id     VARCHAR(32)  NOT NULL DEFAULT '',
 		KEY orders_sale (sale_id),
 		KEY orders_user (user_id),
 		KEY orders_expiry (status, expires_at)
@@ -84,6 +84,25 @@ var schema = []string{
 		grabbed_at   DATETIME(3) NOT NULL,
 		PRIMARY KEY (packet_id, user_id),
 		UNIQUE KEY packet_grabs_seq (packet_id, seq)
+	) ENGINE=InnoDB`,
+	// A payment is one provider trade (out_trade_no) for an order or a top-up.
+	// status: created, paid, closed (order expired; trade closed), refunding
+	// (paid when it could no longer be honoured), refunded.
+	`CREATE TABLE IF NOT EXISTS payments (
+		out_trade_no VARCHAR(40)   NOT NULL PRIMARY KEY,
+		kind         VARCHAR(8)    NOT NULL,
+		order_id     VARCHAR(40)   NOT NULL,
+		user_id      VARCHAR(64)   NOT NULL,
+		payee_id     VARCHAR(64)   NOT NULL,
+		channel      VARCHAR(8)    NOT NULL,
+		amount_cents BIGINT        NOT NULL,
+		status       VARCHAR(16)   NOT NULL,
+		pay_url      VARCHAR(2048) NOT NULL DEFAULT '',
+		trade_no     VARCHAR(64)   NULL,
+		created_at   DATETIME(3)   NOT NULL,
+		paid_at      DATETIME(3)   NULL,
+		KEY payments_order (order_id),
+		KEY payments_status (status)
 	) ENGINE=InnoDB`,
 }
 

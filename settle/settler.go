@@ -35,7 +35,6 @@ type Settler struct {
 	BatchSize int64         // entries per batch; default 1000
 	Block     time.Duration // idle wait per read; default 200ms
 	ClaimIdle time.Duration // reclaim entries pending this long; default 30s
-	OrderTTL  time.Duration // an unpaid order's lifetime; default 15m
 	Logger    *slog.Logger
 	Metrics   *Metrics // optional
 	// Books posts the balance changes; nil makes one on DB. Share the
@@ -62,9 +61,6 @@ func (s *Settler) defaults() {
 		}
 		if s.ClaimIdle <= 0 {
 			s.ClaimIdle = 30 * time.Second
-		}
-		if s.OrderTTL <= 0 {
-			s.OrderTTL = 15 * time.Minute
 		}
 		if s.Logger == nil {
 			s.Logger = slog.Default()
@@ -306,7 +302,7 @@ func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []engine.
 		if e.Kind == engine.EventOrder {
 			o := e.Order
 			args = append(args, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
-				o.CreatedAt, o.CreatedAt.Add(s.OrderTTL), e.ID)
+				o.CreatedAt, o.CreatedAt.Add(s.Books.orderTTL()), e.ID)
 		}
 	}
 	if len(args) == 0 {

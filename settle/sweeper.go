@@ -9,12 +9,15 @@ import (
 )
 
 // Sweeper runs the periodic work that time triggers: it closes expired red
-// packets (their refunds then settle like any event) and finishes packet
-// creates that were interrupted between the debit and Redis. Every instance
-// may run one: the scripts and the status checks make each step happen once.
+// packets (their refunds then settle like any event), finishes packet creates
+// that were interrupted between the debit and Redis, expires unpaid orders
+// (returning their stock) and retries refunds of late payments. Every
+// instance may run one: the scripts and the status checks make each step
+// happen once.
 type Sweeper struct {
 	Engine   *engine.Engine
 	Books    *Books
+	Payments *Payments // nil: no order expiry or refunds
 	Interval time.Duration // default 1s
 	// Grace is how long a funded packet may stay unpublished before the
 	// sweeper publishes it (default 30s): the create path normally does it
@@ -61,6 +64,11 @@ func (w *Sweeper) Sweep(ctx context.Context) error {
 		keep(err)
 	}
 	keep(w.publishFunded(ctx))
+	if w.Payments != nil {
+		_, err := w.Payments.ExpireOrders(ctx, w.release)
+		keep(err)
+		keep(w.Payments.RetryRefunds(ctx))
+	}
 	return first
 }
 
@@ -82,4 +90,9 @@ func (w *Sweeper) publishFunded(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+func (w *Sweeper) release(ctx context.Context, o engine.Order) error {
+	_, err := w.Engine.ReleaseOrder(ctx, o)
+	return err
 }

@@ -24,6 +24,7 @@ func main() {
 			tokenCommand(),
 			loadCommand(),
 			reconcileCommand(),
+			sandboxCommand(),
 		},
 	}
 	if err := root.Run(ctx, os.Args); err != nil {

@@ -26,13 +26,13 @@ func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "serve",
 		Usage: "run the HTTP API and the settler",
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Sources: cli.EnvVars("FLASHGRAB_ADDR"), Usage: "listen address"},
 			redisFlag, mysqlFlag, partitionsFlag, prefixFlag, secretFlag,
 			&cli.BoolFlag{Name: "dev", Usage: "development mode: make a JWT secret when none is set and print an admin token; sandbox payments"},
 			&cli.IntFlag{Name: "settle-workers", Value: 8, Sources: cli.EnvVars("FLASHGRAB_SETTLE_WORKERS"), Usage: "concurrent MySQL batches (ants pool size)"},
 			&cli.DurationFlag{Name: "order-ttl", Value: 15 * time.Minute, Sources: cli.EnvVars("FLASHGRAB_ORDER_TTL"), Usage: "unpaid orders expire after this"},
-		},
+		}, paymentFlags()...),
 		Action: serve,
 	}
 }
@@ -88,19 +88,27 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer pool.Release()
-	books := &settle.Books{DB: db}
+	books := &settle.Books{DB: db, OrderTTL: cmd.Duration("order-ttl")}
 	settler := &settle.Settler{Redis: srdb, DB: db, Books: books, Keys: ks, Pool: pool, Logger: log,
-		OrderTTL: cmd.Duration("order-ttl"), Metrics: settle.NewMetrics(reg)}
-	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg}
-	hs := srv.HTTPServer()
-
+		Metrics: settle.NewMetrics(reg)}
 	ln, err := net.Listen("tcp", cmd.String("addr"))
 	if err != nil {
 		return err
 	}
+	ch, err := openChannels(cmd, ln.Addr().String(), cmd.Bool("dev"), log)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	defer ch.close()
+	payments := &settle.Payments{Books: books, Providers: ch.providers, Logger: log}
+	defer payments.Close()
+	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
+		Payments: payments, Alipay: ch.alipay, WeChat: ch.wechat}
+	hs := srv.HTTPServer()
 	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions)
 
-	sweeper := &settle.Sweeper{Engine: eng, Books: books, Logger: log}
+	sweeper := &settle.Sweeper{Engine: eng, Books: books, Payments: payments, Logger: log}
 
 	settleCtx, stopSettler := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -1,0 +1,72 @@
+// Package pay adapts the thin provider clients (pay/alipay, pay/wechat) to
+// what settlement needs of a payment channel (settle.Provider). The clients
+// and the local provider simulator (pay/sandbox) live in the subpackages.
+package pay
+
+import (
+	"context"
+	"errors"
+
+	"github.com/flashgrab/flashgrab/pay/alipay"
+	"github.com/flashgrab/flashgrab/pay/wechat"
+	"github.com/flashgrab/flashgrab/settle"
+)
+
+// Channel names, as clients send them.
+const (
+	ChannelAlipay = "alipay"
+	ChannelWeChat = "wechat"
+)
+
+// Alipay is the Alipay channel: a payer opens the signed page-pay URL.
+type Alipay struct{ Client *alipay.Client }
+
+// Create returns the signed alipay.trade.page.pay URL; it needs no server call.
+func (a Alipay) Create(_ context.Context, t settle.Trade) (string, error) {
+	return a.Client.PagePayURL(alipay.Trade{OutTradeNo: t.OutTradeNo, AmountCents: t.AmountCents, Subject: t.Subject, Expire: t.Expire})
+}
+
+// Close closes the trade; a trade Alipay never saw (page pay not yet opened)
+// or closed already needs nothing more.
+func (a Alipay) Close(ctx context.Context, outTradeNo string) error {
+	err := a.Client.Close(ctx, outTradeNo)
+	if errors.Is(err, alipay.ErrTradeNotExist) || errors.Is(err, alipay.ErrTradeHasClose) {
+		return nil
+	}
+	return err
+}
+
+// Refund refunds through alipay.trade.refund, idempotent by refundNo.
+func (a Alipay) Refund(ctx context.Context, outTradeNo string, refundCents, _ int64, refundNo string) error {
+	_, err := a.Client.Refund(ctx, outTradeNo, refundCents, refundNo)
+	return err
+}
+
+// WeChat is the WeChat Pay channel: native pay, the payer scans code_url.
+type WeChat struct{ Client *wechat.Client }
+
+// Create opens a native trade and returns its code_url.
+func (w WeChat) Create(ctx context.Context, t settle.Trade) (string, error) {
+	r, err := w.Client.Prepay(ctx, wechat.Native, wechat.PrepayRequest{OutTradeNo: t.OutTradeNo, Description: t.Subject,
+		AmountCents: t.AmountCents, TimeExpire: t.Expire})
+	if err != nil {
+		return "", err
+	}
+	return r.CodeURL, nil
+}
+
+// Close closes the trade (204); a closed one needs nothing more.
+func (w WeChat) Close(ctx context.Context, outTradeNo string) error {
+	err := w.Client.Close(ctx, outTradeNo)
+	if wechat.IsCode(err, "ORDER_CLOSED") || wechat.IsCode(err, "ORDERNOTEXIST") {
+		return nil
+	}
+	return err
+}
+
+// Refund refunds through /v3/refund/domestic/refunds, idempotent by refundNo.
+func (w WeChat) Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) error {
+	_, err := w.Client.Refund(ctx, wechat.RefundRequest{OutTradeNo: outTradeNo, OutRefundNo: refundNo,
+		RefundCents: refundCents, TotalCents: totalCents, Reason: "order cancelled before payment arrived"})
+	return err
+}
