@@ -1,9 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -60,12 +63,92 @@ func (a Auth) Mint(user string, admin bool, ttl time.Duration) (string, error) {
 }
 
 // Verify parses token, checks its HS256 signature and expiry, and returns the caller.
+//
+// A client sends the same token with every request, and checking it (JSON
+// decoding, HMAC) costs more than the rest of a grab's CPU in this process,
+// so successful verifications are remembered (see verifiedTokens) until the
+// token expires. Failures are never remembered.
 func (a Auth) Verify(token string) (Principal, error) {
+	now := time.Now()
+	if p, ok := verifiedTokens.get(a.Secret, token, now); ok {
+		return p, nil
+	}
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.Secret, nil },
-		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired())
-	if err != nil || !ValidUserID(c.Subject) {
+		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(func() time.Time { return now }))
+	if err != nil || !ValidUserID(c.Subject) || c.ExpiresAt == nil {
 		return Principal{}, ErrUnauthorized
 	}
-	return Principal{UserID: c.Subject, Admin: c.Role == "admin"}, nil
+	p := Principal{UserID: c.Subject, Admin: c.Role == "admin"}
+	verifiedTokens.put(a.Secret, token, p, c.ExpiresAt.Time)
+	return p, nil
+}
+
+// verifiedTokens remembers tokens that verified, across all Auths: the
+// answer depends only on the secret (kept with each entry and compared on
+// every hit) and the token, whose expiry is checked on every hit. A token
+// that verified stays valid until it expires: claims are signed, so nothing
+// about it can change, and the check for "nbf" passed once for good.
+var verifiedTokens = newTokenCache(maxCachedTokens)
+
+// maxCachedTokens bounds the cache (about 300 bytes an entry); past it each
+// insertion evicts an arbitrary entry.
+const maxCachedTokens = 1 << 16
+
+const tokenShards = 16
+
+// tokenCache is a bounded map from token to principal, sharded so that
+// concurrent requests rarely meet on a lock.
+type tokenCache struct {
+	seed     maphash.Seed
+	perShard int
+	shards   [tokenShards]tokenShard
+}
+
+type tokenShard struct {
+	mu sync.RWMutex
+	m  map[string]cachedToken
+	_  [40]byte // keep shards on separate cache lines
+}
+
+type cachedToken struct {
+	secret []byte
+	p      Principal
+	exp    time.Time
+}
+
+func newTokenCache(size int) *tokenCache {
+	c := &tokenCache{seed: maphash.MakeSeed(), perShard: max(size/tokenShards, 1)}
+	for i := range c.shards {
+		c.shards[i].m = map[string]cachedToken{}
+	}
+	return c
+}
+
+func (c *tokenCache) shard(token string) *tokenShard {
+	return &c.shards[maphash.String(c.seed, token)%tokenShards]
+}
+
+func (c *tokenCache) get(secret []byte, token string, now time.Time) (Principal, bool) {
+	sh := c.shard(token)
+	sh.mu.RLock()
+	e, ok := sh.m[token]
+	sh.mu.RUnlock()
+	if !ok || !now.Before(e.exp) || !bytes.Equal(e.secret, secret) {
+		return Principal{}, false
+	}
+	return e.p, true
+}
+
+func (c *tokenCache) put(secret []byte, token string, p Principal, exp time.Time) {
+	sh := c.shard(token)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.m[token]; !ok && len(sh.m) >= c.perShard {
+		for k := range sh.m { // map order is arbitrary: evicts a random entry
+			delete(sh.m, k)
+			break
+		}
+	}
+	sh.m[token] = cachedToken{secret: bytes.Clone(secret), p: p, exp: exp}
 }

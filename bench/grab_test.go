@@ -1,0 +1,114 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/scripts"
+)
+
+// BenchmarkGrab measures the sale grab path end to end and, in the same run,
+// the baselines it is compared with (issue 5's targets):
+//
+//	http-coalesced  HTTP grabs of a sale with ample stock, each a new purchase
+//	http-per-call   the same with coalescing off: one EVALSHA per request
+//	raw-script      the grab script, one EVALSHA per user through go-redis, no HTTP
+//	http-soldout    HTTP grabs of a sold-out sale (the process-local mark)
+//	http-constant   a fasthttp handler answering a constant, same client and requests
+//
+// Every case runs gbConcurrency requests at once and reports grabs/s and the
+// p50 and p99 latency in microseconds.
+func BenchmarkGrab(b *testing.B) {
+	env := newGBEnv(b)
+	coalesced := env.startServer(b, engine.Config{})
+	perCall := env.startServer(b, engine.Config{NoCoalesce: true})
+	constant := gbServe(b, gbConstantServer())
+	saleSeq := 0
+	newSale := func(srv *gbServer, stock, limit int64) string {
+		saleSeq++
+		id := "bench" + strconv.Itoa(saleSeq)
+		srv.createSale(b, id, stock, limit)
+		return id
+	}
+
+	b.Run("http-coalesced", func(b *testing.B) {
+		sale := newSale(coalesced, engine.MaxStock, engine.MaxPerUserLimit)
+		defer env.purge(b)
+		hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
+		st := coalesced.eng.BatchStats()
+		b.ReportMetric(float64(st.Users)/float64(st.Calls), "users/call")
+	})
+	b.Run("http-per-call", func(b *testing.B) {
+		sale := newSale(perCall, engine.MaxStock, engine.MaxPerUserLimit)
+		defer env.purge(b)
+		hammer(b, env.httpGrab(perCall.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
+	})
+	b.Run("raw-script", func(b *testing.B) {
+		sale := newSale(coalesced, engine.MaxStock, engine.MaxPerUserLimit)
+		defer env.purge(b)
+		hammer(b, env.rawScript(b, sale))
+	})
+	b.Run("http-soldout", func(b *testing.B) {
+		sale := newSale(coalesced, 1, 1)
+		defer env.purge(b)
+		if _, err := coalesced.eng.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: "winner", Qty: 1}); err != nil {
+			b.Fatal(err)
+		}
+		awaitSoldOutMark(b, coalesced, sale)
+		hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", false, fasthttp.StatusConflict))
+	})
+	b.Run("http-constant", func(b *testing.B) {
+		hammer(b, env.httpGrab(constant, "/v1/sales/x/grab", false, fasthttp.StatusConflict))
+	})
+}
+
+// rawScript is a worker calling the sale grab script directly, once per
+// user, through go-redis EVALSHA: what the engine would do without HTTP and
+// without coalescing. Every call must win.
+func (env *gbEnv) rawScript(b *testing.B, sale string) gbWorker {
+	script := redis.NewScript(scripts.SaleGrab)
+	if err := script.Load(context.Background(), env.rdb).Err(); err != nil {
+		b.Fatal(err)
+	}
+	ks := engine.Keyspace{Prefix: env.prefix, Partitions: engine.DefaultPartitions}
+	p := ks.Partition(sale)
+	ids := engine.NewIDs(1023) // a node number no engine of the run claims
+	return func() gbOp {
+		ctx := context.Background()
+		return func(n int64) error {
+			oid := strconv.FormatInt(ids.Next(), 10) + "-" + strconv.Itoa(p)
+			keys := []string{ks.Sale(p, sale), ks.Buyers(p, sale), ks.Events(p), ks.Order(p, oid)}
+			v, err := env.rdb.EvalSha(ctx, script.Hash(), keys, sale, "u"+strconv.FormatInt(n%gbUsers, 10),
+				"k"+strconv.FormatInt(env.keySeq.Add(1), 10), 1, oid).Slice()
+			if err != nil {
+				return err
+			}
+			if len(v) != 5 || v[0] != "ok" {
+				return fmt.Errorf("script answered %v, want a win", v)
+			}
+			return nil
+		}
+	}
+}
+
+// gbConstantServer answers every request with the body of a sold-out grab,
+// with the same server settings as the API's: the floor under any handler.
+func gbConstantServer() *fasthttp.Server {
+	body := []byte(`{"error":{"code":"sold_out","message":"sale x: sold out"}}`)
+	return &fasthttp.Server{
+		Handler: func(ctx *fasthttp.RequestCtx) {
+			ctx.Response.Header.SetContentType("application/json")
+			ctx.SetStatusCode(fasthttp.StatusConflict)
+			ctx.SetBody(body)
+		},
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, IdleTimeout: 60 * time.Second,
+		NoDefaultServerHeader: true, NoDefaultDate: true,
+	}
+}

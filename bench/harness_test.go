@@ -1,0 +1,243 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/internal/testenv"
+	"github.com/flashgrab/flashgrab/settle"
+)
+
+// The end-to-end benchmark harness: real api.Servers on loopback TCP, the
+// real Redis (under a key prefix of the run's own) and MySQL (a database of
+// its own, needed by the server's books; settlement does not run), and
+// fasthttp clients hammering from b.RunParallel with per-request latency in
+// HDR histograms.
+
+// gbConcurrency is how many requests are in flight at once in every case,
+// so that each baseline runs at the same concurrency as what it is compared
+// with.
+const gbConcurrency = 96
+
+// gbUsers is how many distinct users the requests rotate over.
+const gbUsers = 2048
+
+var gbSecret = []byte("bench-secret")
+
+// gbEnv is what every case of a benchmark run shares.
+type gbEnv struct {
+	rdb    *redis.Client
+	prefix string
+	books  *settle.Books
+	tokens []string // "Bearer <jwt>" of user u<i>
+	keySeq atomic.Int64
+}
+
+func newGBEnv(b *testing.B) *gbEnv {
+	b.Helper()
+	_, prefix := testenv.Redis(b) // its cleanup removes every key under prefix
+	// A pool as wide as the concurrency, so the one-call-per-user baselines
+	// never queue for a connection.
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), PoolSize: 2 * gbConcurrency})
+	b.Cleanup(func() { rdb.Close() })
+	db, _ := testenv.MySQL(b)
+	if err := settle.Migrate(context.Background(), db); err != nil {
+		b.Fatal(err)
+	}
+	env := &gbEnv{rdb: rdb, prefix: prefix, books: &settle.Books{DB: db}, tokens: make([]string, gbUsers)}
+	auth := api.Auth{Secret: gbSecret}
+	for i := range env.tokens {
+		tok, err := auth.Mint("u"+strconv.Itoa(i), false, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		env.tokens[i] = "Bearer " + tok
+	}
+	return env
+}
+
+// purge removes every key of the run, so that orders and stream entries of
+// one case do not weigh on the next.
+func (env *gbEnv) purge(b *testing.B) {
+	b.Helper()
+	ctx := context.Background()
+	iter := env.rdb.Scan(ctx, 0, env.prefix+":*", 1000).Iterator()
+	batch := make([]string, 0, 1000)
+	flush := func() {
+		if len(batch) > 0 {
+			if err := env.rdb.Unlink(ctx, batch...).Err(); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	for iter.Next(ctx) {
+		if batch = append(batch, iter.Val()); len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	flush()
+	if err := iter.Err(); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// gbServer is one in-process API server.
+type gbServer struct {
+	eng  *engine.Engine
+	addr string
+}
+
+// startServer runs an api.Server with an engine configured by cfg (Redis
+// and keys are filled in) on a loopback TCP port.
+func (env *gbEnv) startServer(b *testing.B, cfg engine.Config) *gbServer {
+	b.Helper()
+	cfg.Redis, cfg.Keys = env.rdb, engine.Keyspace{Prefix: env.prefix, Partitions: engine.DefaultPartitions}
+	eng, err := engine.New(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &api.Server{Engine: eng, Books: env.books, Auth: api.Auth{Secret: gbSecret}}
+	return &gbServer{eng: eng, addr: gbServe(b, srv.HTTPServer())}
+}
+
+// gbServe serves hs on a free loopback port until the benchmark ends.
+func gbServe(b *testing.B, hs *fasthttp.Server) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = hs.Serve(ln) }()
+	b.Cleanup(func() { _ = hs.Shutdown() })
+	return ln.Addr().String()
+}
+
+// createSale makes an open sale through the engine.
+func (s *gbServer) createSale(b *testing.B, id string, stock, limit int64) {
+	b.Helper()
+	now := time.Now()
+	if _, err := s.eng.CreateSale(context.Background(), engine.Sale{ID: id, MerchantID: "m", PriceCents: 100,
+		Stock: stock, PerUserLimit: limit, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(24 * time.Hour)}); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// gbClient returns a fasthttp client for addr with a connection per worker.
+func gbClient(addr string) *fasthttp.HostClient {
+	return &fasthttp.HostClient{Addr: addr, MaxConns: 2 * gbConcurrency, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, MaxIdleConnDuration: time.Minute}
+}
+
+// gbOp is one request of a case: it does its work and says whether the
+// answer was the expected one.
+type gbOp func(n int64) error
+
+// gbWorker builds one worker's op; it runs once per goroutine, so ops can
+// keep their own reusable request and response.
+type gbWorker func() gbOp
+
+// hammer runs b.N ops at gbConcurrency and reports throughput and latency
+// percentiles. Every op's answer is checked; a wrong one fails the case.
+func hammer(b *testing.B, worker gbWorker) {
+	b.Helper()
+	par := (gbConcurrency + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
+	b.SetParallelism(par)
+	var (
+		mu     sync.Mutex
+		merged = gbHistogram()
+		seq    atomic.Int64
+		failed atomic.Int64
+		first  atomic.Value
+	)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		op := worker()
+		h := gbHistogram()
+		for pb.Next() {
+			t0 := time.Now()
+			err := op(seq.Add(1))
+			_ = h.RecordValue(time.Since(t0).Microseconds())
+			if err != nil && failed.Add(1) == 1 {
+				first.Store(err)
+			}
+		}
+		mu.Lock()
+		merged.Merge(h)
+		mu.Unlock()
+	})
+	elapsed := time.Since(start)
+	b.StopTimer()
+	if n := failed.Load(); n > 0 {
+		b.Fatalf("%d of %d requests answered wrongly; the first: %v", n, b.N, first.Load())
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "grabs/s")
+	b.ReportMetric(float64(merged.ValueAtQuantile(50)), "p50-µs")
+	b.ReportMetric(float64(merged.ValueAtQuantile(99)), "p99-µs")
+}
+
+// gbHistogram records latencies from 1 µs to 60 s at 3 significant digits.
+func gbHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
+
+// httpGrab is a worker posting grabs of path, rotating the users; withKey
+// gives every request its own Idempotency-Key (a new purchase each time).
+// want is the status every answer must have.
+func (env *gbEnv) httpGrab(addr, path string, withKey bool, want int) gbWorker {
+	hc := gbClient(addr)
+	uri := "http://" + addr + path
+	return func() gbOp {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI(uri)
+		req.Header.SetMethod(fasthttp.MethodPost)
+		var key []byte
+		return func(n int64) error {
+			req.Header.Set("Authorization", env.tokens[n%gbUsers])
+			if withKey {
+				key = strconv.AppendInt(append(key[:0], 'k'), env.keySeq.Add(1), 10)
+				req.Header.SetBytesV("Idempotency-Key", key)
+			}
+			if err := hc.Do(req, resp); err != nil {
+				return err
+			}
+			if resp.StatusCode() != want {
+				return fmt.Errorf("status %d, want %d: %s", resp.StatusCode(), want, resp.Body())
+			}
+			return nil
+		}
+	}
+}
+
+// awaitSoldOutMark grabs until srv's sold-out mark answers for the sale.
+func awaitSoldOutMark(b *testing.B, srv *gbServer, sale string) {
+	b.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; ; i++ {
+		before := srv.eng.SoldOutStats().Answered
+		_, err := srv.eng.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: "probe" + strconv.Itoa(i), Qty: 1})
+		if !errors.Is(err, engine.ErrSoldOut) {
+			b.Fatalf("probe grab of sold-out sale %s: %v", sale, err)
+		}
+		if srv.eng.SoldOutStats().Answered > before {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("the sold-out mark of %s never became active", sale)
+		}
+	}
+}
