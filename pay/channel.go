@@ -18,12 +18,14 @@ const (
 	ChannelWeChat = "wechat"
 )
 
-// Alipay is the Alipay channel: a payer opens the signed page-pay URL.
+// Alipay is the Alipay channel: alipay.trade.precreate, the payer opens (or
+// scans) the returned qr_code URL. Precreate rather than page pay, because it
+// makes the trade exist at once, so an expired order's trade can be closed.
 type Alipay struct{ Client *alipay.Client }
 
-// Create returns the signed alipay.trade.page.pay URL; it needs no server call.
-func (a Alipay) Create(_ context.Context, t settle.Trade) (string, error) {
-	return a.Client.PagePayURL(alipay.Trade{OutTradeNo: t.OutTradeNo, AmountCents: t.AmountCents, Subject: t.Subject, Expire: t.Expire})
+// Create precreates the trade and returns its qr_code URL.
+func (a Alipay) Create(ctx context.Context, t settle.Trade) (string, error) {
+	return a.Client.Precreate(ctx, alipay.Trade{OutTradeNo: t.OutTradeNo, AmountCents: t.AmountCents, Subject: t.Subject, Expire: t.Expire})
 }
 
 // Close closes the trade; a trade Alipay never saw (page pay not yet opened)

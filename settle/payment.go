@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,8 +113,9 @@ const maxGroup = 128
 
 // OutTradeNo is the provider trade number of an order or top-up on a channel:
 // one per (order, channel), so asking to pay again returns the same trade.
+// Alipay allows only letters, digits and '_' in it.
 func OutTradeNo(orderID, channel string) string {
-	return orderID + "-" + channel[:1]
+	return strings.ReplaceAll(orderID, "-", "_") + "_" + channel[:1]
 }
 
 func (p *Payments) provider(channel string) (Provider, error) {
