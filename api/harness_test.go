@@ -52,11 +52,27 @@ func newHarnessOn(t *testing.T, rdb redis.UniversalClient, prefix string, db *sq
 	books := &settle.Books{DB: db}
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.Auth{Secret: secret},
 		MaxBodyBytes: 4096, Timeout: time.Second}
-	ln := fasthttputil.NewInmemoryListener()
+	return startHarness(t, srv, fasthttputil.NewInmemoryListener())
+}
+
+// dialer is a listener the test client can dial directly.
+type dialer interface {
+	net.Listener
+	Dial() (net.Conn, error)
+}
+
+type tcpListener struct{ net.Listener }
+
+func (l tcpListener) Dial() (net.Conn, error) { return net.Dial("tcp", l.Addr().String()) }
+
+// startHarness serves srv on ln until the test ends.
+func startHarness(t *testing.T, srv *api.Server, ln dialer) *harness {
+	t.Helper()
 	hs := srv.HTTPServer()
 	go hs.Serve(ln)
 	t.Cleanup(func() { hs.Shutdown(); ln.Close() })
-	h := &harness{t: t, eng: eng, books: books, db: db, client: &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }}}
+	h := &harness{t: t, eng: srv.Engine, books: srv.Books, db: srv.Books.DB,
+		client: &fasthttp.Client{Dial: func(string) (net.Conn, error) { return ln.Dial() }}}
 	h.admin = h.token("root", true, time.Hour)
 	return h
 }
