@@ -313,20 +313,49 @@ func post(ctx context.Context, tx *sql.Tx, ps []Posting, noOverdraft bool) (int,
 	if _, err := tx.ExecContext(ctx, sb.String(), args...); err != nil {
 		return 0, unavailable(err)
 	}
-	// Sorted account order keeps two batches from locking the same pair of
-	// rows in opposite orders.
-	for _, a := range accts {
-		res, err := tx.ExecContext(ctx,
-			`UPDATE accounts SET balance_cents = ?, version = version + 1 WHERE id = ? AND version = ?`,
-			balance[a], a, version[a])
-		if err != nil {
-			return 0, unavailable(err)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return 0, errConflict
-		}
+	if err := compareAndSet(ctx, tx, accts, balance, version); err != nil {
+		return 0, err
 	}
 	return len(fresh), nil
+}
+
+// compareAndSet writes the new balances of accts in one statement per 500
+// accounts, each row guarded by the version read earlier:
+//
+//	UPDATE accounts SET balance_cents = CASE id WHEN a THEN 5 ... END, version = version + 1
+//	WHERE id IN (a, ...) AND version = CASE id WHEN a THEN 7 ... END
+//
+// Fewer rows changed than accounts named means another writer got there
+// first: errConflict, and the transaction is retried.
+func compareAndSet(ctx context.Context, tx *sql.Tx, accts []string, balance, version map[string]int64) error {
+	for len(accts) > 0 {
+		chunk := accts[:min(len(accts), 500)]
+		accts = accts[len(chunk):]
+		var sb strings.Builder
+		args := make([]any, 0, len(chunk)*5)
+		sb.WriteString("UPDATE accounts SET balance_cents = CASE id")
+		for _, a := range chunk {
+			sb.WriteString(" WHEN ? THEN ?")
+			args = append(args, a, balance[a])
+		}
+		sb.WriteString(" END, version = version + 1 WHERE id IN (" + placeholders(len(chunk), "?") + ") AND version = CASE id")
+		for _, a := range chunk {
+			args = append(args, a)
+		}
+		for _, a := range chunk {
+			sb.WriteString(" WHEN ? THEN ?")
+			args = append(args, a, version[a])
+		}
+		sb.WriteString(" END")
+		res, err := tx.ExecContext(ctx, sb.String(), args...)
+		if err != nil {
+			return unavailable(err)
+		}
+		if n, _ := res.RowsAffected(); n != int64(len(chunk)) {
+			return errConflict
+		}
+	}
+	return nil
 }
 
 // placeholders returns n copies of unit joined by commas: "?,?,?".

@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"regexp"
 
 	"github.com/go-sql-driver/mysql"
 )
@@ -116,6 +117,8 @@ func Migrate(ctx context.Context, db *sql.DB) error {
 	return nil
 }
 
+var dbNamePattern = regexp.MustCompile(`^[A-Za-z0-9_]{1,64}$`)
+
 // CreateDatabase creates the database named in dsn when it does not exist, so
 // that `serve` works against a fresh server.
 func CreateDatabase(ctx context.Context, dsn string) error {
@@ -125,6 +128,9 @@ func CreateDatabase(ctx context.Context, dsn string) error {
 	}
 	if cfg.DBName == "" {
 		return fmt.Errorf("MySQL DSN names no database")
+	}
+	if !dbNamePattern.MatchString(cfg.DBName) {
+		return fmt.Errorf("database name %q: use letters, digits and '_'", cfg.DBName)
 	}
 	name := cfg.DBName
 	cfg.DBName = ""

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v3"
 
@@ -65,7 +66,15 @@ func openMySQL(ctx context.Context, dsn string) (*sql.DB, error) {
 	if err := settle.CreateDatabase(c, dsn); err != nil {
 		return nil, err
 	}
-	db, err := sql.Open("mysql", dsn)
+	cfg, err := mysql.ParseDSN(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse MySQL DSN: %w", err)
+	}
+	// Settlement sends many statements with arguments; interpolating them
+	// client-side saves a prepare and a close round trip each.
+	cfg.InterpolateParams = true
+	cfg.ParseTime = true
+	db, err := sql.Open("mysql", cfg.FormatDSN())
 	if err != nil {
 		return nil, err
 	}

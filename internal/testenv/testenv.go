@@ -94,6 +94,7 @@ func MySQL(t testing.TB) (*sql.DB, string) {
 	}
 	cfg.DBName = name
 	cfg.ParseTime = true
+	cfg.InterpolateParams = true // as cmd/flashgrab opens it
 	dsn := cfg.FormatDSN()
 	db, err := sql.Open("mysql", dsn)
 	if err != nil {
