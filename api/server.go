@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/bytedance/sonic"
@@ -49,6 +50,13 @@ type Server struct {
 	// Timeout bounds the work behind one request (default 2s), so a request
 	// never hangs on a dead Redis or MySQL.
 	Timeout time.Duration
+	// MaxInFlight is how many client requests may be in progress at once
+	// (default 10,000); beyond it they are answered 429 rate_limited at once,
+	// which keeps latency bounded for the ones admitted. Provider notifies
+	// and ops endpoints are never refused.
+	MaxInFlight int64
+
+	inFlight atomic.Int64
 
 	routes  []route
 	metrics *metrics
@@ -62,6 +70,7 @@ type route struct {
 	name    string
 	handle  func(*fasthttp.RequestCtx, params) error
 	obs     prometheus.Observer
+	exempt  bool // from MaxInFlight: ops endpoints and provider notifies
 }
 
 // params are a route's "*" segments, in order.
@@ -101,20 +110,23 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	if s.Timeout <= 0 {
 		s.Timeout = 2 * time.Second
 	}
+	if s.MaxInFlight <= 0 {
+		s.MaxInFlight = 10_000
+	}
 	s.metrics = newMetrics(s.Registry)
 	s.promH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	s.routes = []route{
-		{method: "GET", pattern: "/healthz", name: "healthz", handle: s.healthz},
-		{method: "GET", pattern: "/readyz", name: "readyz", handle: s.readyz},
-		{method: "GET", pattern: "/metrics", name: "metrics", handle: s.serveMetrics},
+		{method: "GET", pattern: "/healthz", name: "healthz", handle: s.healthz, exempt: true},
+		{method: "GET", pattern: "/readyz", name: "readyz", handle: s.readyz, exempt: true},
+		{method: "GET", pattern: "/metrics", name: "metrics", handle: s.serveMetrics, exempt: true},
 		{method: "POST", pattern: "/v1/sales", name: "create_sale", handle: s.createSale},
 		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale},
 		{method: "POST", pattern: "/v1/sales/*/grab", name: "grab_sale", handle: s.grabSale},
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
 		{method: "POST", pattern: "/v1/orders/*/pay", name: "pay_order", handle: s.payOrder},
 		{method: "POST", pattern: "/v1/topups", name: "topup", handle: s.topup},
-		{method: "POST", pattern: "/v1/notify/alipay", name: "notify_alipay", handle: s.notifyAlipay},
-		{method: "POST", pattern: "/v1/notify/wechat", name: "notify_wechat", handle: s.notifyWeChat},
+		{method: "POST", pattern: "/v1/notify/alipay", name: "notify_alipay", handle: s.notifyAlipay, exempt: true},
+		{method: "POST", pattern: "/v1/notify/wechat", name: "notify_wechat", handle: s.notifyWeChat, exempt: true},
 		{method: "POST", pattern: "/v1/packets", name: "create_packet", handle: s.createPacket},
 		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket},
 		{method: "POST", pattern: "/v1/packets/*/grab", name: "grab_packet", handle: s.grabPacket},
@@ -132,10 +144,17 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 	r, ps, allowed := s.match(ctx.Method(), ctx.Path())
 	name := "unmatched"
 	switch {
+	case r != nil && !r.exempt && s.inFlight.Add(1) > s.MaxInFlight:
+		s.inFlight.Add(-1)
+		name = r.name
+		writeErrorBody(ctx, fasthttp.StatusTooManyRequests, "rate_limited", "too many requests in progress; retry shortly")
 	case r != nil:
 		name = r.name
 		if err := r.handle(ctx, ps); err != nil {
 			s.writeError(ctx, err)
+		}
+		if !r.exempt {
+			s.inFlight.Add(-1)
 		}
 		r.obs.Observe(time.Since(start).Seconds())
 	case allowed:
