@@ -15,7 +15,14 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	root := &cli.Command{
+	if err := rootCommand().Run(ctx, os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "flashgrab:", err)
+		os.Exit(1)
+	}
+}
+
+func rootCommand() *cli.Command {
+	return &cli.Command{
 		Name:  "flashgrab",
 		Usage: "flash sales and red packets decided in Redis, settled into MySQL",
 		Commands: []*cli.Command{
@@ -26,9 +33,5 @@ func main() {
 			reconcileCommand(),
 			sandboxCommand(),
 		},
-	}
-	if err := root.Run(ctx, os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "flashgrab:", err)
-		os.Exit(1)
 	}
 }

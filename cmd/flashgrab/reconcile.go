@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -36,7 +37,7 @@ func reconcileCommand() *cli.Command {
 			}
 			rep.Print(os.Stdout)
 			if !rep.OK() {
-				return cli.Exit("reconcile: the books do not balance", 1)
+				return errors.New("reconcile: the books do not balance")
 			}
 			fmt.Println("the books balance")
 			return nil
