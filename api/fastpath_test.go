@@ -33,6 +33,12 @@ func TestVerifyRemembersOnlyWhatVerified(t *testing.T) {
 	if _, ok := verifiedTokens.get(good.Secret, tok, time.Now()); !ok {
 		t.Fatal("a verified token was not remembered")
 	}
+	if p, ok := verifiedTokens.getBytes(good.Secret, []byte(tok), time.Now()); !ok || p.UserID != "alice" {
+		t.Fatalf("looked up from bytes: %+v %v", p, ok)
+	}
+	if _, ok := verifiedTokens.getBytes(other.Secret, []byte(tok), time.Now()); ok {
+		t.Fatal("looked up from bytes under another secret")
+	}
 	forged := tok[:len(tok)-2] + "xx"
 	for range 2 {
 		if _, err := good.Verify(forged); err == nil {

@@ -90,7 +90,7 @@ type grabSaleResponse struct {
 // answered without a request context or Redis, and answers are appended by
 // hand into the response buffer, without reflection or allocation.
 func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
-	p, err := s.principal(ctx)
+	p, err := s.grabPrincipal(ctx)
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 		cancel()
 	}
 	if err != nil {
-		status, code, msg := statusOf(err)
+		status, code, msg := grabRefusal(err)
 		s.metrics.grabs.WithLabelValues("sale", code).Inc()
 		if status >= 500 {
 			return err // logged by the common error path
@@ -149,6 +149,25 @@ func writeGrabAnswer(ctx *fasthttp.RequestCtx, res engine.GrabResult) {
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.SetStatusCode(fasthttp.StatusOK)
 	ctx.SetBody(b)
+}
+
+// Status and code of the refusals a sale grab answers most, taken from
+// statusOf once: statusOf is the one mapping, but it searches (and
+// allocates) on every call.
+var (
+	soldOutStatus, soldOutCode, _ = statusOf(engine.ErrSoldOut)
+	limitStatus, limitCode, _     = statusOf(engine.ErrLimitReached)
+)
+
+// grabRefusal is statusOf for a grab's error, fast for sold_out and limit_reached.
+func grabRefusal(err error) (status int, code, msg string) {
+	switch {
+	case errors.Is(err, engine.ErrSoldOut):
+		return soldOutStatus, soldOutCode, err.Error()
+	case errors.Is(err, engine.ErrLimitReached):
+		return limitStatus, limitCode, err.Error()
+	}
+	return statusOf(err)
 }
 
 // outcome is the metrics label of a grab's result.

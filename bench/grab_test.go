@@ -41,19 +41,19 @@ func BenchmarkGrab(b *testing.B) {
 	b.Run("http-coalesced", func(b *testing.B) {
 		sale := newSale(coalesced, engine.MaxStock, engine.MaxPerUserLimit)
 		defer env.purge(b)
-		hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
+		env.hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
 		st := coalesced.eng.BatchStats()
 		b.ReportMetric(float64(st.Users)/float64(st.Calls), "users/call")
 	})
 	b.Run("http-per-call", func(b *testing.B) {
 		sale := newSale(perCall, engine.MaxStock, engine.MaxPerUserLimit)
 		defer env.purge(b)
-		hammer(b, env.httpGrab(perCall.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
+		env.hammer(b, env.httpGrab(perCall.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
 	})
 	b.Run("raw-script", func(b *testing.B) {
 		sale := newSale(coalesced, engine.MaxStock, engine.MaxPerUserLimit)
 		defer env.purge(b)
-		hammer(b, env.rawScript(b, sale))
+		env.hammer(b, env.rawScript(b, sale))
 	})
 	b.Run("http-soldout", func(b *testing.B) {
 		sale := newSale(coalesced, 1, 1)
@@ -62,10 +62,10 @@ func BenchmarkGrab(b *testing.B) {
 			b.Fatal(err)
 		}
 		awaitSoldOutMark(b, coalesced, sale)
-		hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", false, fasthttp.StatusConflict))
+		env.hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", false, fasthttp.StatusConflict))
 	})
 	b.Run("http-constant", func(b *testing.B) {
-		hammer(b, env.httpGrab(constant, "/v1/sales/x/grab", false, fasthttp.StatusConflict))
+		env.hammer(b, env.httpGrab(constant, "/v1/sales/x/grab", false, fasthttp.StatusConflict))
 	})
 }
 

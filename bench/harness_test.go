@@ -7,8 +7,10 @@ import (
 	"net"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,9 +153,33 @@ type gbOp func(n int64) error
 // keep their own reusable request and response.
 type gbWorker func() gbOp
 
-// hammer runs b.N ops at gbConcurrency and reports throughput and latency
-// percentiles. Every op's answer is checked; a wrong one fails the case.
-func hammer(b *testing.B, worker gbWorker) {
+// redisCPU returns the CPU seconds Redis has used (INFO cpu), or -1 when
+// it cannot tell.
+func (env *gbEnv) redisCPU() float64 {
+	info, err := env.rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		return -1
+	}
+	total := 0.0
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return -1
+			}
+			total += f
+		}
+	}
+	return total
+}
+
+// hammer runs b.N ops at gbConcurrency and reports throughput, latency
+// percentiles, and the CPU time per op of Redis and of this process (server
+// and clients). Everything shares the machine's cores, so CPU per op is the
+// steadier figure when other work competes for them. Every op's answer is
+// checked; a wrong one fails the case.
+func (env *gbEnv) hammer(b *testing.B, worker gbWorker) {
 	b.Helper()
 	par := (gbConcurrency + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
 	b.SetParallelism(par)
@@ -165,6 +191,7 @@ func hammer(b *testing.B, worker gbWorker) {
 		first  atomic.Value
 	)
 	b.ReportAllocs()
+	cpu0, self0 := env.redisCPU(), processCPU()
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
@@ -184,12 +211,27 @@ func hammer(b *testing.B, worker gbWorker) {
 	})
 	elapsed := time.Since(start)
 	b.StopTimer()
+	cpu1, self1 := env.redisCPU(), processCPU()
 	if n := failed.Load(); n > 0 {
 		b.Fatalf("%d of %d requests answered wrongly; the first: %v", n, b.N, first.Load())
 	}
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "grabs/s")
 	b.ReportMetric(float64(merged.ValueAtQuantile(50)), "p50-µs")
 	b.ReportMetric(float64(merged.ValueAtQuantile(99)), "p99-µs")
+	if cpu0 >= 0 && cpu1 >= 0 {
+		b.ReportMetric((cpu1-cpu0)*1e6/float64(b.N), "redis-µs/op")
+	}
+	b.ReportMetric(float64(self1-self0)/1e3/float64(b.N), "go-µs/op")
+}
+
+// processCPU is the CPU time this process (server, engine and clients
+// alike) has used, user and system.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // gbHistogram records latencies from 1 µs to 60 s at 3 significant digits.
