@@ -41,10 +41,10 @@ const (
 	maxTargetsPerPipeline = 64
 )
 
-// batchCall is one user's part of a script call that decides a batch of users
-// of one target at once. The script takes a head (Keys, Args) common to every
-// user of the target, then per user a tuple (UserKeys, UserArgs) in batch
-// order, and replies Width values per user in the same order.
+// batchCall is the part of a script call that every user of one target
+// shares. The script takes a head (Keys, Args) common to every user of the
+// target, then per user a tuple of keys and args in batch order, and replies
+// Width values per user in the same order.
 //
 // A script of this shape is all a grab needs to be coalesced: red packets use
 // the batcher exactly as sales do.
@@ -58,9 +58,6 @@ type batchCall struct {
 	// pass the same head (the batch uses its first call's).
 	Keys []string
 	Args []any
-	// UserKeys and UserArgs are this user's tuple.
-	UserKeys []string
-	UserArgs []any
 	// Width is the number of reply values per user.
 	Width int
 }
@@ -103,6 +100,12 @@ type waiter struct {
 	reply []any
 	err   error
 	done  chan struct{} // buffered: the deliverer never blocks on a waiter that gave up
+	// The user's tuple: copied into keyBuf and argBuf when it fits, so the
+	// caller's slices stay on its stack.
+	userKeys []string
+	userArgs []any
+	keyBuf   [2]string
+	argBuf   [6]any
 }
 
 // batch is one target's calls going out as one script call.
@@ -131,14 +134,22 @@ func (b *batcher) stats() BatchStats {
 		MaxBatch: b.biggest.Load()}
 }
 
-// do decides c, together with whatever else is waiting for its target, and
-// returns c's Width reply values. The slice aliases the batch's reply: read
-// it, do not keep it. Cancelling ctx abandons only this call: if it was not
-// yet sent it never is; if it was, its result is dropped (the script may have
-// decided it, exactly as with a cancelled single call).
-func (b *batcher) do(ctx context.Context, c batchCall) ([]any, error) {
+// do decides one user's grab of c's target, given as the user's tuple of
+// keys and args, together with whatever else is waiting for the target, and
+// returns the user's Width reply values. The slice aliases the batch's
+// reply: read it, do not keep it. Cancelling ctx abandons only this call: if
+// it was not yet sent it never is; if it was, its result is dropped (the
+// script may have decided it, exactly as with a cancelled single call).
+func (b *batcher) do(ctx context.Context, c *batchCall, userKeys []string, userArgs ...any) ([]any, error) {
 	w := waiterPool.Get().(*waiter)
-	w.ctx, w.call = ctx, c
+	w.ctx, w.call = ctx, *c
+	if len(userKeys) <= len(w.keyBuf) && len(userArgs) <= len(w.argBuf) {
+		w.userKeys = append(w.keyBuf[:0], userKeys...)
+		w.userArgs = append(w.argBuf[:0], userArgs...)
+	} else {
+		w.userKeys = append([]string(nil), userKeys...)
+		w.userArgs = append([]any(nil), userArgs...)
+	}
 	if b.direct {
 		b.exec(ctx, []batch{{waiters: []*waiter{w}}})
 		<-w.done // delivered synchronously
@@ -185,7 +196,7 @@ func (b *batcher) do(ctx context.Context, c batchCall) ([]any, error) {
 // recycle returns a delivered waiter's answer and puts it back in the pool.
 func (b *batcher) recycle(w *waiter) ([]any, error) {
 	reply, err := w.reply, w.err
-	*w = waiter{done: w.done}
+	*w = waiter{done: w.done} // drop references, so the pool keeps nothing alive
 	waiterPool.Put(w)
 	return reply, err
 }
@@ -355,8 +366,8 @@ func evalShaArgs(ws []*waiter) []any {
 	head := ws[0].call
 	nk, na := len(head.Keys), len(head.Args)
 	for _, w := range ws {
-		nk += len(w.call.UserKeys)
-		na += len(w.call.UserArgs)
+		nk += len(w.userKeys)
+		na += len(w.userArgs)
 	}
 	args := make([]any, 0, 3+nk+na)
 	args = append(args, "evalsha", head.Script.Hash(), nk)
@@ -364,13 +375,13 @@ func evalShaArgs(ws []*waiter) []any {
 		args = append(args, k)
 	}
 	for _, w := range ws {
-		for _, k := range w.call.UserKeys {
+		for _, k := range w.userKeys {
 			args = append(args, k)
 		}
 	}
 	args = append(args, head.Args...)
 	for _, w := range ws {
-		args = append(args, w.call.UserArgs...)
+		args = append(args, w.userArgs...)
 	}
 	return args
 }

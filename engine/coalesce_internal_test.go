@@ -37,11 +37,15 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 		{UserID: "carol", Key: "", Qty: 1},     // repeat
 		{UserID: "carol", Key: "next", Qty: 1}, // sold_out (within her limit)
 	}
-	call := func(sale string, r GrabRequest) batchCall {
+	// waiterFor makes the waiter Grab would queue for r.
+	waiterFor := func(sale string, r GrabRequest) *waiter {
 		h := e.saleHead(sale)
-		oid := orderID(e.ids.Next(), h.p)
-		return batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:],
-			UserKeys: []string{h.tag + "order:" + oid}, UserArgs: []any{r.UserID, r.Key, r.Qty, oid}, Width: 5}
+		key, oid := h.orderKey(e.ids.Next())
+		if p, ok := e.keys.orderPartition(oid); !ok || p != h.p || key != e.keys.Order(h.p, oid) {
+			t.Fatalf("order %q in partition %d has key %q, want partition %d and key %q", oid, p, key, h.p, e.keys.Order(h.p, oid))
+		}
+		return &waiter{ctx: ctx, call: h.call, userKeys: []string{key}, userArgs: []any{r.UserID, r.Key, r.Qty, oid},
+			done: make(chan struct{}, 1)}
 	}
 	// describe renders a reply with order ids replaced by the index of the
 	// request that won them, so the two sales' answers compare.
@@ -66,7 +70,7 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 	b := newBatcher(rdb, Config{})
 	ws := make([]*waiter, len(seq))
 	for i, r := range seq {
-		ws[i] = &waiter{ctx: ctx, call: call("batched", r), done: make(chan struct{}, 1)}
+		ws[i] = waiterFor("batched", r)
 	}
 	b.execRound([]batch{{q: &targetQueue{}, waiters: ws}})
 	batched := make([][]any, len(ws))
@@ -85,7 +89,8 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 	single := make([][]any, len(seq))
 	direct := newBatcher(rdb, Config{NoCoalesce: true})
 	for i, r := range seq {
-		v, err := direct.do(ctx, call("single", r))
+		w := waiterFor("single", r)
+		v, err := direct.do(ctx, &w.call, w.userKeys, w.userArgs...)
 		if err != nil {
 			t.Fatalf("single #%d: %v", i, err)
 		}

@@ -165,9 +165,8 @@ func (e *Engine) Grab(ctx context.Context, r GrabRequest) (GrabResult, error) {
 	}
 	sentAt := e.soldOut.now()
 	h := e.saleHead(r.SaleID)
-	oid := orderID(e.ids.Next(), h.p)
-	v, err := e.batch.do(ctx, batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:],
-		UserKeys: []string{h.tag + "order:" + oid}, UserArgs: []any{r.UserID, r.Key, r.Qty, oid}, Width: 5})
+	orderKey, oid := h.orderKey(e.ids.Next())
+	v, err := e.batch.do(ctx, &h.call, []string{orderKey}, r.UserID, r.Key, r.Qty, oid)
 	if err != nil {
 		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
 	}
@@ -204,6 +203,21 @@ type saleHead struct {
 	tag  string
 	keys [3]string
 	args [1]any
+	call batchCall // the script call's head, for the batcher
+}
+
+// orderKey returns a new order's key and id (the id is the key's tail, so
+// both cost one allocation): the same strings as Keyspace.Order(p, orderID(id, p)).
+func (h *saleHead) orderKey(id int64) (key, oid string) {
+	var arr [128]byte
+	b := append(arr[:0], h.tag...)
+	b = append(b, "order:"...)
+	n := len(b)
+	b = strconv.AppendInt(b, id, 10)
+	b = append(b, '-')
+	b = strconv.AppendInt(b, int64(h.p), 10)
+	key = string(b)
+	return key, key[n:]
 }
 
 // maxSaleHeads bounds the head cache; past it the cache starts afresh (ids
@@ -227,6 +241,7 @@ func (e *Engine) saleHead(id string) *saleHead {
 	p := e.keys.Partition(id)
 	h = &saleHead{p: p, tag: e.keys.tag(p), keys: [3]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p)},
 		args: [1]any{id}}
+	h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
 	c.mu.Lock()
 	if c.heads == nil || len(c.heads) >= maxSaleHeads {
 		c.heads = map[string]*saleHead{}
