@@ -26,6 +26,27 @@ func unauthorized(msg string) error {
 }
 func forbidden(msg string) error { return &apiError{fasthttp.StatusForbidden, "forbidden", msg} }
 
+// domainErrors maps each domain error to its status and stable code.
+var domainErrors = []struct {
+	err    error
+	status int
+	code   string
+}{
+	{engine.ErrNotFound, fasthttp.StatusNotFound, "not_found"},
+	{engine.ErrExists, fasthttp.StatusConflict, "exists"},
+	{engine.ErrSoldOut, fasthttp.StatusConflict, "sold_out"},
+	{engine.ErrLimitReached, fasthttp.StatusConflict, "limit_reached"},
+	{engine.ErrNotStarted, fasthttp.StatusForbidden, "not_started"},
+	{engine.ErrEnded, fasthttp.StatusGone, "ended"},
+	{engine.ErrEmpty, fasthttp.StatusConflict, "empty"},
+	{engine.ErrExpired, fasthttp.StatusGone, "expired"},
+	{engine.ErrInsufficientFunds, fasthttp.StatusPaymentRequired, "insufficient_funds"},
+	{engine.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
+	{engine.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
+	{settle.ErrNoChannel, fasthttp.StatusBadRequest, "bad_request"},
+	{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},
+}
+
 // statusOf maps an error to its HTTP status, code and message. It is the one
 // place where domain errors meet HTTP.
 func statusOf(err error) (int, string, string) {
@@ -37,25 +58,7 @@ func statusOf(err error) (int, string, string) {
 	if errors.As(err, &inv) {
 		return fasthttp.StatusBadRequest, "bad_request", inv.Error()
 	}
-	for _, m := range []struct {
-		err    error
-		status int
-		code   string
-	}{
-		{engine.ErrNotFound, fasthttp.StatusNotFound, "not_found"},
-		{engine.ErrExists, fasthttp.StatusConflict, "exists"},
-		{engine.ErrSoldOut, fasthttp.StatusConflict, "sold_out"},
-		{engine.ErrLimitReached, fasthttp.StatusConflict, "limit_reached"},
-		{engine.ErrNotStarted, fasthttp.StatusForbidden, "not_started"},
-		{engine.ErrEnded, fasthttp.StatusGone, "ended"},
-		{engine.ErrEmpty, fasthttp.StatusConflict, "empty"},
-		{engine.ErrExpired, fasthttp.StatusGone, "expired"},
-		{engine.ErrInsufficientFunds, fasthttp.StatusPaymentRequired, "insufficient_funds"},
-		{engine.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
-		{engine.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
-		{settle.ErrNoChannel, fasthttp.StatusBadRequest, "bad_request"},
-		{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},
-	} {
+	for _, m := range domainErrors {
 		if errors.Is(err, m.err) {
 			return m.status, m.code, err.Error()
 		}

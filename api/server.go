@@ -217,6 +217,8 @@ func matchPattern(pattern string, path []byte) (params, bool) {
 
 var slash = []byte{'/'}
 
+// statusClass is the metrics label of a status: 4xx codes one by one (they
+// say what clients got wrong), the others by class.
 func statusClass(code int) string {
 	switch {
 	case code < 300:
@@ -224,10 +226,16 @@ func statusClass(code int) string {
 	case code < 400:
 		return "3xx"
 	case code < 500:
-		return fmt.Sprint(code)
+		if s, ok := clientStatuses[code]; ok {
+			return s
+		}
+		return "4xx"
 	}
 	return "5xx"
 }
+
+var clientStatuses = map[int]string{400: "400", 401: "401", 402: "402", 403: "403", 404: "404", 405: "405",
+	409: "409", 410: "410", 413: "413", 429: "429"}
 
 // principal authenticates the request's bearer token.
 func (s *Server) principal(ctx *fasthttp.RequestCtx) (Principal, error) {

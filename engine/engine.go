@@ -60,7 +60,8 @@ type Engine struct {
 	// the sale heads grabs reuse (sale.go).
 	batch   *batcher
 	soldOut *soldOutMarks
-	heads   headCache
+	heads   headCache[saleHead]
+	pkts    headCache[packetHead]
 }
 
 // New returns an Engine and loads its scripts into Redis (a later NOSCRIPT,

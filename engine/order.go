@@ -45,5 +45,10 @@ func (e *Engine) ReleaseOrder(ctx context.Context, o Order) (released bool, err 
 	if r < 0 {
 		return false, fmt.Errorf("release order %s: %w", o.ID, ErrNotFound)
 	}
+	if r == 1 {
+		// Stock is back: this instance stops answering "sold out" at once
+		// (other instances within their mark's TTL).
+		e.soldOut.observe(o.SaleID, p, max(o.Qty, 1), e.soldOut.now())
+	}
 	return r == 1, nil
 }

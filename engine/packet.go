@@ -160,13 +160,30 @@ func (e *Engine) GrabPacket(ctx context.Context, packetID, user string) (PacketG
 	if !ValidID(packetID) {
 		return PacketGrabResult{}, fmt.Errorf("packet %q: %w", packetID, ErrNotFound)
 	}
-	p := e.keys.Partition(packetID)
-	keys := []string{e.keys.Packet(p, packetID), e.keys.PacketGrabs(p, packetID), e.keys.Events(p), e.keys.PacketExpiry(p)}
-	v, err := e.packetGrab.Run(ctx, e.rdb, keys, packetID, user, rand.Int64N(packetRandomRange)).Slice()
+	h := e.packetHead(packetID)
+	v, err := e.batch.do(ctx, &h.call, nil, user, rand.Int64N(packetRandomRange))
 	if err != nil {
-		return PacketGrabResult{}, fmt.Errorf("grab packet %s: %w", packetID, wrapRedis(err))
+		return PacketGrabResult{}, fmt.Errorf("grab packet %s: %w", packetID, err)
 	}
 	return packetOutcome(packetID, v)
+}
+
+// packetHead is what every grab of one packet sends alike: the script's head
+// keys (packet, grabs, events, expiry) and args (packet id).
+type packetHead struct {
+	keys [4]string
+	args [1]any
+	call batchCall
+}
+
+func (e *Engine) packetHead(id string) *packetHead {
+	return e.pkts.get(id, func() *packetHead {
+		p := e.keys.Partition(id)
+		h := &packetHead{keys: [4]string{e.keys.Packet(p, id), e.keys.PacketGrabs(p, id), e.keys.Events(p), e.keys.PacketExpiry(p)},
+			args: [1]any{id}}
+		h.call = batchCall{Target: h.keys[0], Script: e.packetGrab, Keys: h.keys[:], Args: h.args[:], Width: 4}
+		return h
+	})
 }
 
 // packetOutcome reads one user's four values of the packet grab script's reply.

@@ -53,6 +53,9 @@ func TestPacketConcurrentGrabs(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			if st := e.BatchStats(); st.Calls >= st.Users {
+				t.Errorf("200 concurrent grabs took %d script calls for %d users: not coalesced", st.Calls, st.Users)
+			}
 			var sum int64
 			for u, a := range shares {
 				if a < 1 {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -220,35 +219,14 @@ func (h *saleHead) orderKey(id int64) (key, oid string) {
 	return key, key[n:]
 }
 
-// maxSaleHeads bounds the head cache; past it the cache starts afresh (ids
-// come from requests, so the cache must not grow with made-up ones).
-const maxSaleHeads = 10_000
-
-// headCache keeps saleHeads, so a grab builds no key strings but its order's.
-type headCache struct {
-	mu    sync.RWMutex
-	heads map[string]*saleHead
-}
-
 func (e *Engine) saleHead(id string) *saleHead {
-	c := &e.heads
-	c.mu.RLock()
-	h := c.heads[id]
-	c.mu.RUnlock()
-	if h != nil {
+	return e.heads.get(id, func() *saleHead {
+		p := e.keys.Partition(id)
+		h := &saleHead{p: p, tag: e.keys.tag(p), keys: [3]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p)},
+			args: [1]any{id}}
+		h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
 		return h
-	}
-	p := e.keys.Partition(id)
-	h = &saleHead{p: p, tag: e.keys.tag(p), keys: [3]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p)},
-		args: [1]any{id}}
-	h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
-	c.mu.Lock()
-	if c.heads == nil || len(c.heads) >= maxSaleHeads {
-		c.heads = map[string]*saleHead{}
-	}
-	c.heads[id] = h
-	c.mu.Unlock()
-	return h
+	})
 }
 
 // errBadQty is the script's bad_qty outcome, made once.

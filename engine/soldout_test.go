@@ -112,10 +112,52 @@ func TestSoldOutMarkAnswersLikeRedis(t *testing.T) {
 	}
 }
 
-// TestSoldOutMarkStalenessIsBounded: stock returned by a released order is
-// refused for at most the TTL. Within it the mark still answers sold out;
-// once the TTL has passed the next grab goes to Redis and wins the unit.
+// TestSoldOutMarkStalenessIsBounded: stock returned by an order another
+// instance released is refused here for at most the TTL. Within it the mark
+// still answers sold out; once the TTL has passed the next grab goes to Redis
+// and wins the unit.
 func TestSoldOutMarkStalenessIsBounded(t *testing.T) {
+	clock := newFakeClock()
+	e, rdb := newEngineWith(t, engine.Config{SoldOutTTL: markTTL, Clock: clock.Now})
+	other, err := engine.New(context.Background(), engine.Config{Redis: rdb, Keys: e.Keys()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.CreateSale(ctx, openSale("s1", 1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	won, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	awaitMark(t, e, "s1")
+	order, err := e.Order(ctx, won.OrderID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if released, err := other.ReleaseOrder(ctx, order); err != nil || !released {
+		t.Fatalf("release: %v %v", released, err)
+	}
+	clock.Advance(markTTL - time.Nanosecond)
+	if _, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); !errors.Is(err, engine.ErrSoldOut) || !local {
+		t.Fatalf("within the TTL: %v local=%v, want the (stale) mark's sold_out", err, local)
+	}
+	clock.Advance(time.Nanosecond)
+	res, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1})
+	if err != nil || local || res.Remaining != 0 {
+		t.Fatalf("once the TTL has passed: %+v %v local=%v, want dave to win the released unit in Redis", res, err, local)
+	}
+	// Sold out again: the mark comes back, and knows dave's order.
+	awaitMark(t, e, "s1")
+	if again, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); err != nil || !local || again.OrderID != res.OrderID {
+		t.Fatalf("dave's retry: %+v %v local=%v, want %s from memory", again, err, local, res.OrderID)
+	}
+}
+
+// TestSoldOutMarkDroppedOnLocalRelease: an order released by this instance
+// drops its own mark at once.
+func TestSoldOutMarkDroppedOnLocalRelease(t *testing.T) {
 	clock := newFakeClock()
 	e := newMarkedEngine(t, clock, 0)
 	ctx := context.Background()
@@ -134,19 +176,8 @@ func TestSoldOutMarkStalenessIsBounded(t *testing.T) {
 	if released, err := e.ReleaseOrder(ctx, order); err != nil || !released {
 		t.Fatalf("release: %v %v", released, err)
 	}
-	clock.Advance(markTTL - time.Nanosecond)
-	if _, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); !errors.Is(err, engine.ErrSoldOut) || !local {
-		t.Fatalf("within the TTL: %v local=%v, want the (stale) mark's sold_out", err, local)
-	}
-	clock.Advance(time.Nanosecond)
-	res, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1})
-	if err != nil || local || res.Remaining != 0 {
-		t.Fatalf("once the TTL has passed: %+v %v local=%v, want dave to win the released unit in Redis", res, err, local)
-	}
-	// Sold out again: the mark comes back, and knows dave's order.
-	awaitMark(t, e, "s1")
-	if again, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); err != nil || !local || again.OrderID != res.OrderID {
-		t.Fatalf("dave's retry: %+v %v local=%v, want %s from memory", again, err, local, res.OrderID)
+	if res, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); err != nil || local {
+		t.Fatalf("grab right after a local release: %+v %v local=%v, want a win in Redis", res, err, local)
 	}
 }
 
