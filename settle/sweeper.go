@@ -17,7 +17,7 @@ import (
 type Sweeper struct {
 	Engine   *engine.Engine
 	Books    *Books
-	Payments *Payments // nil: no order expiry or refunds
+	Payments *Payments     // nil: no order expiry or refunds
 	Interval time.Duration // default 1s
 	// Grace is how long a funded packet may stay unpublished before the
 	// sweeper publishes it (default 30s): the create path normally does it
