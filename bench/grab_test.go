@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 //	raw-script      the grab script, one EVALSHA per user through go-redis, no HTTP
 //	http-soldout    HTTP grabs of a sold-out sale (the process-local mark)
 //	http-constant   a fasthttp handler answering a constant, same client and requests
+//	http-packet     HTTP grabs of red packets (1,000 shares each), every grab a win
 //
 // Every case runs gbConcurrency requests at once and reports grabs/s and the
 // p50 and p99 latency in microseconds.
@@ -64,6 +66,10 @@ func BenchmarkGrab(b *testing.B) {
 		awaitSoldOutMark(b, coalesced, sale)
 		env.hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", false, fasthttp.StatusConflict))
 	})
+	b.Run("http-packet", func(b *testing.B) {
+		defer env.purge(b)
+		env.hammer(b, env.packetGrab(b, coalesced))
+	})
 	b.Run("http-constant", func(b *testing.B) {
 		env.hammer(b, env.httpGrab(constant, "/v1/sales/x/grab", false, fasthttp.StatusConflict))
 	})
@@ -92,6 +98,45 @@ func (env *gbEnv) rawScript(b *testing.B, sale string) gbWorker {
 			}
 			if len(v) != 5 || v[0] != "ok" {
 				return fmt.Errorf("script answered %v, want a win", v)
+			}
+			return nil
+		}
+	}
+}
+
+// packetGrab is a worker grabbing red packets over HTTP: b.N grabs over
+// b.N/1000+1 random packets of 1,000 shares, each share won by a distinct
+// user. The packets are published straight through the engine: funding them
+// in MySQL is not what this measures.
+func (env *gbEnv) packetGrab(b *testing.B, srv *gbServer) gbWorker {
+	const shares = engine.MaxPacketCount
+	ids := make([]string, b.N/shares+1)
+	for i := range ids {
+		pk, err := srv.eng.NewPacket("sender", engine.MaxPacketCents, shares, engine.ModeRandom, time.Hour)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := srv.eng.PublishPacket(context.Background(), pk); err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = pk.ID
+	}
+	hc := gbClient(srv.addr)
+	base := "http://" + srv.addr + "/v1/packets/"
+	return func() gbOp {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.Header.SetMethod(fasthttp.MethodPost)
+		var uri []byte
+		return func(n int64) error {
+			k := n - 1
+			uri = append(append(append(uri[:0], base...), ids[k/shares]...), "/grab"...)
+			req.SetRequestURIBytes(uri)
+			req.Header.Set("Authorization", env.tokens[k%shares])
+			if err := hc.Do(req, resp); err != nil {
+				return err
+			}
+			if resp.StatusCode() != fasthttp.StatusOK || bytes.Contains(resp.Body(), []byte(`"repeat":true`)) {
+				return fmt.Errorf("status %d, want a new share: %s", resp.StatusCode(), resp.Body())
 			}
 			return nil
 		}
