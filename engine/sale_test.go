@@ -232,3 +232,38 @@ func TestIDsAreUniqueAndOrdered(t *testing.T) {
 		prev = id
 	}
 }
+
+// TestGrabLargeAmountsStayExact: the largest price times the largest
+// quantity (10^15 fen) is written and read back digit for digit, in the
+// reply, the order and the settlement event.
+func TestGrabLargeAmountsStayExact(t *testing.T) {
+	e, rdb := newEngine(t)
+	ctx := context.Background()
+	s := openSale("big", engine.MaxPerUserLimit*2, engine.MaxPerUserLimit)
+	s.PriceCents = engine.MaxPriceCents
+	if _, err := e.CreateSale(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	const want = int64(engine.MaxPriceCents) * engine.MaxPerUserLimit
+	r, err := e.Grab(ctx, engine.GrabRequest{SaleID: "big", UserID: "whale", Qty: engine.MaxPerUserLimit})
+	if err != nil || r.AmountCents != want || r.Remaining != engine.MaxPerUserLimit {
+		t.Fatalf("grab: %+v %v, want amount %d", r, err, want)
+	}
+	o, err := e.Order(ctx, r.OrderID)
+	if err != nil || o.AmountCents != want || o.Qty != engine.MaxPerUserLimit {
+		t.Fatalf("order: %+v %v", o, err)
+	}
+	p := e.Keys().Partition("big")
+	msgs, _ := rdb.XRange(ctx, e.Keys().Events(p), "-", "+").Result()
+	ev, err := engine.ParseEvent(p, msgs[len(msgs)-1])
+	if err != nil || ev.Order.AmountCents != want {
+		t.Fatalf("event: %+v %v", ev.Order, err)
+	}
+	again, err := e.Grab(ctx, engine.GrabRequest{SaleID: "big", UserID: "whale", Qty: engine.MaxPerUserLimit})
+	if err != nil || !again.Repeat || again.AmountCents != want {
+		t.Fatalf("repeat: %+v %v", again, err)
+	}
+	if sale, _ := e.Sale(ctx, "big"); sale.Sold != engine.MaxPerUserLimit || sale.Stock != engine.MaxPerUserLimit {
+		t.Fatalf("sale after: %+v", sale)
+	}
+}

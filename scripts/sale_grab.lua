@@ -12,7 +12,10 @@
 -- Returns, per user, five values: outcome, order id, qty, amount, remaining
 -- stock. Outcomes: ok, repeat, sold_out, limit_reached, not_started, ended,
 -- bad_qty, not_found.
-local sale = redis.call('HMGET', KEYS[1], 'mch', 'price', 'stock', 'limit', 'start', 'end')
+-- Numbers go into Redis as integers: Lua would write 1e15 as "1e+15".
+local function int(x) return string.format('%d', x) end
+
+local sale = redis.call('HMGET', KEYS[1], 'mch', 'price', 'stock', 'limit', 'start', 'end', 'sold')
 local n = (#ARGV - 1) / 4
 local out = {}
 if not sale[1] then
@@ -25,14 +28,17 @@ local mch, price, stock, limit = sale[1], tonumber(sale[2]), tonumber(sale[3]), 
 local starts, ends = tonumber(sale[5]), tonumber(sale[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local sold = 0
+local sold = 0 -- by this call
 
 for i = 1, n do
   local b = 1 + (i - 1) * 4
   local user, key, qty, oid = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
-  local kf = 'k:' .. user .. ':' .. key
+  local kf, uf = 'k:' .. user .. ':' .. key, 'u:' .. user
   local outcome, rqty, amount = 'ok', qty, 0
-  local prev = redis.call('HGET', KEYS[2], kf)
+  -- One read for both the attempt's order and the user's holding: every
+  -- redis.call costs a few microseconds, and this loop runs per user.
+  local rec = redis.call('HMGET', KEYS[2], kf, uf)
+  local prev, held = rec[1], tonumber(rec[2]) or 0
   if prev then
     -- prev is "order_id|qty|amount"
     local p1 = string.find(prev, '|', 1, true)
@@ -45,7 +51,7 @@ for i = 1, n do
     outcome = 'ended'
   elseif qty < 1 or qty > limit then
     outcome = 'bad_qty'
-  elseif (tonumber(redis.call('HGET', KEYS[2], 'u:' .. user)) or 0) + qty > limit then
+  elseif held + qty > limit then
     outcome = 'limit_reached'
   elseif stock < qty then
     outcome = 'sold_out'
@@ -53,12 +59,11 @@ for i = 1, n do
     amount = price * qty
     stock = stock - qty
     sold = sold + qty
-    redis.call('HINCRBY', KEYS[2], 'u:' .. user, qty)
-    redis.call('HSET', KEYS[2], kf, oid .. '|' .. qty .. '|' .. amount)
-    redis.call('HSET', KEYS[3 + i], 'sale', ARGV[1], 'user', user, 'mch', mch, 'qty', qty,
-      'amt', amount, 'at', now, 'key', key)
+    redis.call('HSET', KEYS[2], uf, int(held + qty), kf, oid .. '|' .. int(qty) .. '|' .. int(amount))
+    redis.call('HSET', KEYS[3 + i], 'sale', ARGV[1], 'user', user, 'mch', mch, 'qty', int(qty),
+      'amt', int(amount), 'at', int(now), 'key', key)
     redis.call('XADD', KEYS[3], '*', 'k', 'order', 'id', oid, 'sale', ARGV[1], 'user', user,
-      'mch', mch, 'qty', qty, 'amt', amount, 'at', now)
+      'mch', mch, 'qty', int(qty), 'amt', int(amount), 'at', int(now))
   end
   if outcome ~= 'ok' and outcome ~= 'repeat' then
     oid, rqty, amount = '', 0, 0
@@ -66,7 +71,6 @@ for i = 1, n do
   out[#out + 1] = outcome; out[#out + 1] = oid; out[#out + 1] = rqty; out[#out + 1] = amount; out[#out + 1] = stock
 end
 if sold > 0 then
-  redis.call('HINCRBY', KEYS[1], 'stock', -sold)
-  redis.call('HINCRBY', KEYS[1], 'sold', sold)
+  redis.call('HSET', KEYS[1], 'stock', int(stock), 'sold', int(tonumber(sale[7]) + sold))
 end
 return out
