@@ -355,8 +355,8 @@ func (w *loadWorker) openLoop(ctx context.Context, total int64) {
 		}
 		at := w.r.start.Add(scheduleOffset(k, w.r.cfg.Rate))
 		now := time.Now()
-		if wait := at.Sub(now); wait > 0 {
-			timer.Reset(wait)
+		if wait := at.Sub(now); wait > timerSlack {
+			timer.Reset(wait - timerSlack)
 			select {
 			case <-timer.C:
 			case <-ctx.Done():
@@ -367,8 +367,23 @@ func (w *loadWorker) openLoop(ctx context.Context, total int64) {
 			w.r.stop.Store(true)
 			return
 		}
-		w.do(k, at)
+		// Late: latency counts from the scheduled time, so the delay is not
+		// omitted. Early (by less than timerSlack): from the actual send.
+		w.do(k, earliest(at, time.Now()))
 	}
+}
+
+// timerSlack is how early the open loop may send a request. Go's timers
+// sleep through epoll, whose timeout is in whole milliseconds: a wait of
+// 100 µs becomes 1 ms, which would put up to a millisecond of the
+// generator's own oversleeping into every measured latency.
+const timerSlack = time.Millisecond
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // do sends request k and records its latency from start.

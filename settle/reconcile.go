@@ -265,50 +265,48 @@ func (r *Reconciler) salesAddUp(ctx context.Context, fl *inflight) (Check, error
 // (or still in its stream).
 func (r *Reconciler) ordersSettled(ctx context.Context, fl *inflight) (Check, error) {
 	c := Check{Name: "every order in Redis is in MySQL (inv. 4)"}
-	for p := 0; p < r.Keys.Partitions; p++ {
-		prefix := r.Keys.Order(p, "")
-		var batch []string
-		flush := func() error {
-			if len(batch) == 0 {
-				return nil
-			}
-			have := map[string]bool{}
-			rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(len(batch), "?")+")", anys(batch)...)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var id string
-				rows.Scan(&id)
-				have[id] = true
-			}
-			rows.Close()
-			for _, id := range batch {
-				c.Checked++
-				if !have[id] && !fl.orders[id] {
-					c.Diffs = append(c.Diffs, fmt.Sprintf("order %s: in Redis, not in MySQL nor in flight", id))
-				}
-			}
-			batch = batch[:0]
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
 			return nil
 		}
-		iter := r.Redis.Scan(ctx, 0, prefix+"*", 1000).Iterator()
-		for iter.Next(ctx) {
-			batch = append(batch, strings.TrimPrefix(iter.Val(), prefix))
-			if len(batch) == 500 {
-				if err := flush(); err != nil {
-					return c, err
-				}
+		have := map[string]bool{}
+		rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(len(batch), "?")+")", anys(batch)...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			rows.Scan(&id)
+			have[id] = true
+		}
+		rows.Close()
+		for _, id := range batch {
+			c.Checked++
+			if !have[id] && !fl.orders[id] {
+				c.Diffs = append(c.Diffs, fmt.Sprintf("order %s: in Redis, not in MySQL nor in flight", id))
 			}
 		}
-		if err := iter.Err(); err != nil {
-			return c, err
-		}
-		if err := flush(); err != nil {
-			return c, err
+		batch = batch[:0]
+		return nil
+	}
+	// One pass over the keyspace for every partition's orders: the pattern's
+	// "{p*}" matches any partition tag.
+	pattern := r.Keys.Prefix + ":{p*}:order:*"
+	iter := r.Redis.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		key := iter.Val()
+		batch = append(batch, key[strings.LastIndex(key, ":order:")+len(":order:"):])
+		if len(batch) == 500 {
+			if err := flush(); err != nil {
+				return c, err
+			}
 		}
 	}
-	return c, nil
+	if err := iter.Err(); err != nil {
+		return c, err
+	}
+	return c, flush()
 }
 
 // grabsSettled: invariant 4 for packets, every share Redis handed out is in
