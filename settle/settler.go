@@ -39,9 +39,9 @@ type Settler struct {
 	// BatchSize before reading again (default 10ms; negative: never), so that
 	// a moderate stream of events becomes a few large transactions rather
 	// than many small ones: fewer fsyncs in MySQL, fewer XACKs in Redis.
-	Linger time.Duration
-	Logger    *slog.Logger
-	Metrics   *Metrics // optional
+	Linger  time.Duration
+	Logger  *slog.Logger
+	Metrics *Metrics // optional
 	// Books posts the balance changes; nil makes one on DB. Share the
 	// process's Books so its per-account turns cover the API's writes too.
 	Books *Books
