@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -137,14 +136,7 @@ func TestPacketCreateWithMySQLDown(t *testing.T) {
 	if err := settle.Migrate(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
-	var name string
-	db.QueryRow("SELECT DATABASE()").Scan(&name)
-	proxy := testenv.NewProxy(t, testenv.MySQLAddr(t))
-	pdb, err := sql.Open("mysql", "root@tcp("+proxy.Addr()+")/"+name+"?parseTime=true&timeout=300ms&readTimeout=1s&writeTimeout=1s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pdb.Close()
+	pdb, proxy := testenv.MySQLBehindProxy(t, db)
 	h := newHarnessOn(t, rdb, prefix, pdb)
 	h.credit("alice", 1000, "seed")
 	alice := h.token("alice", false, time.Hour)

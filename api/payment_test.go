@@ -290,14 +290,7 @@ func TestNotifyRetriedAfterMySQLOutage(t *testing.T) {
 	if err := settle.Migrate(context.Background(), db); err != nil {
 		t.Fatal(err)
 	}
-	var name string
-	db.QueryRow("SELECT DATABASE()").Scan(&name)
-	proxy := testenv.NewProxy(t, testenv.MySQLAddr(t))
-	pdb, err := sql.Open("mysql", "root@tcp("+proxy.Addr()+")/"+name+"?parseTime=true&timeout=200ms&readTimeout=1s&writeTimeout=1s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pdb.Close()
+	pdb, proxy := testenv.MySQLBehindProxy(t, db)
 	p := newPayHarness(t, pdb, 1e-4)
 	for i, ch := range channels {
 		oid := p.order(fmt.Sprintf("out%d", i), 900, 1)

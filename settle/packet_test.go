@@ -13,25 +13,6 @@ import (
 	"github.com/flashgrab/flashgrab/settle"
 )
 
-// waitDrained polls until every partition stream is empty: all settled.
-func (r *rig) waitDrained(t *testing.T) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var total int64
-		for p := 0; p < r.keys.Partitions; p++ {
-			total += r.rdb.XLen(context.Background(), r.keys.Events(p)).Val()
-		}
-		if total == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("streams still hold %d entries after 60s", total)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // expireNow moves a packet's expiry into the past, as if its time had come.
 func (r *rig) expireNow(t *testing.T, id string) {
 	t.Helper()

@@ -142,9 +142,15 @@ func (r *rig) checkExactlyOnce(t *testing.T, want map[string]bool, sales int) {
 	if nsales != sales {
 		t.Fatalf("MySQL holds %d sales, want %d", nsales, sales)
 	}
-	// Trimmed: once settled, nothing is left in the streams (polled: the
-	// deletes follow the commit).
-	deadline := time.Now().Add(10 * time.Second)
+	// Trimmed: once settled, nothing is left in the streams.
+	r.waitDrained(t)
+}
+
+// waitDrained polls until every partition stream is empty: all settled and
+// deleted (the deletes follow the commit).
+func (r *rig) waitDrained(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		var total int64
 		for p := 0; p < r.keys.Partitions; p++ {
@@ -154,7 +160,7 @@ func (r *rig) checkExactlyOnce(t *testing.T, want map[string]bool, sales int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("streams still hold %d entries after settlement", total)
+			t.Fatalf("streams still hold %d entries after 60s", total)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -215,14 +221,7 @@ func TestSettlerTakeover(t *testing.T) {
 // acknowledged; when MySQL returns everything drains, exactly once.
 func TestSettlerMySQLOutage(t *testing.T) {
 	r := newRig(t)
-	var dbName string
-	r.db.QueryRow("SELECT DATABASE()").Scan(&dbName)
-	proxy := testenv.NewProxy(t, testenv.MySQLAddr(t))
-	pdb, err := sql.Open("mysql", "root@tcp("+proxy.Addr()+")/"+dbName+"?parseTime=true&timeout=500ms&readTimeout=2s&writeTimeout=2s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pdb.Close()
+	pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
 	proxy.Down()
 	r.settler(t, pdb, "a", time.Minute)
 	orders := r.sellOut(t, 2, 100, 150)

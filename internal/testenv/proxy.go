@@ -1,10 +1,14 @@
 package testenv
 
 import (
+	"database/sql"
 	"io"
 	"net"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
 )
 
 // Proxy is a TCP proxy in front of a real server that a test can cut and
@@ -88,4 +92,28 @@ func (p *Proxy) pipe(c net.Conn) {
 	io.Copy(c, s)
 	c.Close()
 	s.Close()
+}
+
+// MySQLBehindProxy returns a handle on db's database that goes through a
+// proxy the test can cut, with short timeouts so a cut fails fast.
+func MySQLBehindProxy(t testing.TB, db *sql.DB) (*sql.DB, *Proxy) {
+	t.Helper()
+	var name string
+	if err := db.QueryRow("SELECT DATABASE()").Scan(&name); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := mysql.ParseDSN(MySQLDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := NewProxy(t, cfg.Addr)
+	cfg.Addr, cfg.DBName = proxy.Addr(), name
+	cfg.ParseTime, cfg.InterpolateParams = true, true
+	cfg.Timeout, cfg.ReadTimeout, cfg.WriteTimeout = 300*time.Millisecond, time.Second, time.Second
+	pdb, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pdb.Close() })
+	return pdb, proxy
 }

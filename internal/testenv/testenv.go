@@ -34,15 +34,6 @@ func MySQLDSN() string {
 	return "root@tcp(127.0.0.1:3306)/"
 }
 
-// MySQLAddr is the host:port of the test MySQL server.
-func MySQLAddr(t testing.TB) string {
-	cfg, err := mysql.ParseDSN(MySQLDSN())
-	if err != nil {
-		t.Fatalf("testenv: bad MySQL DSN %q: %v", MySQLDSN(), err)
-	}
-	return cfg.Addr
-}
-
 // Name returns a fresh random name with prefix, safe as a key prefix or database name.
 func Name(prefix string) string {
 	var b [6]byte
