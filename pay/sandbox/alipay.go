@@ -116,13 +116,7 @@ type aliTrade struct {
 	expire              time.Time        // zero: never
 	refunds             map[string]int64 // out_request_no → fen
 	refunded            int64
-	delivery            *aliDelivery
-}
-
-type aliDelivery struct {
-	done  chan struct{} // closed when every copy stopped
-	acked bool
-	log   []Delivery
+	delivery            *notifyRun
 }
 
 // NewAlipay returns a simulator moving money between the buyer and seller in
@@ -196,7 +190,7 @@ func (a *Alipay) Pay(outTradeNo string, opts ...PayOption) error {
 	if err != nil {
 		return err
 	}
-	d := &aliDelivery{done: make(chan struct{})}
+	d := &notifyRun{done: make(chan struct{})}
 	tr.delivery = d
 	notifyURL := tr.notifyURL
 	var copies sync.WaitGroup
@@ -273,7 +267,7 @@ func (a *Alipay) notifyBody(tr *aliTrade, o PayOptions) (string, error) {
 
 // deliver posts one copy of a notify until it is acknowledged, the schedule
 // runs out or the simulator closes.
-func (a *Alipay) deliver(d *aliDelivery, notifyURL, body string, copyNo int) {
+func (a *Alipay) deliver(d *notifyRun, notifyURL, body string, copyNo int) {
 	for attempt := 0; ; attempt++ {
 		rec := a.postNotify(notifyURL, body)
 		rec.Copy, rec.Attempt = copyNo, attempt+1
@@ -337,7 +331,7 @@ func (a *Alipay) Deliveries(outTradeNo string) []Delivery {
 func (a *Alipay) Wait(ctx context.Context, outTradeNo string) error {
 	a.mu.Lock()
 	tr := a.trades[outTradeNo]
-	var d *aliDelivery
+	var d *notifyRun
 	if tr != nil {
 		d = tr.delivery
 	}

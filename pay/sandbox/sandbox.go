@@ -93,6 +93,14 @@ type Delivery struct {
 	Acked   bool      // whether the provider counts this answer as an acknowledgement
 }
 
+// notifyRun is the delivery of one payment's notify (every copy of it, with
+// their retries), shared by both simulators.
+type notifyRun struct {
+	done  chan struct{} // closed when every copy stopped
+	acked bool
+	log   []Delivery
+}
+
 // PayOptions are the test knobs of a simulated payment; providers ignore the
 // ones that make no sense for them.
 type PayOptions struct {

@@ -158,19 +158,13 @@ type wxTrade struct {
 	prepay                    wxPrepayResult
 	created, paidAt, expire   time.Time
 	refunded                  int64
-	delivery                  *wxDelivery
+	delivery                  *notifyRun
 }
 
 type wxRefund struct {
 	refundID, outRefundNo, outTradeNo string
 	refund, total                     int64
 	created                           time.Time
-}
-
-type wxDelivery struct {
-	done  chan struct{} // closed when every copy stopped
-	acked bool
-	log   []Delivery
 }
 
 // wxTokens is the access_token state: a new fetch replaces current and
@@ -281,7 +275,7 @@ func (s *WeChat) Pay(outTradeNo string, opts ...PayOption) error {
 		// Changed after signing: the signature no longer covers the body.
 		sent = bytes.Replace(signed, []byte(`"id":"`), []byte(`"id":"X`), 1)
 	}
-	d := &wxDelivery{done: make(chan struct{})}
+	d := &notifyRun{done: make(chan struct{})}
 	tr.delivery = d
 	var copies sync.WaitGroup
 	for c := range o.Duplicates {
@@ -344,7 +338,7 @@ func (s *WeChat) notifyBody(tr *wxTrade, claimed int64) ([]byte, error) {
 // deliver posts one copy of a notify until it is acknowledged, the schedule
 // runs out or the simulator closes. Each attempt is signed afresh, as the
 // timestamp must be current.
-func (s *WeChat) deliver(d *wxDelivery, notifyURL string, signed, sent []byte, o PayOptions, copyNo int) {
+func (s *WeChat) deliver(d *notifyRun, notifyURL string, signed, sent []byte, o PayOptions, copyNo int) {
 	for attempt := 0; ; attempt++ {
 		rec := s.postNotify(notifyURL, signed, sent, o)
 		rec.Copy, rec.Attempt = copyNo, attempt+1
@@ -423,7 +417,7 @@ func (s *WeChat) Deliveries(outTradeNo string) []Delivery {
 // closed, ctx ended, or no notify was ever sent for the trade.
 func (s *WeChat) Wait(ctx context.Context, outTradeNo string) error {
 	s.mu.Lock()
-	var d *wxDelivery
+	var d *notifyRun
 	if tr := s.trades[outTradeNo]; tr != nil {
 		d = tr.delivery
 	}
