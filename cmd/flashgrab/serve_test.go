@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/internal/testenv"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServeLifecycle runs `flashgrab serve` as main would: it creates the
+// schema, serves a sale grab that the settler writes to MySQL, and on
+// cancellation (SIGINT/SIGTERM) stops and returns cleanly.
+func TestServeLifecycle(t *testing.T) {
+	_, prefix := testenv.Redis(t)
+	db, dsn := testenv.MySQL(t) // empty: serve must create the schema
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- rootCommand().Run(ctx, []string{"flashgrab", "serve", "--addr", addr, "--redis-addrs", testenv.RedisAddr(),
+			"--mysql-dsn", dsn, "--key-prefix", prefix, "--jwt-secret", "lifecycle", "--sandbox=false"})
+	}()
+	defer cancel()
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get(base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve stopped early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve never became ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	auth := api.Auth{Secret: []byte("lifecycle")}
+	do := func(path, user string, admin bool, body string) int {
+		tok, _ := auth.Mint(user, admin, time.Hour)
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if s := do("/v1/sales", "root", true, `{"id":"s1","merchant_id":"m","price_cents":5,"stock":2,"per_user_limit":1,
+		"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z"}`); s != 201 {
+		t.Fatalf("create sale: %d", s)
+	}
+	for _, u := range []string{"a", "b", "c"} {
+		do("/v1/sales/s1/grab", u, false, "")
+	}
+	waitOrders := func(db *sql.DB, n int) {
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			var got int
+			if err := db.QueryRow("SELECT COUNT(*) FROM orders").Scan(&got); err == nil && got == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("MySQL never held %d orders", n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitOrders(db, 2)
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v on shutdown", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop within 30s of the signal")
+	}
+	if _, err := http.Get(base + "/healthz"); err == nil {
+		t.Fatal("serve still answers after shutdown")
+	}
+}
