@@ -441,3 +441,50 @@ func (p *payHarness) reconcile(ctx context.Context) (*settle.Report, error) {
 	}
 	return (&settle.Reconciler{DB: p.db, Redis: rdb, Keys: p.eng.Keys()}).Reconcile(ctx)
 }
+
+// TestPaidOnBothChannels: the buyer opens both trades and pays both, one
+// after the other (out of order with what the merchant expects). The first
+// payment pays the order; the second is refunded, never credited; a late
+// replay of the first changes nothing.
+func TestPaidOnBothChannels(t *testing.T) {
+	p := newPayHarness(t, nil, 1e-4)
+	oid := p.order("both", 800, 1)
+	ali, wx := p.pay(oid, pay.ChannelAlipay), p.pay(oid, pay.ChannelWeChat)
+	if err := p.dev.WeChat.Pay(wx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.dev.WeChat.Wait(waitCtx(t), wx); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.dev.Alipay.Pay(ali); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.dev.Alipay.Wait(waitCtx(t), ali); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	waitFor(t, func() bool {
+		pm, err := p.books.Payment(ctx, ali)
+		return err == nil && pm.Status == settle.PaymentRefunded
+	})
+	if s := p.orderStatus(oid); s != "paid" {
+		t.Fatalf("order %q, want paid (by WeChat)", s)
+	}
+	if pm, _ := p.books.Payment(ctx, wx); pm.Status != settle.PaymentPaid {
+		t.Fatalf("WeChat payment %+v, want paid", pm)
+	}
+	if b := p.balance("m"); b != 800 {
+		t.Fatalf("merchant balance %v, want 800: credited once", b)
+	}
+	// A replay of the WeChat payment, as a provider retry would be.
+	out, err := p.payments.Paid(ctx, settle.Notice{Channel: pay.ChannelWeChat, OutTradeNo: wx, TradeNo: "x", AmountCents: 800})
+	if err != nil || out != settle.Duplicate {
+		t.Fatalf("replay: %v %v, want Duplicate", out, err)
+	}
+	if b := p.balance("m"); b != 800 {
+		t.Fatalf("merchant balance %v after a replay", b)
+	}
+	if got := p.dev.Wallets.Balance(sandbox.BuyerAccount); got != 99_999_00-800 {
+		t.Fatalf("buyer wallet %d: paid twice, refunded once, want 9999100", got)
+	}
+}
