@@ -255,7 +255,8 @@ type orderJSON struct {
 }
 
 // getOrder reads the order from Redis, where it exists the moment its grab
-// returned, and its status from MySQL once settled; until then it is pending.
+// returned, and its status from MySQL once settled (pending until then). An
+// order past its Redis retention is read from MySQL alone.
 func (s *Server) getOrder(ctx *fasthttp.RequestCtx, ps params) error {
 	p, err := s.principal(ctx)
 	if err != nil {
@@ -264,23 +265,27 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx, ps params) error {
 	c, cancel := s.reqContext()
 	defer cancel()
 	o, err := s.Engine.Order(c, ps[0])
-	if err != nil {
+	inRedis := err == nil
+	if err != nil && !errors.Is(err, engine.ErrNotFound) {
 		return err
+	}
+	st, serr := s.Books.Order(c, ps[0])
+	switch {
+	case serr == nil:
+		o = st.Order
+	case !inRedis || !errors.Is(serr, engine.ErrNotFound):
+		return serr
 	}
 	if o.UserID != p.UserID && !p.Admin {
 		return engine.ErrNotFound // do not reveal other users' orders
 	}
 	out := orderJSON{ID: o.ID, SaleID: o.SaleID, UserID: o.UserID, Qty: o.Qty, AmountCents: o.AmountCents,
 		Status: "pending", CreatedAt: o.CreatedAt}
-	st, err := s.Books.Order(c, o.ID)
-	switch {
-	case err == nil:
+	if serr == nil {
 		out.Status, out.PaidAt = st.Status, st.PaidAt
 		if st.Channel != "" {
 			out.Channel = &st.Channel
 		}
-	case !errors.Is(err, engine.ErrNotFound):
-		return err
 	}
 	return writeJSON(ctx, fasthttp.StatusOK, out)
 }

@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"testing"
@@ -9,7 +10,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
+	"github.com/flashgrab/flashgrab/settle"
 )
 
 const window = `"starts_at":"2020-01-01T00:00:00Z","ends_at":"2099-01-01T00:00:00Z"`
@@ -97,6 +100,25 @@ func TestSaleGrabOverHTTP(t *testing.T) {
 	}
 	if status, _ := h.do("GET", path, h.admin, ""); status != 200 {
 		t.Fatalf("admin reads alice's order: %d", status)
+	}
+	// Past its Redis retention, a settled order is read from MySQL.
+	oid := won["order_id"].(string)
+	o, err := h.eng.Order(context.Background(), oid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &settle.Settler{DB: h.db, Books: h.books, Keys: h.eng.Keys()}
+	if err := s.Apply(context.Background(), []engine.Event{{Kind: engine.EventOrder, ID: "1-1", Order: o}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Del(context.Background(), h.eng.Keys().Order(h.eng.Keys().Partition("s1"), oid)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if status, o := h.do("GET", path, alice, ""); status != 200 || o["qty"] != 2.0 || o["user_id"] != "alice" {
+		t.Fatalf("order past retention: %d %v", status, o)
+	}
+	if status, _ := h.do("GET", path, bob, ""); status != 404 {
+		t.Fatalf("bob reads alice's order from MySQL: %d", status)
 	}
 	if status, body := h.do("DELETE", "/v1/sales/s1", h.admin, ""); status != 405 || errCode(body) != "method_not_allowed" {
 		t.Fatalf("DELETE: %d %v", status, body)

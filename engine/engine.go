@@ -15,12 +15,19 @@ import (
 	"github.com/flashgrab/flashgrab/scripts"
 )
 
+// DefaultOrderRetention is how long Redis keeps order records by default.
+const DefaultOrderRetention = 7 * 24 * time.Hour
+
 // Config wires an Engine. Redis and Keys are required.
 type Config struct {
 	Redis redis.UniversalClient
 	Keys  Keyspace
 	// IDs generates order and packet ids; nil claims a node from Redis.
 	IDs *IDs
+	// OrderRetention is how long Redis keeps an order's record (default 7
+	// days). It must outlast the unpaid-order deadline, since expiry reads
+	// the record to return the stock; MySQL keeps orders for good.
+	OrderRetention time.Duration
 
 	// NoCoalesce sends one script call per grab instead of batching
 	// concurrent grabs of a target (the baseline of the benchmarks).
@@ -49,6 +56,8 @@ type Engine struct {
 	keys Keyspace
 	ids  *IDs
 
+	orderRetention time.Duration
+
 	saleCreate   *redis.Script
 	saleGrab     *redis.Script
 	orderRelease *redis.Script
@@ -76,18 +85,22 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Keys.Prefix == "" {
 		return nil, errors.New("engine: empty key prefix")
 	}
+	if cfg.OrderRetention <= 0 {
+		cfg.OrderRetention = DefaultOrderRetention
+	}
 	e := &Engine{
-		rdb:          cfg.Redis,
-		keys:         cfg.Keys,
-		ids:          cfg.IDs,
-		saleCreate:   redis.NewScript(scripts.SaleCreate),
-		saleGrab:     redis.NewScript(scripts.SaleGrab),
-		orderRelease: redis.NewScript(scripts.OrderRelease),
-		packetCreate: redis.NewScript(scripts.PacketCreate),
-		packetGrab:   redis.NewScript(scripts.PacketGrab),
-		packetExpire: redis.NewScript(scripts.PacketExpire),
-		batch:        newBatcher(cfg.Redis, cfg),
-		soldOut:      newSoldOutMarks(cfg),
+		rdb:            cfg.Redis,
+		keys:           cfg.Keys,
+		ids:            cfg.IDs,
+		orderRetention: cfg.OrderRetention,
+		saleCreate:     redis.NewScript(scripts.SaleCreate),
+		saleGrab:       redis.NewScript(scripts.SaleGrab),
+		orderRelease:   redis.NewScript(scripts.OrderRelease),
+		packetCreate:   redis.NewScript(scripts.PacketCreate),
+		packetGrab:     redis.NewScript(scripts.PacketGrab),
+		packetExpire:   redis.NewScript(scripts.PacketExpire),
+		batch:          newBatcher(cfg.Redis, cfg),
+		soldOut:        newSoldOutMarks(cfg),
 	}
 	if e.ids == nil {
 		node, err := ClaimNode(ctx, cfg.Redis, cfg.Keys)

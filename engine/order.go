@@ -2,31 +2,38 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Order returns an order as the grab recorded it in Redis. It is there the
-// moment the grab returns, before settlement; its payment status lives in MySQL.
+// moment the grab returns, before settlement, and for Config.OrderRetention
+// after; its payment status lives in MySQL.
 func (e *Engine) Order(ctx context.Context, id string) (Order, error) {
 	p, ok := e.keys.orderPartition(id)
 	if !ok {
 		return Order{}, fmt.Errorf("order %q: %w", id, ErrNotFound)
 	}
-	v, err := e.rdb.HMGet(ctx, e.keys.Order(p, id), "sale", "user", "mch", "qty", "amt", "at").Result()
+	rec, err := e.rdb.Get(ctx, e.keys.Order(p, id)).Result()
+	if errors.Is(err, redis.Nil) {
+		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
+	}
 	if err != nil {
 		return Order{}, fmt.Errorf("get order %s: %w", id, wrapRedis(err))
 	}
-	if v[0] == nil {
-		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
+	// "sale|user|merchant|qty|amount|at_ms|key[|rel]", see sale_grab.lua.
+	f := strings.Split(rec, "|")
+	if len(f) < 7 {
+		return Order{}, fmt.Errorf("order %s: malformed record %q", id, rec)
 	}
-	s := func(i int) string { x, _ := v[i].(string); return x }
-	n := func(i int) int64 { x, _ := strconv.ParseInt(s(i), 10, 64); return x }
-	return Order{
-		ID: id, SaleID: s(0), UserID: s(1), MerchantID: s(2), Qty: n(3), AmountCents: n(4),
-		CreatedAt: time.UnixMilli(n(5)).UTC(),
-	}, nil
+	n := func(i int) int64 { x, _ := strconv.ParseInt(f[i], 10, 64); return x }
+	return Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: n(3), AmountCents: n(4),
+		CreatedAt: time.UnixMilli(n(5)).UTC()}, nil
 }
 
 // ReleaseOrder returns a cancelled order's stock to its sale and frees the

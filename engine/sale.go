@@ -196,12 +196,13 @@ func (e *Engine) BatchStats() BatchStats { return e.batch.stats() }
 func (e *Engine) SoldOutStats() SoldOutStats { return e.soldOut.stats() }
 
 // saleHead is what every grab of one sale sends alike: its partition, key
-// tag, the script's head keys (sale, buyers, events) and args (sale id).
+// tag, the script's head keys (sale, buyers, events) and args (sale id,
+// order retention in ms).
 type saleHead struct {
 	p    int
 	tag  string
 	keys [3]string
-	args [1]any
+	args [2]any
 	call batchCall // the script call's head, for the batcher
 }
 
@@ -223,7 +224,7 @@ func (e *Engine) saleHead(id string) *saleHead {
 	return e.heads.get(id, func() *saleHead {
 		p := e.keys.Partition(id)
 		h := &saleHead{p: p, tag: e.keys.tag(p), keys: [3]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p)},
-			args: [1]any{id}}
+			args: [2]any{id, e.orderRetention.Milliseconds()}}
 		h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
 		return h
 	})

@@ -267,3 +267,26 @@ func TestGrabLargeAmountsStayExact(t *testing.T) {
 		t.Fatalf("sale after: %+v", sale)
 	}
 }
+
+// TestOrderRecordsExpire: Redis keeps an order record for OrderRetention,
+// not forever (MySQL keeps the order).
+func TestOrderRecordsExpire(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	ctx := context.Background()
+	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 16},
+		OrderRetention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.CreateSale(ctx, openSale("s", 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s", UserID: "u", Qty: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ttl := rdb.PTTL(ctx, e.Keys().Order(e.Keys().Partition("s"), r.OrderID)).Val()
+	if ttl <= 0 || ttl > time.Hour {
+		t.Fatalf("order record TTL %v, want within (0, 1h]", ttl)
+	}
+}

@@ -7,8 +7,11 @@
 -- pair returns the order it produced the first time, never a second one.
 --
 -- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] events stream
--- KEYS[3+i] order hash of user i
--- ARGV[1] sale id, then per user i: user, key, qty, order id
+-- KEYS[3+i] order record of user i: "sale|user|merchant|qty|amount|at_ms|key",
+-- a string kept for ARGV[2] ms (it outlives the unpaid-order deadline; MySQL
+-- keeps the order for good)
+-- ARGV[1] sale id, ARGV[2] order retention ms, then per user i: user, key,
+-- qty, order id
 -- Returns, per user, five values: outcome, order id, qty, amount, remaining
 -- stock. Outcomes: ok, repeat, sold_out, limit_reached, not_started, ended,
 -- bad_qty, not_found.
@@ -16,7 +19,7 @@
 local function int(x) return string.format('%d', x) end
 
 local sale = redis.call('HMGET', KEYS[1], 'mch', 'price', 'stock', 'limit', 'start', 'end', 'sold')
-local n = (#ARGV - 1) / 4
+local n = (#ARGV - 2) / 4
 local out = {}
 if not sale[1] then
   for i = 1, n do
@@ -31,7 +34,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local sold = 0 -- by this call
 
 for i = 1, n do
-  local b = 1 + (i - 1) * 4
+  local b = 2 + (i - 1) * 4
   local user, key, qty, oid = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3]), ARGV[b + 4]
   local kf, uf = 'k:' .. user .. ':' .. key, 'u:' .. user
   local outcome, rqty, amount = 'ok', qty, 0
@@ -60,8 +63,8 @@ for i = 1, n do
     stock = stock - qty
     sold = sold + qty
     redis.call('HSET', KEYS[2], uf, int(held + qty), kf, oid .. '|' .. int(qty) .. '|' .. int(amount))
-    redis.call('HSET', KEYS[3 + i], 'sale', ARGV[1], 'user', user, 'mch', mch, 'qty', int(qty),
-      'amt', int(amount), 'at', int(now), 'key', key)
+    redis.call('SET', KEYS[3 + i], ARGV[1] .. '|' .. user .. '|' .. mch .. '|' .. int(qty) .. '|' ..
+      int(amount) .. '|' .. int(now) .. '|' .. key, 'PX', ARGV[2])
     redis.call('XADD', KEYS[3], '*', 'k', 'order', 'id', oid, 'sale', ARGV[1], 'user', user,
       'mch', mch, 'qty', int(qty), 'amt', int(amount), 'at', int(now))
   end
