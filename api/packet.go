@@ -1,6 +1,7 @@
 package api
 
 import (
+	"errors"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -87,6 +88,10 @@ func (s *Server) getPacket(ctx *fasthttp.RequestCtx, ps params) error {
 	c, cancel := s.reqContext()
 	defer cancel()
 	pk, err := s.Engine.Packet(c, ps[0])
+	if errors.Is(err, engine.ErrNotFound) {
+		// Past its Redis retention (or never published): MySQL has it.
+		pk, err = s.Books.Packet(c, ps[0])
+	}
 	if err != nil {
 		return err
 	}

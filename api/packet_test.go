@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
 )
@@ -110,10 +111,36 @@ func TestPacketOverHTTP(t *testing.T) {
 	if first := grabs[0].(map[string]any); first["user_id"] != "bob" || first["amount_cents"] != 200.0 {
 		t.Fatalf("first grab listed as %v", first)
 	}
+	// Past its Redis retention the packet is read from MySQL, once settled.
+	ctx := context.Background()
+	keys := h.eng.Keys()
+	p := keys.Partition(id)
+	msgs, err := rdb.XRange(ctx, keys.Events(p), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var evs []engine.Event
+	for _, m := range msgs {
+		ev, err := engine.ParseEvent(p, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs = append(evs, ev)
+	}
+	if err := (&settle.Settler{DB: h.db, Books: h.books, Keys: keys}).Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, keys.Packet(p, id), keys.PacketGrabs(p, id))
+	status, got = h.do("GET", "/v1/packets/"+id, "", "")
+	grabs, _ = got["grabs"].([]any)
+	if status != 200 || len(grabs) != 3 || got["remaining_cents"] != 0.0 || got["remaining_count"] != 0.0 {
+		t.Fatalf("get from MySQL: %d %v", status, got)
+	}
 	if status, _ := h.do("GET", "/v1/accounts/alice", bob, ""); status != 403 {
 		t.Fatalf("bob reads alice's account: %d", status)
 	}
-	if status, a := h.do("GET", "/v1/accounts/alice", alice, ""); status != 200 || a["balance_cents"] != 400.0 || a["version"] != 2.0 {
+	// 1000 credited, 600 into the packet, 200 back from her own grab once settled.
+	if status, a := h.do("GET", "/v1/accounts/alice", alice, ""); status != 200 || a["balance_cents"] != 600.0 || a["version"] != 3.0 {
 		t.Fatalf("alice reads her account: %d %v", status, a)
 	}
 	if status, body := h.do("POST", "/v1/admin/accounts/alice/credit", h.admin, `{"amount_cents":5,"ref":"seed"}`); status != 409 || errCode(body) != "exists" {

@@ -15,8 +15,8 @@ import (
 	"github.com/flashgrab/flashgrab/scripts"
 )
 
-// DefaultOrderRetention is how long Redis keeps order records by default.
-const DefaultOrderRetention = 7 * 24 * time.Hour
+// DefaultRetention is how long Redis keeps finished records by default.
+const DefaultRetention = 7 * 24 * time.Hour
 
 // Config wires an Engine. Redis and Keys are required.
 type Config struct {
@@ -24,10 +24,11 @@ type Config struct {
 	Keys  Keyspace
 	// IDs generates order and packet ids; nil claims a node from Redis.
 	IDs *IDs
-	// OrderRetention is how long Redis keeps an order's record (default 7
-	// days). It must outlast the unpaid-order deadline, since expiry reads
-	// the record to return the stock; MySQL keeps orders for good.
-	OrderRetention time.Duration
+	// Retention is how long Redis keeps an order's record, and a red packet
+	// once emptied or expired (default 7 days). It must outlast the
+	// unpaid-order deadline, since expiry reads the order record to return
+	// the stock. MySQL keeps orders and packets for good.
+	Retention time.Duration
 
 	// NoCoalesce sends one script call per grab instead of batching
 	// concurrent grabs of a target (the baseline of the benchmarks).
@@ -56,7 +57,7 @@ type Engine struct {
 	keys Keyspace
 	ids  *IDs
 
-	orderRetention time.Duration
+	retention time.Duration
 
 	saleCreate   *redis.Script
 	saleGrab     *redis.Script
@@ -85,14 +86,14 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Keys.Prefix == "" {
 		return nil, errors.New("engine: empty key prefix")
 	}
-	if cfg.OrderRetention <= 0 {
-		cfg.OrderRetention = DefaultOrderRetention
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
 	}
 	e := &Engine{
 		rdb:            cfg.Redis,
 		keys:           cfg.Keys,
 		ids:            cfg.IDs,
-		orderRetention: cfg.OrderRetention,
+		retention: cfg.Retention,
 		saleCreate:     redis.NewScript(scripts.SaleCreate),
 		saleGrab:       redis.NewScript(scripts.SaleGrab),
 		orderRelease:   redis.NewScript(scripts.OrderRelease),

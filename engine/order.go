@@ -12,7 +12,7 @@ import (
 )
 
 // Order returns an order as the grab recorded it in Redis. It is there the
-// moment the grab returns, before settlement, and for Config.OrderRetention
+// moment the grab returns, before settlement, and for Config.Retention
 // after; its payment status lives in MySQL.
 func (e *Engine) Order(ctx context.Context, id string) (Order, error) {
 	p, ok := e.keys.orderPartition(id)

@@ -169,10 +169,11 @@ func (e *Engine) GrabPacket(ctx context.Context, packetID, user string) (PacketG
 }
 
 // packetHead is what every grab of one packet sends alike: the script's head
-// keys (packet, grabs, events, expiry) and args (packet id).
+// keys (packet, grabs, events, expiry) and args (packet id, how long an
+// emptied packet's keys are kept).
 type packetHead struct {
 	keys [4]string
-	args [1]any
+	args [2]any
 	call batchCall
 }
 
@@ -180,7 +181,7 @@ func (e *Engine) packetHead(id string) *packetHead {
 	return e.pkts.get(id, func() *packetHead {
 		p := e.keys.Partition(id)
 		h := &packetHead{keys: [4]string{e.keys.Packet(p, id), e.keys.PacketGrabs(p, id), e.keys.Events(p), e.keys.PacketExpiry(p)},
-			args: [1]any{id}}
+			args: [2]any{id, e.retention.Milliseconds()}}
 		h.call = batchCall{Target: h.keys[0], Script: e.packetGrab, Keys: h.keys[:], Args: h.args[:], Width: 4}
 		return h
 	})
@@ -225,7 +226,8 @@ func (e *Engine) ExpirePackets(ctx context.Context, p int) (int, error) {
 	closed := 0
 	for _, id := range due {
 		r, err := e.packetExpire.Run(ctx, e.rdb,
-			[]string{e.keys.Packet(p, id), e.keys.PacketExpiry(p), e.keys.Events(p)}, id).Int64()
+			[]string{e.keys.Packet(p, id), e.keys.PacketExpiry(p), e.keys.Events(p), e.keys.PacketGrabs(p, id)},
+			id, e.retention.Milliseconds()).Int64()
 		if err != nil {
 			return closed, fmt.Errorf("expire packet %s: %w", id, wrapRedis(err))
 		}

@@ -27,7 +27,7 @@ func publish(t *testing.T, e *engine.Engine, total, count int64, mode string) en
 func TestPacketConcurrentGrabs(t *testing.T) {
 	for _, mode := range []string{engine.ModeRandom, engine.ModeFixed} {
 		t.Run(mode, func(t *testing.T) {
-			e, _ := newEngine(t)
+			e, rdb := newEngine(t)
 			ctx := context.Background()
 			pk := publish(t, e, 200, 5, mode)
 			var mu sync.Mutex
@@ -78,6 +78,12 @@ func TestPacketConcurrentGrabs(t *testing.T) {
 			got, err := e.Packet(ctx, pk.ID)
 			if err != nil || got.RemainingCents != 0 || got.RemainingCount != 0 || len(got.Grabs) != 5 {
 				t.Fatalf("packet after: %+v %v", got, err)
+			}
+			p := e.Keys().Partition(pk.ID)
+			for _, key := range []string{e.Keys().Packet(p, pk.ID), e.Keys().PacketGrabs(p, pk.ID)} {
+				if ttl := rdb.PTTL(ctx, key).Val(); ttl <= 0 || ttl > engine.DefaultRetention {
+					t.Fatalf("emptied packet's %s has TTL %v, want within the retention", key, ttl)
+				}
 			}
 			for i, g := range got.Grabs {
 				if g.Seq != int64(i+1) || shares[g.UserID] != g.AmountCents {
@@ -222,5 +228,8 @@ func TestPacketExpiryRefundsOnce(t *testing.T) {
 	got, _ := e.Packet(ctx, pk.ID)
 	if !got.Expired || got.RefundCents != 500 {
 		t.Fatalf("packet after expiry: %+v", got)
+	}
+	if ttl := rdb.PTTL(ctx, e.Keys().Packet(p, pk.ID)).Val(); ttl <= 0 || ttl > engine.DefaultRetention {
+		t.Fatalf("closed packet's hash has TTL %v, want within the retention", ttl)
 	}
 }

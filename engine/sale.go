@@ -224,7 +224,7 @@ func (e *Engine) saleHead(id string) *saleHead {
 	return e.heads.get(id, func() *saleHead {
 		p := e.keys.Partition(id)
 		h := &saleHead{p: p, tag: e.keys.tag(p), keys: [3]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p)},
-			args: [2]any{id, e.orderRetention.Milliseconds()}}
+			args: [2]any{id, e.retention.Milliseconds()}}
 		h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
 		return h
 	})

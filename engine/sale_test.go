@@ -268,13 +268,13 @@ func TestGrabLargeAmountsStayExact(t *testing.T) {
 	}
 }
 
-// TestOrderRecordsExpire: Redis keeps an order record for OrderRetention,
+// TestOrderRecordsExpire: Redis keeps an order record for Retention,
 // not forever (MySQL keeps the order).
 func TestOrderRecordsExpire(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	ctx := context.Background()
 	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 16},
-		OrderRetention: time.Hour})
+		Retention: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,8 @@
 -- sender, exactly once however many sweepers race to do it.
 --
 -- KEYS[1] packet hash   KEYS[2] expiry zset   KEYS[3] events stream
--- ARGV[1] packet id
+-- KEYS[4] grabs hash
+-- ARGV[1] packet id, ARGV[2] how long (ms) the closed packet's keys are kept
 -- Returns the refunded cents (0 when nothing was left), -1 when the packet is
 -- not due yet, -2 when it was closed before or does not exist.
 local pkt = redis.call('HMGET', KEYS[1], 'sender', 'rem', 'left', 'exp', 'st')
@@ -21,6 +22,8 @@ if tonumber(pkt[3]) == 0 then
 end
 redis.call('HSET', KEYS[1], 'st', 'expired', 'refund', rem)
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[4], ARGV[2])
 if rem > 0 then
   redis.call('XADD', KEYS[3], '*', 'k', 'refund', 'pkt', ARGV[1], 'sender', pkt[1], 'amt', rem, 'at', now)
 end

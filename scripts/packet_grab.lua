@@ -9,11 +9,12 @@
 -- the caller (ARGV): Redis resets Lua's math.random for every call.
 --
 -- KEYS[1] packet hash   KEYS[2] grabs hash   KEYS[3] events stream   KEYS[4] expiry zset
--- ARGV[1] packet id, then per user i: user, random integer in [0, 2^40)
+-- ARGV[1] packet id, ARGV[2] retention ms of an emptied packet's keys, then
+-- per user i: user, random integer in [0, 2^40)
 -- Returns, per user, four values: outcome, amount, remaining count,
 -- remaining cents. Outcomes: ok, repeat, empty, expired, not_found.
 local pkt = redis.call('HMGET', KEYS[1], 'sender', 'count', 'mode', 'rem', 'left', 'exp', 'st')
-local n = (#ARGV - 1) / 2
+local n = (#ARGV - 2) / 2
 local out = {}
 if not pkt[1] then
   for i = 1, n do
@@ -28,7 +29,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local changed = false
 
 for i = 1, n do
-  local user, r = ARGV[2 * i], tonumber(ARGV[2 * i + 1])
+  local user, r = ARGV[2 * i + 1], tonumber(ARGV[2 * i + 2])
   local outcome, amount = 'ok', 0
   local prev = redis.call('HGET', KEYS[2], user)
   if prev then
@@ -62,7 +63,10 @@ end
 if changed then
   redis.call('HSET', KEYS[1], 'rem', rem, 'left', left)
   if left == 0 then
+    -- Emptied: nothing will be refunded; MySQL keeps the packet for good.
     redis.call('ZREM', KEYS[4], ARGV[1])
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
   end
 end
 return out

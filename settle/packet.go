@@ -3,6 +3,7 @@ package settle
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -88,4 +89,41 @@ func closeRefunded(ctx context.Context, tx *sql.Tx, events []engine.Event) error
 		}
 	}
 	return nil
+}
+
+// Packet returns a packet as MySQL has settled it: its terms, its settled
+// shares in grab order, and its refund. The API reads it when Redis no longer
+// keeps the packet (past its retention).
+func (b *Books) Packet(ctx context.Context, id string) (engine.Packet, error) {
+	pk := engine.Packet{ID: id}
+	var status string
+	err := b.DB.QueryRowContext(ctx, `SELECT sender_id, total_cents, count, mode, status, refunded_cents, created_at, expires_at
+		FROM packets WHERE id = ?`, id).Scan(&pk.SenderID, &pk.TotalCents, &pk.Count, &pk.Mode, &status, &pk.RefundCents,
+		&pk.CreatedAt, &pk.ExpiresAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return engine.Packet{}, fmt.Errorf("packet %s: %w", id, engine.ErrNotFound)
+	}
+	if err != nil {
+		return engine.Packet{}, fmt.Errorf("get packet %s: %w", id, unavailable(err))
+	}
+	rows, err := b.DB.QueryContext(ctx, `SELECT user_id, amount_cents, seq, grabbed_at FROM packet_grabs
+		WHERE packet_id = ? ORDER BY seq`, id)
+	if err != nil {
+		return engine.Packet{}, fmt.Errorf("get packet %s: %w", id, unavailable(err))
+	}
+	defer rows.Close()
+	var shares int64
+	for rows.Next() {
+		var g engine.PacketShare
+		if err := rows.Scan(&g.UserID, &g.AmountCents, &g.Seq, &g.At); err != nil {
+			return engine.Packet{}, unavailable(err)
+		}
+		g.At = g.At.UTC()
+		shares += g.AmountCents
+		pk.Grabs = append(pk.Grabs, g)
+	}
+	pk.CreatedAt, pk.ExpiresAt = pk.CreatedAt.UTC(), pk.ExpiresAt.UTC()
+	pk.RemainingCents, pk.RemainingCount = pk.TotalCents-shares, pk.Count-int64(len(pk.Grabs))
+	pk.Expired = status == PacketRefunded
+	return pk, unavailable(rows.Err())
 }

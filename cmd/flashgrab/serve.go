@@ -32,8 +32,8 @@ func serveCommand() *cli.Command {
 			&cli.BoolFlag{Name: "dev", Usage: "development mode: make a JWT secret when none is set and print an admin token; sandbox payments"},
 			&cli.IntFlag{Name: "settle-workers", Value: 8, Sources: cli.EnvVars("FLASHGRAB_SETTLE_WORKERS"), Usage: "concurrent MySQL batches (ants pool size)"},
 			&cli.DurationFlag{Name: "order-ttl", Value: 15 * time.Minute, Sources: cli.EnvVars("FLASHGRAB_ORDER_TTL"), Usage: "unpaid orders expire after this"},
-			&cli.DurationFlag{Name: "order-retention", Value: engine.DefaultOrderRetention, Sources: cli.EnvVars("FLASHGRAB_ORDER_RETENTION"),
-				Usage: "how long Redis keeps order records (MySQL keeps orders for good); must exceed --order-ttl"},
+			&cli.DurationFlag{Name: "retention", Value: engine.DefaultRetention, Sources: cli.EnvVars("FLASHGRAB_RETENTION"),
+				Usage: "how long Redis keeps order records and closed red packets (MySQL keeps them for good); must exceed --order-ttl"},
 		}, paymentFlags()...),
 		Action: serve,
 	}
@@ -79,11 +79,11 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer db.Close()
 
-	if cmd.Duration("order-retention") <= cmd.Duration("order-ttl")+time.Minute {
-		return fmt.Errorf("--order-retention %v must exceed --order-ttl %v (by a minute at least): expiry reads the record to return the stock",
-			cmd.Duration("order-retention"), cmd.Duration("order-ttl"))
+	if cmd.Duration("retention") <= cmd.Duration("order-ttl")+time.Minute {
+		return fmt.Errorf("--retention %v must exceed --order-ttl %v (by a minute at least): expiry reads the record to return the stock",
+			cmd.Duration("retention"), cmd.Duration("order-ttl"))
 	}
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, OrderRetention: cmd.Duration("order-retention")})
+	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, Retention: cmd.Duration("retention")})
 	if err != nil {
 		return err
 	}
