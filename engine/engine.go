@@ -90,18 +90,18 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		cfg.Retention = DefaultRetention
 	}
 	e := &Engine{
-		rdb:            cfg.Redis,
-		keys:           cfg.Keys,
-		ids:            cfg.IDs,
-		retention: cfg.Retention,
-		saleCreate:     redis.NewScript(scripts.SaleCreate),
-		saleGrab:       redis.NewScript(scripts.SaleGrab),
-		orderRelease:   redis.NewScript(scripts.OrderRelease),
-		packetCreate:   redis.NewScript(scripts.PacketCreate),
-		packetGrab:     redis.NewScript(scripts.PacketGrab),
-		packetExpire:   redis.NewScript(scripts.PacketExpire),
-		batch:          newBatcher(cfg.Redis, cfg),
-		soldOut:        newSoldOutMarks(cfg),
+		rdb:          cfg.Redis,
+		keys:         cfg.Keys,
+		ids:          cfg.IDs,
+		retention:    cfg.Retention,
+		saleCreate:   redis.NewScript(scripts.SaleCreate),
+		saleGrab:     redis.NewScript(scripts.SaleGrab),
+		orderRelease: redis.NewScript(scripts.OrderRelease),
+		packetCreate: redis.NewScript(scripts.PacketCreate),
+		packetGrab:   redis.NewScript(scripts.PacketGrab),
+		packetExpire: redis.NewScript(scripts.PacketExpire),
+		batch:        newBatcher(cfg.Redis, cfg),
+		soldOut:      newSoldOutMarks(cfg),
 	}
 	if e.ids == nil {
 		node, err := ClaimNode(ctx, cfg.Redis, cfg.Keys)
