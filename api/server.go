@@ -115,13 +115,16 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	}
 	s.metrics = newMetrics(s.Registry)
 	s.promH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
+	// The grab routes come first: routes are matched in order, and these
+	// take almost all the traffic.
 	s.routes = []route{
+		{method: "POST", pattern: "/v1/sales/*/grab", name: "grab_sale", handle: s.grabSale},
+		{method: "POST", pattern: "/v1/packets/*/grab", name: "grab_packet", handle: s.grabPacket},
 		{method: "GET", pattern: "/healthz", name: "healthz", handle: s.healthz, exempt: true},
 		{method: "GET", pattern: "/readyz", name: "readyz", handle: s.readyz, exempt: true},
 		{method: "GET", pattern: "/metrics", name: "metrics", handle: s.serveMetrics, exempt: true},
 		{method: "POST", pattern: "/v1/sales", name: "create_sale", handle: s.createSale},
 		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale},
-		{method: "POST", pattern: "/v1/sales/*/grab", name: "grab_sale", handle: s.grabSale},
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
 		{method: "POST", pattern: "/v1/orders/*/pay", name: "pay_order", handle: s.payOrder},
 		{method: "POST", pattern: "/v1/topups", name: "topup", handle: s.topup},
@@ -129,7 +132,6 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		{method: "POST", pattern: "/v1/notify/wechat", name: "notify_wechat", handle: s.notifyWeChat, exempt: true},
 		{method: "POST", pattern: "/v1/packets", name: "create_packet", handle: s.createPacket},
 		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket},
-		{method: "POST", pattern: "/v1/packets/*/grab", name: "grab_packet", handle: s.grabPacket},
 		{method: "GET", pattern: "/v1/accounts/*", name: "get_account", handle: s.getAccount},
 		{method: "POST", pattern: "/v1/admin/accounts/*/credit", name: "credit", handle: s.credit},
 	}
