@@ -190,25 +190,9 @@ func (a *Alipay) Pay(outTradeNo string, opts ...PayOption) error {
 	if err != nil {
 		return err
 	}
-	d := &notifyRun{done: make(chan struct{})}
-	tr.delivery = d
 	notifyURL := tr.notifyURL
-	var copies sync.WaitGroup
-	for c := 0; c < o.Duplicates; c++ {
-		copies.Add(1)
-		a.wg.Add(1)
-		go func() {
-			defer a.wg.Done()
-			defer copies.Done()
-			a.deliver(d, notifyURL, body, c)
-		}()
-	}
-	a.wg.Add(1)
-	go func() {
-		defer a.wg.Done()
-		copies.Wait()
-		close(d.done)
-	}()
+	tr.delivery = startNotifyRun(a.ctx, &a.wg, a.cfg.Retry, o.Duplicates,
+		func() Delivery { return a.postNotify(notifyURL, body) })
 	return nil
 }
 
@@ -265,33 +249,6 @@ func (a *Alipay) notifyBody(tr *aliTrade, o PayOptions) (string, error) {
 	return p.Encode(), nil
 }
 
-// deliver posts one copy of a notify until it is acknowledged, the schedule
-// runs out or the simulator closes.
-func (a *Alipay) deliver(d *notifyRun, notifyURL, body string, copyNo int) {
-	for attempt := 0; ; attempt++ {
-		rec := a.postNotify(notifyURL, body)
-		rec.Copy, rec.Attempt = copyNo, attempt+1
-		a.mu.Lock()
-		d.log = append(d.log, rec)
-		d.acked = d.acked || rec.Acked
-		a.mu.Unlock()
-		if rec.Acked {
-			return
-		}
-		delay, ok := a.cfg.Retry.Delay(attempt)
-		if !ok {
-			return
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-a.ctx.Done():
-			t.Stop()
-			return
-		}
-	}
-}
-
 func (a *Alipay) postNotify(notifyURL, body string) Delivery {
 	rec := Delivery{At: a.cfg.Now()}
 	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, notifyURL, strings.NewReader(body))
@@ -316,41 +273,24 @@ func (a *Alipay) postNotify(notifyURL, body string) Delivery {
 // Deliveries returns every notify attempt made for a trade so far, in the
 // order they completed.
 func (a *Alipay) Deliveries(outTradeNo string) []Delivery {
+	return a.run(outTradeNo).deliveries()
+}
+
+// run returns the trade's notify delivery, nil before it is paid.
+func (a *Alipay) run(outTradeNo string) *notifyRun {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	tr := a.trades[outTradeNo]
-	if tr == nil || tr.delivery == nil {
-		return nil
+	if tr := a.trades[outTradeNo]; tr != nil {
+		return tr.delivery
 	}
-	return append([]Delivery(nil), tr.delivery.log...)
+	return nil
 }
 
 // Wait blocks until notify delivery for a trade has finished: nil when the
 // merchant acknowledged it, an error when every attempt failed, the simulator
 // closed, ctx ended, or no notify was ever sent for the trade.
 func (a *Alipay) Wait(ctx context.Context, outTradeNo string) error {
-	a.mu.Lock()
-	tr := a.trades[outTradeNo]
-	var d *notifyRun
-	if tr != nil {
-		d = tr.delivery
-	}
-	a.mu.Unlock()
-	if d == nil {
-		return fmt.Errorf("sandbox alipay: no notify delivery for %q", outTradeNo)
-	}
-	select {
-	case <-d.done:
-	case <-ctx.Done():
-		return fmt.Errorf("sandbox alipay: waiting for notify of %q: %w", outTradeNo, ctx.Err())
-	}
-	a.mu.Lock()
-	acked, n := d.acked, len(d.log)
-	a.mu.Unlock()
-	if !acked {
-		return fmt.Errorf("sandbox alipay: notify of %q not acknowledged after %d attempts", outTradeNo, n)
-	}
-	return nil
+	return a.run(outTradeNo).wait(ctx, "alipay", outTradeNo)
 }
 
 // ---- HTTP ----

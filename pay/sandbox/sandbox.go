@@ -5,6 +5,7 @@
 package sandbox
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -93,12 +94,93 @@ type Delivery struct {
 	Acked   bool      // whether the provider counts this answer as an acknowledgement
 }
 
-// notifyRun is the delivery of one payment's notify (every copy of it, with
-// their retries), shared by both simulators.
+// notifyRun is the delivery of one payment's notify: every copy of it, each
+// retried on the provider's schedule until acknowledged. Both simulators use
+// it; only the way one attempt is made differs between them.
 type notifyRun struct {
-	done  chan struct{} // closed when every copy stopped
+	done chan struct{} // closed when every copy stopped
+
+	mu    sync.Mutex
 	acked bool
 	log   []Delivery
+}
+
+// startNotifyRun delivers copies concurrent copies of a notify, each making
+// attempts with post until one is acknowledged, the schedule runs out or ctx
+// ends. wg (the simulator's) counts the goroutines, so Close can wait.
+func startNotifyRun(ctx context.Context, wg *sync.WaitGroup, sched Schedule, copies int, post func() Delivery) *notifyRun {
+	d := &notifyRun{done: make(chan struct{})}
+	var all sync.WaitGroup
+	for c := 0; c < copies; c++ {
+		all.Add(1)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer all.Done()
+			d.deliver(ctx, sched, c, post)
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		all.Wait()
+		close(d.done)
+	}()
+	return d
+}
+
+func (d *notifyRun) deliver(ctx context.Context, sched Schedule, copyNo int, post func() Delivery) {
+	for attempt := 0; ; attempt++ {
+		rec := post()
+		rec.Copy, rec.Attempt = copyNo, attempt+1
+		d.mu.Lock()
+		d.log = append(d.log, rec)
+		d.acked = d.acked || rec.Acked
+		d.mu.Unlock()
+		if rec.Acked {
+			return
+		}
+		delay, ok := sched.Delay(attempt)
+		if !ok {
+			return
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+	}
+}
+
+// deliveries returns the attempts made so far, in the order they completed.
+func (d *notifyRun) deliveries() []Delivery {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]Delivery(nil), d.log...)
+}
+
+// wait blocks until every copy stopped: nil when one was acknowledged.
+func (d *notifyRun) wait(ctx context.Context, provider, outTradeNo string) error {
+	if d == nil {
+		return fmt.Errorf("sandbox %s: no notify delivery for %q", provider, outTradeNo)
+	}
+	select {
+	case <-d.done:
+	case <-ctx.Done():
+		return fmt.Errorf("sandbox %s: waiting for notify of %q: %w", provider, outTradeNo, ctx.Err())
+	}
+	d.mu.Lock()
+	acked, n := d.acked, len(d.log)
+	d.mu.Unlock()
+	if !acked {
+		return fmt.Errorf("sandbox %s: notify of %q not acknowledged after %d attempts", provider, outTradeNo, n)
+	}
+	return nil
 }
 
 // PayOptions are the test knobs of a simulated payment; providers ignore the

@@ -275,24 +275,9 @@ func (s *WeChat) Pay(outTradeNo string, opts ...PayOption) error {
 		// Changed after signing: the signature no longer covers the body.
 		sent = bytes.Replace(signed, []byte(`"id":"`), []byte(`"id":"X`), 1)
 	}
-	d := &notifyRun{done: make(chan struct{})}
-	tr.delivery = d
-	var copies sync.WaitGroup
-	for c := range o.Duplicates {
-		copies.Add(1)
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			defer copies.Done()
-			s.deliver(d, tr.notifyURL, signed, sent, o, c)
-		}()
-	}
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		copies.Wait()
-		close(d.done)
-	}()
+	notifyURL := tr.notifyURL
+	tr.delivery = startNotifyRun(s.ctx, &s.wg, s.cfg.Retry, o.Duplicates,
+		func() Delivery { return s.postNotify(notifyURL, signed, sent, o) })
 	return nil
 }
 
@@ -335,34 +320,6 @@ func (s *WeChat) notifyBody(tr *wxTrade, claimed int64) ([]byte, error) {
 	})
 }
 
-// deliver posts one copy of a notify until it is acknowledged, the schedule
-// runs out or the simulator closes. Each attempt is signed afresh, as the
-// timestamp must be current.
-func (s *WeChat) deliver(d *notifyRun, notifyURL string, signed, sent []byte, o PayOptions, copyNo int) {
-	for attempt := 0; ; attempt++ {
-		rec := s.postNotify(notifyURL, signed, sent, o)
-		rec.Copy, rec.Attempt = copyNo, attempt+1
-		s.mu.Lock()
-		d.log = append(d.log, rec)
-		d.acked = d.acked || rec.Acked
-		s.mu.Unlock()
-		if rec.Acked {
-			return
-		}
-		delay, ok := s.cfg.Retry.Delay(attempt)
-		if !ok {
-			return
-		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-s.ctx.Done():
-			t.Stop()
-			return
-		}
-	}
-}
-
 func (s *WeChat) postNotify(notifyURL string, signed, sent []byte, o PayOptions) Delivery {
 	now := s.cfg.Now()
 	rec := Delivery{At: now}
@@ -403,40 +360,24 @@ func (s *WeChat) postNotify(notifyURL string, signed, sent []byte, o PayOptions)
 // Deliveries returns every notify attempt made for a trade so far, in the
 // order they completed.
 func (s *WeChat) Deliveries(outTradeNo string) []Delivery {
+	return s.run(outTradeNo).deliveries()
+}
+
+// run returns the trade's notify delivery, nil before it is paid.
+func (s *WeChat) run(outTradeNo string) *notifyRun {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tr := s.trades[outTradeNo]
-	if tr == nil || tr.delivery == nil {
-		return nil
+	if tr := s.trades[outTradeNo]; tr != nil {
+		return tr.delivery
 	}
-	return append([]Delivery(nil), tr.delivery.log...)
+	return nil
 }
 
 // Wait blocks until notify delivery for a trade has finished: nil when the
 // merchant acknowledged it, an error when every attempt failed, the simulator
 // closed, ctx ended, or no notify was ever sent for the trade.
 func (s *WeChat) Wait(ctx context.Context, outTradeNo string) error {
-	s.mu.Lock()
-	var d *notifyRun
-	if tr := s.trades[outTradeNo]; tr != nil {
-		d = tr.delivery
-	}
-	s.mu.Unlock()
-	if d == nil {
-		return fmt.Errorf("sandbox wechat: no notify delivery for %q", outTradeNo)
-	}
-	select {
-	case <-d.done:
-	case <-ctx.Done():
-		return fmt.Errorf("sandbox wechat: waiting for notify of %q: %w", outTradeNo, ctx.Err())
-	}
-	s.mu.Lock()
-	acked, n := d.acked, len(d.log)
-	s.mu.Unlock()
-	if !acked {
-		return fmt.Errorf("sandbox wechat: notify of %q not acknowledged after %d attempts", outTradeNo, n)
-	}
-	return nil
+	return s.run(outTradeNo).wait(ctx, "wechat", outTradeNo)
 }
 
 // ---- signing ----
