@@ -44,7 +44,7 @@ func (r *Report) Print(w io.Writer) {
 		if len(c.Diffs) > 0 {
 			status = fmt.Sprintf("%d DIFFERENCES", len(c.Diffs))
 		}
-		fmt.Fprintf(w, "%-44s checked %-8d %s\n", c.Name, c.Checked, status)
+		fmt.Fprintf(w, "%-50s checked %-8d %s\n", c.Name, c.Checked, status)
 		for i, d := range c.Diffs {
 			if i == 20 {
 				fmt.Fprintf(w, "    ... and %d more\n", len(c.Diffs)-20)
