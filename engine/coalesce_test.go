@@ -26,11 +26,13 @@ func newEngineWith(t *testing.T, cfg engine.Config) (*engine.Engine, *redis.Clie
 	return e, rdb
 }
 
-// TestCoalescedGrabsKeepInvariants is TestGrabNeverOversells with coalescing
-// on and off: 1,000 users, a fifth retrying three times, all at once, on 100
-// units. With coalescing on, the script calls must be fewer than the grabs
-// they decided: batches really formed.
-func TestCoalescedGrabsKeepInvariants(t *testing.T) {
+// TestGrabNeverOversells is invariants 1 and 2, with coalescing on (the
+// default), with small batches and off: 1,000 users, a fifth retrying three
+// times, all at once, on 100 units, per-user limit 1 and 2. Exactly 100
+// orders to 100 distinct users, stock 0, one settlement event per order. With
+// coalescing on, the script calls must be fewer than the grabs they decided:
+// batches really formed.
+func TestGrabNeverOversells(t *testing.T) {
 	for _, c := range []struct {
 		name string
 		cfg  engine.Config

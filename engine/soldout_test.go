@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/redis/go-redis/v9"
 )
 
 // fakeClock is a settable clock for the sold-out mark; it starts at the real
@@ -112,19 +113,12 @@ func TestSoldOutMarkAnswersLikeRedis(t *testing.T) {
 	}
 }
 
-// TestSoldOutMarkStalenessIsBounded: stock returned by an order another
-// instance released is refused here for at most the TTL. Within it the mark
-// still answers sold out; once the TTL has passed the next grab goes to Redis
-// and wins the unit.
-func TestSoldOutMarkStalenessIsBounded(t *testing.T) {
-	clock := newFakeClock()
-	e, rdb := newEngineWith(t, engine.Config{SoldOutTTL: markTTL, Clock: clock.Now})
-	other, err := engine.New(context.Background(), engine.Config{Redis: rdb, Keys: e.Keys()})
-	if err != nil {
-		t.Fatal(err)
-	}
+// sellOutToAlice creates sale s1 with one unit (per-user limit), lets alice
+// win it, waits until e's sold-out mark is active and returns her order.
+func sellOutToAlice(t *testing.T, e *engine.Engine, limit int64) engine.Order {
+	t.Helper()
 	ctx := context.Background()
-	if _, err := e.CreateSale(ctx, openSale("s1", 1, 1)); err != nil {
+	if _, err := e.CreateSale(ctx, openSale("s1", 1, limit)); err != nil {
 		t.Fatal(err)
 	}
 	won, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
@@ -136,7 +130,29 @@ func TestSoldOutMarkStalenessIsBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if released, err := other.ReleaseOrder(ctx, order); err != nil || !released {
+	return order
+}
+
+// otherInstance is a second engine on e's Redis and keys: another server.
+func otherInstance(t *testing.T, e *engine.Engine, rdb *redis.Client) *engine.Engine {
+	t.Helper()
+	other, err := engine.New(context.Background(), engine.Config{Redis: rdb, Keys: e.Keys()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return other
+}
+
+// TestSoldOutMarkStalenessIsBounded: stock returned by an order another
+// instance released is refused here for at most the TTL. Within it the mark
+// still answers sold out; once the TTL has passed the next grab goes to Redis
+// and wins the unit.
+func TestSoldOutMarkStalenessIsBounded(t *testing.T) {
+	clock := newFakeClock()
+	e, rdb := newEngineWith(t, engine.Config{SoldOutTTL: markTTL, Clock: clock.Now})
+	ctx := context.Background()
+	order := sellOutToAlice(t, e, 1)
+	if released, err := otherInstance(t, e, rdb).ReleaseOrder(ctx, order); err != nil || !released {
 		t.Fatalf("release: %v %v", released, err)
 	}
 	clock.Advance(markTTL - time.Nanosecond)
@@ -161,18 +177,7 @@ func TestSoldOutMarkDroppedOnLocalRelease(t *testing.T) {
 	clock := newFakeClock()
 	e := newMarkedEngine(t, clock, 0)
 	ctx := context.Background()
-	if _, err := e.CreateSale(ctx, openSale("s1", 1, 1)); err != nil {
-		t.Fatal(err)
-	}
-	won, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	awaitMark(t, e, "s1")
-	order, err := e.Order(ctx, won.OrderID)
-	if err != nil {
-		t.Fatal(err)
-	}
+	order := sellOutToAlice(t, e, 1)
 	if released, err := e.ReleaseOrder(ctx, order); err != nil || !released {
 		t.Fatalf("release: %v %v", released, err)
 	}
@@ -185,18 +190,12 @@ func TestSoldOutMarkDroppedOnLocalRelease(t *testing.T) {
 // at once, without waiting for the TTL.
 func TestSoldOutMarkDroppedWhenStockSeen(t *testing.T) {
 	clock := newFakeClock()
-	e := newMarkedEngine(t, clock, 0)
+	e, rdb := newEngineWith(t, engine.Config{SoldOutTTL: markTTL, Clock: clock.Now})
 	ctx := context.Background()
-	if _, err := e.CreateSale(ctx, openSale("s1", 1, 2)); err != nil {
-		t.Fatal(err)
-	}
-	won, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	awaitMark(t, e, "s1")
-	order, _ := e.Order(ctx, won.OrderID)
-	if _, err := e.ReleaseOrder(ctx, order); err != nil {
+	order := sellOutToAlice(t, e, 2)
+	// Released by another instance, so only a grab that sees stock can
+	// tell this one the mark is stale.
+	if _, err := otherInstance(t, e, rdb).ReleaseOrder(ctx, order); err != nil {
 		t.Fatal(err)
 	}
 	// The mark expires and a grab that loses on qty sees stock 1 again.
