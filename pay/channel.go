@@ -38,10 +38,28 @@ func (a Alipay) Close(ctx context.Context, outTradeNo string) error {
 	return err
 }
 
+// Query asks alipay.trade.query for the trade's state.
+func (a Alipay) Query(ctx context.Context, outTradeNo string) (settle.TradeState, error) {
+	st, err := a.Client.Query(ctx, outTradeNo)
+	if err != nil {
+		return settle.TradeState{}, err
+	}
+	return settle.TradeState{Paid: st.Paid, TradeNo: st.TradeNo, AmountCents: st.TotalCents, PaidAt: st.PaidAt}, nil
+}
+
 // Refund refunds through alipay.trade.refund, idempotent by refundNo.
-func (a Alipay) Refund(ctx context.Context, outTradeNo string, refundCents, _ int64, refundNo string) error {
+// TODO(issue 13.4): check fund_change, query when in doubt.
+func (a Alipay) Refund(ctx context.Context, outTradeNo string, refundCents, _ int64, refundNo string) (settle.RefundState, error) {
 	_, err := a.Client.Refund(ctx, outTradeNo, refundCents, refundNo)
-	return err
+	if err != nil {
+		return "", err
+	}
+	return settle.RefundSucceeded, nil
+}
+
+// QueryRefund asks where a refund stands. TODO(issue 13.4): alipay.trade.fastpay.refund.query.
+func (a Alipay) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (settle.RefundState, error) {
+	return "", errors.New("alipay: refund query not implemented")
 }
 
 // WeChat is the WeChat Pay channel: native pay, the payer scans code_url.
@@ -66,9 +84,27 @@ func (w WeChat) Close(ctx context.Context, outTradeNo string) error {
 	return err
 }
 
+// Query asks WeChat Pay for the trade's state.
+func (w WeChat) Query(ctx context.Context, outTradeNo string) (settle.TradeState, error) {
+	tx, err := w.Client.Query(ctx, outTradeNo)
+	if err != nil {
+		return settle.TradeState{}, err
+	}
+	return settle.TradeState{Paid: tx.Paid, TradeNo: tx.TransactionID, AmountCents: tx.TotalCents, PaidAt: tx.SuccessTime}, nil
+}
+
 // Refund refunds through /v3/refund/domestic/refunds, idempotent by refundNo.
-func (w WeChat) Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) error {
+// TODO(issue 13.4): map PROCESSING / ABNORMAL / CLOSED.
+func (w WeChat) Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) (settle.RefundState, error) {
 	_, err := w.Client.Refund(ctx, wechat.RefundRequest{OutTradeNo: outTradeNo, OutRefundNo: refundNo,
 		RefundCents: refundCents, TotalCents: totalCents, Reason: "order cancelled before payment arrived"})
-	return err
+	if err != nil {
+		return "", err
+	}
+	return settle.RefundSucceeded, nil
+}
+
+// QueryRefund asks where a refund stands. TODO(issue 13.4): GET /v3/refund/domestic/refunds/{no}.
+func (w WeChat) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (settle.RefundState, error) {
+	return "", errors.New("wechat: refund query not implemented")
 }

@@ -21,8 +21,11 @@ const (
 	PaymentCreated   = "created"
 	PaymentPaid      = "paid"
 	PaymentClosed    = "closed"    // the order expired and the trade was closed
-	PaymentRefunding = "refunding" // paid when it could no longer be honoured
-	PaymentRefunded  = "refunded"
+	PaymentRefunding = "refunding" // paid when it could no longer be honoured; refund asked, not yet confirmed
+	PaymentRefunded  = "refunded"  // the provider confirmed the money went back
+	// PaymentRefundFailed: the provider ended the refund ABNORMAL or CLOSED;
+	// the buyer was not paid back and an operator must act. reconcile fails on it.
+	PaymentRefundFailed = "refund_failed"
 )
 
 // Payment errors a notify handler answers with failure.
@@ -30,7 +33,28 @@ var (
 	ErrUnknownTrade   = errors.New("unknown out_trade_no")
 	ErrAmountMismatch = errors.New("paid amount differs from the trade's")
 	ErrNoChannel      = errors.New("payment channel not configured")
+	// ErrTradePaid is what Provider.Close wraps when the provider refuses to
+	// close because the buyer has paid (WeChat ORDERPAID, Alipay TRADE_SUCCESS).
+	ErrTradePaid = errors.New("trade is paid")
 )
+
+// RefundState is where a provider refund stands.
+type RefundState string
+
+// Refund states. Only RefundSucceeded means the buyer has the money back.
+const (
+	RefundProcessing RefundState = "processing" // asked; the provider has not finished (WeChat PROCESSING)
+	RefundSucceeded  RefundState = "succeeded"  // the money went back (WeChat SUCCESS, Alipay fund_change or query)
+	RefundFailed     RefundState = "failed"     // the provider gave up (WeChat ABNORMAL or CLOSED)
+)
+
+// TradeState is what a provider reports of a trade when asked.
+type TradeState struct {
+	Paid        bool
+	TradeNo     string // the provider's own trade id; empty until paid
+	AmountCents int64
+	PaidAt      time.Time // zero unless paid
+}
 
 // Provider is what settlement needs of a payment channel (pay.Alipay and
 // pay.WeChat implement it).
@@ -39,11 +63,17 @@ type Provider interface {
 	// (Alipay's pay_url) or encodes as a QR code (WeChat's code_url).
 	Create(ctx context.Context, t Trade) (string, error)
 	// Close closes an unpaid trade; closing a trade that does not exist or is
-	// closed already succeeds.
+	// closed already succeeds. A trade the buyer paid gives an error wrapping
+	// ErrTradePaid.
 	Close(ctx context.Context, outTradeNo string) error
-	// Refund returns refundCents of a paid trade of totalCents; refundNo
-	// makes it idempotent.
-	Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) error
+	// Query asks the provider for the trade's state; it settles a trade whose
+	// notify never came.
+	Query(ctx context.Context, outTradeNo string) (TradeState, error)
+	// Refund asks to return refundCents of a paid trade of totalCents;
+	// refundNo makes it idempotent. The answer is often RefundProcessing.
+	Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) (RefundState, error)
+	// QueryRefund asks where the refund refundNo of a trade stands.
+	QueryRefund(ctx context.Context, outTradeNo, refundNo string) (RefundState, error)
 }
 
 // Trade is what a provider needs to open a trade.
@@ -390,7 +420,8 @@ func (p *Payments) refund(ctx context.Context, outTradeNo string) error {
 	if err != nil {
 		return err
 	}
-	if err := pr.Refund(ctx, outTradeNo, pay.AmountCents, pay.AmountCents, "R"+outTradeNo); err != nil {
+	// TODO(issue 13.4): keep the payment refunding until the provider confirms.
+	if _, err := pr.Refund(ctx, outTradeNo, pay.AmountCents, pay.AmountCents, "R"+outTradeNo); err != nil {
 		p.logger().Warn("refund failed; will retry", "out_trade_no", outTradeNo, "err", err)
 		return err
 	}

@@ -31,11 +31,19 @@ func (f *fakeProvider) Close(_ context.Context, no string) error {
 	return nil
 }
 
-func (f *fakeProvider) Refund(_ context.Context, no string, cents, _ int64, _ string) error {
+func (f *fakeProvider) Query(_ context.Context, no string) (settle.TradeState, error) {
+	return settle.TradeState{}, nil
+}
+
+func (f *fakeProvider) Refund(_ context.Context, no string, cents, _ int64, _ string) (settle.RefundState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refunds[no] += cents
-	return nil
+	return settle.RefundSucceeded, nil
+}
+
+func (f *fakeProvider) QueryRefund(_ context.Context, no, _ string) (settle.RefundState, error) {
+	return settle.RefundSucceeded, nil
 }
 
 func newPayments(t *testing.T, r *rig) (*settle.Payments, *fakeProvider) {
