@@ -70,11 +70,6 @@ func (g *IDs) Next() int64 {
 // in the same atomic step; the partition therefore travels inside the order id
 // as a suffix: "<id>-<partition>".
 
-// orderID formats an order id for partition p.
-func orderID(id int64, p int) string {
-	return strconv.FormatInt(id, 10) + "-" + strconv.Itoa(p)
-}
-
 // orderPartition returns the partition an order id names.
 func (k Keyspace) orderPartition(orderID string) (int, bool) {
 	i := strings.LastIndexByte(orderID, '-')
