@@ -53,12 +53,21 @@ test: services ## go vet, then all tests with the race detector
 vet: ## go vet ./...
 	$(GO) vet ./...
 
-lint: ## gofmt must list nothing, and go vet must pass
+# lint needs no services. `go mod tidy -diff` keeps go.mod and go.sum exactly what the imports
+# need (direct requirements in their own block). deadcode is pinned by the tool directive in
+# go.mod and runs WITHOUT -test: a function counts as live only when the flashgrab binary can
+# reach it, so code that only tests call is reported too; test helpers in _test.go files are not
+# analysed at all. Findings kept on purpose (test support shared across packages) and the ones
+# still to remove (TODO(issue 8.5)) are listed, with reasons, in .ci/deadcode.allow; anything
+# else fails, and so does an entry that no longer matches.
+lint: ## gofmt lists nothing, go vet, go mod tidy -diff, deadcode (.ci/deadcode.allow)
 	@unformatted="$$("$$($(GO) env GOROOT)/bin/gofmt" -l .)"; \
 	if [[ -n "$$unformatted" ]]; then \
 		echo "gofmt would change these files (run: gofmt -w <file>):"; echo "$$unformatted"; exit 1; \
 	fi
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
+	@GO=$(GO) bash .ci/deadcode.sh
 
 bench: services ## end-to-end benchmarks in ./bench/ (BENCH=regexp, BENCHTIME=2s)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -timeout $(BENCH_TIMEOUT) ./bench/
