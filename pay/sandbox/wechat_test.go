@@ -618,6 +618,20 @@ func TestWeChatSignsWithRequestedSerial(t *testing.T) {
 	if _, err := wechat.New(func() wechat.Config { c := e.clientCf; c.PlatformSerial = "PUB_KEY_ID_NOPE"; return c }()); err == nil {
 		t.Fatal("a PlatformSerial outside Verifiers accepted")
 	}
+	// A serial that names no key of the merchant is refused.
+	odd := e.newClient(t, func(cfg *wechat.Config) { cfg.HTTPClient = &http.Client{Transport: setSerial("PUB_KEY_ID_NOPE")} })
+	if _, err := odd.Query(ctx, "FGWXSER0"); !wechat.IsCode(err, "PARAM_ERROR") {
+		t.Fatalf("unknown Wechatpay-Serial: %v, want 400 PARAM_ERROR", err)
+	}
+}
+
+// setSerial replaces the request's Wechatpay-Serial (it is not signed).
+type setSerial string
+
+func (s setSerial) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set(wechat.HeaderSerial, string(s))
+	return http.DefaultTransport.RoundTrip(req)
 }
 
 // rewritePath forwards a request under another path after the client
