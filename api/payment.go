@@ -6,6 +6,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/pay/alipay"
 	"github.com/flashgrab/flashgrab/pay/wechat"
 	"github.com/flashgrab/flashgrab/settle"
@@ -134,9 +135,11 @@ func (s *Server) notifyAlipay(ctx *fasthttp.RequestCtx, _ params) error {
 	return ack(true, nil)
 }
 
-// notifyWeChat answers 204 once the payment is committed (or was before); a
-// forged, stale, probe, unknown or mismatched notify gets 400, a failed commit
-// 500, each with {"code":"FAIL"}, so that WeChat Pay retries.
+// notifyWeChat answers 204 once the payment or refund is committed (or was
+// before); a forged, stale, probe, unknown or mismatched notify gets 400, a
+// failed commit 500, each with {"code":"FAIL"}, so that WeChat Pay retries.
+// Payments (TRANSACTION.*) and refunds (REFUND.*) share the URL; the
+// decrypted resource says which it is.
 func (s *Server) notifyWeChat(ctx *fasthttp.RequestCtx, _ params) error {
 	fail := func(status int, why error) error {
 		s.logger().Warn("wechat notify refused", "status", status, "err", why)
@@ -150,21 +153,33 @@ func (s *Server) notifyWeChat(ctx *fasthttp.RequestCtx, _ params) error {
 		return fail(fasthttp.StatusNotFound, settle.ErrNoChannel)
 	}
 	h := wechat.NotifyHeaderFrom(func(k string) string { return string(ctx.Request.Header.Peek(k)) })
-	tx, err := s.WeChat.ParseNotify(h, ctx.PostBody())
+	ev, err := s.WeChat.ParseEvent(h, ctx.PostBody())
 	if err != nil {
 		return fail(fasthttp.StatusBadRequest, err)
 	}
-	if tx.Paid {
-		c, cancel := s.reqContext()
-		defer cancel()
-		out, err := s.Payments.Paid(c, settle.Notice{Channel: "wechat", OutTradeNo: tx.OutTradeNo, TradeNo: tx.TransactionID,
+	var out settle.Outcome
+	applied := false
+	c, cancel := s.reqContext()
+	defer cancel()
+	switch {
+	case ev.Refund != nil:
+		rf := ev.Refund
+		out, err = s.Payments.Refunded(c, settle.RefundNotice{Channel: "wechat", OutTradeNo: rf.OutTradeNo,
+			RefundNo: rf.OutRefundNo, AmountCents: rf.RefundCents, State: pay.WeChatRefundState(rf.Status)})
+		applied = true
+	case ev.Transaction.Paid:
+		tx := ev.Transaction
+		out, err = s.Payments.Paid(c, settle.Notice{Channel: "wechat", OutTradeNo: tx.OutTradeNo, TradeNo: tx.TransactionID,
 			AmountCents: tx.TotalCents, PaidAt: tx.SuccessTime})
-		switch {
-		case errors.Is(err, settle.ErrUnknownTrade) || errors.Is(err, settle.ErrAmountMismatch):
-			return fail(fasthttp.StatusBadRequest, err)
-		case err != nil:
-			return fail(fasthttp.StatusInternalServerError, errors.New("not recorded; retry later"))
-		}
+		applied = true
+	}
+	switch {
+	case errors.Is(err, settle.ErrUnknownTrade) || errors.Is(err, settle.ErrAmountMismatch):
+		return fail(fasthttp.StatusBadRequest, err)
+	case err != nil:
+		return fail(fasthttp.StatusInternalServerError, errors.New("not recorded; retry later"))
+	}
+	if applied {
 		s.metrics.notifies.WithLabelValues("wechat", outcomeName(out)).Inc()
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
@@ -87,7 +89,8 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 	}
 	books := &settle.Books{DB: db}
 	payments := &settle.Payments{Books: books, Providers: map[string]settle.Provider{
-		pay.ChannelAlipay: pay.Alipay{Client: ac}, pay.ChannelWeChat: pay.WeChat{Client: wc}}}
+		pay.ChannelAlipay: pay.Alipay{Client: ac}, pay.ChannelWeChat: pay.WeChat{Client: wc}},
+		Metrics: settle.NewMetrics(prometheus.NewRegistry())}
 	t.Cleanup(payments.Close)
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.Auth{Secret: secret}, Timeout: 2 * time.Second,
 		Payments: payments, Alipay: ac, WeChat: wc}
@@ -346,6 +349,7 @@ func (p *payHarness) expire(orderID string) {
 // still balance.
 func TestExpiredOrderReturnsStockAndRefundsLatePayment(t *testing.T) {
 	p := newPayHarness(t, nil, 1e-4)
+	p.dev.WeChat.HoldRefunds(true)
 	ctx := context.Background()
 
 	// Expiry: stock comes back, the trade is closed, the buyer grabs again.
@@ -391,6 +395,20 @@ func TestExpiredOrderReturnsStockAndRefundsLatePayment(t *testing.T) {
 		p.notify.Up()
 		if err := sim.Wait(waitCtx(t), lotn); err != nil {
 			t.Fatal(err)
+		}
+		if ch == pay.ChannelWeChat {
+			// WeChat answers the refund PROCESSING: the payment stays refunding
+			// until the refund's notify (or a query) says SUCCESS.
+			p.refundAsked(lotn)
+			if pm, _ := p.books.Payment(ctx, lotn); pm.Status != settle.PaymentRefunding || p.orderStatus(late) != "cancelled" {
+				t.Fatalf("refund processing: payment %q, order %q; want refunding and cancelled", pm.Status, p.orderStatus(late))
+			}
+			if err := p.dev.WeChat.SettleRefund(settle.RefundNo(lotn)); err != nil {
+				t.Fatal(err)
+			}
+			if err := p.dev.WeChat.WaitRefund(waitCtx(t), settle.RefundNo(lotn)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		waitFor(t, func() bool { return p.orderStatus(late) == "refunded" })
 		pm, err := p.books.Payment(ctx, lotn)

@@ -6,6 +6,7 @@ package pay
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/flashgrab/flashgrab/pay/alipay"
 	"github.com/flashgrab/flashgrab/pay/wechat"
@@ -75,11 +76,16 @@ func (w WeChat) Create(ctx context.Context, t settle.Trade) (string, error) {
 	return r.CodeURL, nil
 }
 
-// Close closes the trade (204); a closed one needs nothing more.
+// Close closes the trade (204). A trade WeChat Pay never saw
+// (ORDER_NOT_EXIST) or closed before (400 ORDER_CLOSED) needs nothing more; a
+// paid one (ORDERPAID) is reported as settle.ErrTradePaid.
 func (w WeChat) Close(ctx context.Context, outTradeNo string) error {
 	err := w.Client.Close(ctx, outTradeNo)
-	if wechat.IsCode(err, "ORDER_CLOSED") || wechat.IsCode(err, "ORDERNOTEXIST") {
+	switch {
+	case wechat.IsCode(err, "ORDER_CLOSED") || wechat.IsCode(err, "ORDER_NOT_EXIST"):
 		return nil
+	case wechat.IsCode(err, "ORDERPAID"):
+		return fmt.Errorf("wechat close %s: %w: %v", outTradeNo, settle.ErrTradePaid, err)
 	}
 	return err
 }
@@ -93,18 +99,42 @@ func (w WeChat) Query(ctx context.Context, outTradeNo string) (settle.TradeState
 	return settle.TradeState{Paid: tx.Paid, TradeNo: tx.TransactionID, AmountCents: tx.TotalCents, PaidAt: tx.SuccessTime}, nil
 }
 
-// Refund refunds through /v3/refund/domestic/refunds, idempotent by refundNo.
-// TODO(issue 13.4): map PROCESSING / ABNORMAL / CLOSED.
+// Refund refunds through /v3/refund/domestic/refunds, idempotent by
+// refundNo. WeChat Pay answers PROCESSING as a rule; the end comes by query
+// or by a REFUND.* notify.
 func (w WeChat) Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) (settle.RefundState, error) {
-	_, err := w.Client.Refund(ctx, wechat.RefundRequest{OutTradeNo: outTradeNo, OutRefundNo: refundNo,
+	r, err := w.Client.Refund(ctx, wechat.RefundRequest{OutTradeNo: outTradeNo, OutRefundNo: refundNo,
 		RefundCents: refundCents, TotalCents: totalCents, Reason: "order cancelled before payment arrived"})
 	if err != nil {
 		return "", err
 	}
-	return settle.RefundSucceeded, nil
+	if r.RefundCents != refundCents {
+		return "", fmt.Errorf("wechat refund %s: answer refunds %d fen, asked %d", refundNo, r.RefundCents, refundCents)
+	}
+	return WeChatRefundState(r.Status), nil
 }
 
-// QueryRefund asks where a refund stands. TODO(issue 13.4): GET /v3/refund/domestic/refunds/{no}.
+// QueryRefund asks GET /v3/refund/domestic/refunds/{refundNo}.
 func (w WeChat) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (settle.RefundState, error) {
-	return "", errors.New("wechat: refund query not implemented")
+	r, err := w.Client.QueryRefund(ctx, refundNo)
+	if err != nil {
+		return "", err
+	}
+	if r.OutTradeNo != outTradeNo {
+		return "", fmt.Errorf("wechat refund %s: is a refund of %s, not %s", refundNo, r.OutTradeNo, outTradeNo)
+	}
+	return WeChatRefundState(r.Status), nil
+}
+
+// WeChatRefundState maps a WeChat Pay refund status: SUCCESS succeeded,
+// ABNORMAL and CLOSED failed (the buyer was not paid back), anything else
+// is still processing.
+func WeChatRefundState(status string) settle.RefundState {
+	switch status {
+	case wechat.RefundSuccess:
+		return settle.RefundSucceeded
+	case wechat.RefundAbnormal, wechat.RefundClosed:
+		return settle.RefundFailed
+	}
+	return settle.RefundProcessing
 }

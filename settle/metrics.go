@@ -16,6 +16,9 @@ type Metrics struct {
 	Batches  prometheus.Histogram   // seconds per committed batch
 	Lag      prometheus.Histogram   // seconds from grab to commit
 	Failures prometheus.Counter
+	// Refunds counts refunds of late payments that finished, by channel and
+	// outcome (succeeded, failed); failed ones were not paid back.
+	Refunds *prometheus.CounterVec
 }
 
 // NewMetrics creates the settler's collectors and registers them with reg.
@@ -35,8 +38,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flashgrab_settle_failures_total", Help: "Failed settler reads or batches (retried).",
 		}),
+		Refunds: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashgrab_refunds_total", Help: "Refunds of late payments that finished, by channel and outcome (succeeded, failed: not paid back).",
+		}, []string{"channel", "outcome"}),
 	}
-	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures)
+	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures, m.Refunds)
 	return m
 }
 

@@ -42,7 +42,14 @@ func (f *fakeProvider) Refund(_ context.Context, no string, cents, _ int64, _ st
 	return settle.RefundSucceeded, nil
 }
 
-func (f *fakeProvider) QueryRefund(_ context.Context, no, _ string) (settle.RefundState, error) {
+// QueryRefund knows only refunds asked before, as providers do (WeChat
+// answers 404 RESOURCE_NOT_EXISTS for others).
+func (f *fakeProvider) QueryRefund(_ context.Context, no, refundNo string) (settle.RefundState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.refunds[no] == 0 {
+		return "", fmt.Errorf("refund %s of %s: not found", refundNo, no)
+	}
 	return settle.RefundSucceeded, nil
 }
 

@@ -107,7 +107,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer ch.close()
-	payments := &settle.Payments{Books: books, Providers: ch.providers, Logger: log}
+	payments := &settle.Payments{Books: books, Providers: ch.providers, Logger: log, Metrics: settler.Metrics}
 	defer payments.Close()
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
 		Payments: payments, Alipay: ch.alipay, WeChat: ch.wechat}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/flashgrab/flashgrab/pay/alipay"
 	"github.com/flashgrab/flashgrab/pay/wechat"
@@ -43,6 +44,7 @@ func NewDev(base, notifyBase string, scale float64) (*Dev, error) {
 		return nil, err
 	}
 	as.Retry.Scale, ws.Retry.Scale = scale, scale
+	ws.RefundAfter = time.Duration(float64(wxDevRefundAfter) * scale)
 	w := NewWallets()
 	return &Dev{Alipay: NewAlipay(as, w), WeChat: NewWeChat(ws, w), Wallets: w, AlipayClient: ac, WeChatClient: wc}, nil
 }

@@ -44,8 +44,10 @@ const (
 	wxTokenLife     = 7200 * time.Second
 	wxTokenOverlap  = 5 * time.Minute
 	wxStaleBy       = 10 * time.Minute
-	wxResourceAAD   = "transaction"
 	wxBuyerOpenID   = "oSandboxBuyer15911111111"
+	// wxDevRefundAfter is how long a dev refund stays PROCESSING before the
+	// retry scale compresses it: real refunds to change take about a minute.
+	wxDevRefundAfter = time.Minute
 )
 
 // WeChatConfig configures the simulated WeChat Pay.
@@ -69,6 +71,9 @@ type WeChatConfig struct {
 	// TokenSecret is the appsecret /cgi-bin/token accepts for AppID; empty
 	// refuses every fetch.
 	TokenSecret string
+	// RefundAfter is how long a refund stays PROCESSING before it settles by
+	// itself and its REFUND.* notify goes out (see HoldRefunds, SettleRefund).
+	RefundAfter time.Duration
 }
 
 // DevWeChat generates fresh keys for both sides and returns a client
@@ -107,6 +112,7 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 			ActiveSerial: DevWeChatPubKeyID,
 			Retry:        Schedule{Delays: WeChatRetries, Scale: 0.01},
 			TokenSecret:  wxRandomHex(16),
+			RefundAfter:  wxDevRefundAfter / 100,
 		}, nil
 }
 
@@ -117,7 +123,7 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 //	POST /v3/pay/transactions/{native,jsapi,app,h5}        create a trade
 //	GET  /v3/pay/transactions/out-trade-no/{no}?mchid=…    query
 //	POST /v3/pay/transactions/out-trade-no/{no}/close      close (204)
-//	POST /v3/refund/domestic/refunds                        refund, idempotent by out_refund_no
+//	POST /v3/refund/domestic/refunds                        refund (PROCESSING), idempotent by out_refund_no
 //	GET  /v3/refund/domestic/refunds/{out_refund_no}        query a refund
 //	GET  /cgi-bin/token?grant_type=client_credential&appid=…&secret=…
 //	GET  /cgi-bin/getcallbackip?access_token=…              answers 40001/42001 for a dead token
@@ -127,8 +133,12 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 // is checked over the request-target as received on the wire
 // (r.RequestURI, which http.StripPrefix leaves untouched), i.e. the full path
 // the client sent including the mount prefix, which is also what the
-// client signs. Every /v3 answer, errors included, is signed with the active
-// serial. Trades live in memory only.
+// client signs. Every /v3 answer, errors included, is signed with the key
+// the request's Wechatpay-Serial names (the active serial's when it names
+// none), except the answer to a request whose signature failed, which is not
+// signed at all. Refunds answer PROCESSING, settle after RefundAfter to
+// SUCCESS (or what SetRefundOutcome asked) and send a REFUND.* notify.
+// Trades live in memory only.
 type WeChat struct {
 	cfg     WeChatConfig
 	wallets *Wallets
@@ -145,6 +155,10 @@ type WeChat struct {
 	trades  map[string]*wxTrade  // by out_trade_no
 	refunds map[string]*wxRefund // by out_refund_no
 	tokens  wxTokens
+	// refundEnds is what a trade's refunds end in (SUCCESS when absent).
+	refundEnds map[string]string
+	// holdRefunds keeps new refunds PROCESSING until SettleRefund.
+	holdRefunds bool
 }
 
 type wxTrade struct {
@@ -159,12 +173,6 @@ type wxTrade struct {
 	created, paidAt, expire   time.Time
 	refunded                  int64
 	delivery                  *notifyRun
-}
-
-type wxRefund struct {
-	refundID, outRefundNo, outTradeNo string
-	refund, total                     int64
-	created                           time.Time
 }
 
 // wxTokens is the access_token state: a new fetch replaces current and
@@ -203,7 +211,7 @@ func NewWeChat(cfg WeChatConfig, w *Wallets) *WeChat {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &WeChat{cfg: cfg, wallets: w, ctx: ctx, cancel: cancel, active: cfg.ActiveSerial,
-		trades: map[string]*wxTrade{}, refunds: map[string]*wxRefund{}}
+		trades: map[string]*wxTrade{}, refunds: map[string]*wxRefund{}, refundEnds: map[string]string{}}
 }
 
 // SetActiveSerial switches the key that signs from now on, to exercise a
@@ -272,8 +280,7 @@ func (s *WeChat) Pay(outTradeNo string, opts ...PayOption) error {
 	}
 	sent := signed
 	if o.ForgeSignature {
-		// Changed after signing: the signature no longer covers the body.
-		sent = bytes.Replace(signed, []byte(`"id":"`), []byte(`"id":"X`), 1)
+		sent = forgeWxNotify(signed)
 	}
 	notifyURL := tr.notifyURL
 	tr.delivery = startNotifyRun(s.ctx, &s.wg, s.cfg.Retry, o.Duplicates,
@@ -281,23 +288,29 @@ func (s *WeChat) Pay(outTradeNo string, opts ...PayOption) error {
 	return nil
 }
 
-// notifyBody is the notify envelope with the transaction sealed by
-// AEAD_AES_256_GCM under the APIv3 key and a fresh 12-character nonce.
+// notifyBody is the TRANSACTION.SUCCESS notify of a trade.
 func (s *WeChat) notifyBody(tr *wxTrade, claimed int64) ([]byte, error) {
 	plain, err := json.Marshal(s.transactionJSON(tr, claimed))
 	if err != nil {
 		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", tr.outTradeNo, err)
 	}
+	return s.sealNotify(plain, "TRANSACTION.SUCCESS", "transaction", "支付成功")
+}
+
+// sealNotify is a notify envelope with plain sealed by AEAD_AES_256_GCM
+// under the APIv3 key, a fresh 12-character nonce and the original type as
+// associated data, as WeChat Pay sends them.
+func (s *WeChat) sealNotify(plain []byte, eventType, originalType, summary string) ([]byte, error) {
 	block, err := aes.NewCipher([]byte(s.cfg.APIv3Key))
 	if err != nil {
-		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", tr.outTradeNo, err)
+		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", eventType, err)
 	}
 	gcm, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", tr.outTradeNo, err)
+		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", eventType, err)
 	}
 	nonce := wxRandomString(12)
-	sealed := gcm.Seal(nil, []byte(nonce), plain, []byte(wxResourceAAD))
+	sealed := gcm.Seal(nil, []byte(nonce), plain, []byte(originalType))
 	type resource struct {
 		OriginalType   string `json:"original_type"`
 		Algorithm      string `json:"algorithm"`
@@ -314,10 +327,16 @@ func (s *WeChat) notifyBody(tr *wxTrade, claimed int64) ([]byte, error) {
 		Resource     resource `json:"resource"`
 	}{
 		ID: wxUUID(), CreateTime: s.cfg.Now().In(wxCST).Format(time.RFC3339),
-		ResourceType: "encrypt-resource", EventType: "TRANSACTION.SUCCESS", Summary: "支付成功",
-		Resource: resource{OriginalType: "transaction", Algorithm: "AEAD_AES_256_GCM",
-			Ciphertext: base64.StdEncoding.EncodeToString(sealed), AssociatedData: wxResourceAAD, Nonce: nonce},
+		ResourceType: "encrypt-resource", EventType: eventType, Summary: summary,
+		Resource: resource{OriginalType: originalType, Algorithm: "AEAD_AES_256_GCM",
+			Ciphertext: base64.StdEncoding.EncodeToString(sealed), AssociatedData: originalType, Nonce: nonce},
 	})
+}
+
+// forgeWxNotify changes a notify after signing, so the signature no longer
+// covers the body.
+func forgeWxNotify(signed []byte) []byte {
+	return bytes.Replace(signed, []byte(`"id":"`), []byte(`"id":"X`), 1)
 }
 
 func (s *WeChat) postNotify(notifyURL string, signed, sent []byte, o PayOptions) Delivery {
@@ -326,7 +345,7 @@ func (s *WeChat) postNotify(notifyURL string, signed, sent []byte, o PayOptions)
 	if o.StaleTimestamp {
 		now = now.Add(-wxStaleBy)
 	}
-	hdr, err := s.signHeaders(now, signed)
+	hdr, err := s.signHeaders(now, signed, "")
 	if err != nil {
 		rec.Err = err.Error()
 		return rec
@@ -382,11 +401,14 @@ func (s *WeChat) Wait(ctx context.Context, outTradeNo string) error {
 
 // ---- signing ----
 
-// signHeaders signs timestamp\nnonce\nbody\n with the active serial's key.
-func (s *WeChat) signHeaders(at time.Time, body []byte) (http.Header, error) {
-	s.mu.Lock()
-	serial := s.active
-	s.mu.Unlock()
+// signHeaders signs timestamp\nnonce\nbody\n with the key of serial, or
+// the active serial's when serial is empty.
+func (s *WeChat) signHeaders(at time.Time, body []byte, serial string) (http.Header, error) {
+	if serial == "" {
+		s.mu.Lock()
+		serial = s.active
+		s.mu.Unlock()
+	}
 	ts := strconv.FormatInt(at.Unix(), 10)
 	nonce := wxRandomHex(16)
 	msg := ts + "\n" + nonce + "\n" + string(body) + "\n"
@@ -495,15 +517,24 @@ type wxError struct {
 func (s *WeChat) serveV3(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
-		s.writeV3(w, http.StatusBadRequest, wxError{"PARAM_ERROR", "unreadable body: " + err.Error()})
+		s.writeV3(w, http.StatusBadRequest, wxError{"PARAM_ERROR", "unreadable body: " + err.Error()}, "")
 		return
 	}
 	if err := s.checkAuthorization(r, body); err != nil {
-		s.writeV3(w, http.StatusUnauthorized, wxError{"SIGN_ERROR", err.Error()})
+		// Like WeChat Pay, no signature on the answer to a request whose own
+		// signature failed: the merchant cannot trust what it says.
+		s.writeV3(w, http.StatusUnauthorized, wxError{"SIGN_ERROR", err.Error()}, "-")
+		return
+	}
+	// In public-key mode WeChat Pay signs with the key the request's
+	// Wechatpay-Serial names; without one, with the active key.
+	serial := r.Header.Get(wechat.HeaderSerial)
+	if serial != "" && s.cfg.SigningKeys[serial] == nil {
+		s.writeV3(w, http.StatusBadRequest, wxError{"PARAM_ERROR", "Wechatpay-Serial " + strconv.Quote(serial) + " is not a WeChat Pay key of this merchant"}, "")
 		return
 	}
 	status, payload := s.routeV3(r, body)
-	s.writeV3(w, status, payload)
+	s.writeV3(w, status, payload, serial)
 }
 
 func (s *WeChat) routeV3(r *http.Request, body []byte) (int, any) {
@@ -524,15 +555,16 @@ func (s *WeChat) routeV3(r *http.Request, body []byte) (int, any) {
 			return s.prepay(r, k, body)
 		}
 	case p == refunds && r.Method == http.MethodPost:
-		return s.refund(body)
+		return s.refund(r, body)
 	case strings.HasPrefix(p, refunds+"/") && r.Method == http.MethodGet:
 		return s.queryRefund(strings.TrimPrefix(p, refunds+"/"))
 	}
 	return http.StatusNotFound, wxError{"NOT_FOUND", r.Method + " " + p + " is not an API of this sandbox"}
 }
 
-// writeV3 answers with payload as JSON (nil: no body), signed with the active serial.
-func (s *WeChat) writeV3(w http.ResponseWriter, status int, payload any) {
+// writeV3 answers with payload as JSON (nil: no body), signed with the key
+// of serial ("" the active one, "-" unsigned).
+func (s *WeChat) writeV3(w http.ResponseWriter, status int, payload any, serial string) {
 	var body []byte
 	if payload != nil {
 		b, err := json.Marshal(payload)
@@ -543,13 +575,15 @@ func (s *WeChat) writeV3(w http.ResponseWriter, status int, payload any) {
 		body = b
 		w.Header().Set("Content-Type", "application/json")
 	}
-	hdr, err := s.signHeaders(s.cfg.Now(), body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	for k, v := range hdr {
-		w.Header()[k] = v
+	if serial != "-" {
+		hdr, err := s.signHeaders(s.cfg.Now(), body, serial)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		for k, v := range hdr {
+			w.Header()[k] = v
+		}
 	}
 	w.Header().Set("Request-ID", wxUUID())
 	w.WriteHeader(status)
@@ -753,111 +787,14 @@ func (s *WeChat) closeTrade(outTradeNo string, body []byte) (int, any) {
 		return http.StatusNotFound, wxError{"ORDER_NOT_EXIST", "订单不存在"}
 	}
 	s.expireLocked(tr)
-	if tr.state == wechat.TradeSuccess || tr.state == wechat.TradeRefund {
+	switch tr.state {
+	case wechat.TradeSuccess, wechat.TradeRefund:
 		return http.StatusBadRequest, wxError{"ORDERPAID", "订单已支付，不能关闭"}
+	case wechat.TradeClosed:
+		return http.StatusBadRequest, wxError{"ORDER_CLOSED", "订单已关闭"}
 	}
 	tr.state = wechat.TradeClosed
 	return http.StatusNoContent, nil
-}
-
-type wxRefundJSON struct {
-	RefundID            string `json:"refund_id"`
-	OutRefundNo         string `json:"out_refund_no"`
-	TransactionID       string `json:"transaction_id"`
-	OutTradeNo          string `json:"out_trade_no"`
-	Channel             string `json:"channel"`
-	UserReceivedAccount string `json:"user_received_account"`
-	SuccessTime         string `json:"success_time"`
-	CreateTime          string `json:"create_time"`
-	Status              string `json:"status"`
-	FundsAccount        string `json:"funds_account"`
-	Amount              struct {
-		Total            int64  `json:"total"`
-		Refund           int64  `json:"refund"`
-		PayerTotal       int64  `json:"payer_total"`
-		PayerRefund      int64  `json:"payer_refund"`
-		SettlementRefund int64  `json:"settlement_refund"`
-		SettlementTotal  int64  `json:"settlement_total"`
-		DiscountRefund   int64  `json:"discount_refund"`
-		Currency         string `json:"currency"`
-	} `json:"amount"`
-}
-
-// refundJSON describes a refund; the sandbox settles refunds at once, so
-// they are SUCCESS from the first answer.
-func (s *WeChat) refundJSON(rf *wxRefund) wxRefundJSON {
-	tr := s.trades[rf.outTradeNo]
-	at := rf.created.In(wxCST).Format(time.RFC3339)
-	j := wxRefundJSON{RefundID: rf.refundID, OutRefundNo: rf.outRefundNo, TransactionID: tr.transactionID,
-		OutTradeNo: rf.outTradeNo, Channel: "ORIGINAL", UserReceivedAccount: "支付用户零钱", SuccessTime: at,
-		CreateTime: at, Status: "SUCCESS", FundsAccount: "AVAILABLE"}
-	j.Amount.Total, j.Amount.Refund, j.Amount.PayerTotal, j.Amount.PayerRefund = rf.total, rf.refund, rf.total, rf.refund
-	j.Amount.SettlementTotal, j.Amount.SettlementRefund, j.Amount.Currency = rf.total, rf.refund, "CNY"
-	return j
-}
-
-// refund returns money from the seller to the buyer, idempotently by
-// out_refund_no: a repeat answers the earlier refund and moves nothing.
-func (s *WeChat) refund(body []byte) (int, any) {
-	var req struct {
-		OutTradeNo  string `json:"out_trade_no"`
-		OutRefundNo string `json:"out_refund_no"`
-		Amount      *struct {
-			Refund   int64  `json:"refund"`
-			Total    int64  `json:"total"`
-			Currency string `json:"currency"`
-		} `json:"amount"`
-	}
-	if err := json.Unmarshal(body, &req); err != nil {
-		return wxParamError("body is not valid JSON: %v", err)
-	}
-	if !wxOutTradeNoRe.MatchString(req.OutTradeNo) || !wxOutRefundNoRe.MatchString(req.OutRefundNo) {
-		return wxParamError("out_trade_no and out_refund_no are required")
-	}
-	if req.Amount == nil || req.Amount.Refund <= 0 || req.Amount.Total <= 0 || (req.Amount.Currency != "" && req.Amount.Currency != "CNY") {
-		return wxParamError("amount.refund and amount.total must be positive numbers of fen in CNY")
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if rf := s.refunds[req.OutRefundNo]; rf != nil {
-		if rf.outTradeNo != req.OutTradeNo || rf.refund != req.Amount.Refund || rf.total != req.Amount.Total {
-			return http.StatusBadRequest, wxError{"INVALID_REQUEST", "同一退款单号的参数与之前不一致"}
-		}
-		return http.StatusOK, s.refundJSON(rf)
-	}
-	tr := s.trades[req.OutTradeNo]
-	if tr == nil {
-		return http.StatusNotFound, wxError{"RESOURCE_NOT_EXISTS", "订单不存在"}
-	}
-	if tr.paidAt.IsZero() {
-		return http.StatusBadRequest, wxError{"INVALID_REQUEST", "订单未支付，不能退款: " + tr.state}
-	}
-	if req.Amount.Total != tr.amount {
-		return http.StatusBadRequest, wxError{"INVALID_REQUEST", fmt.Sprintf("amount.total %d is not the order's %d", req.Amount.Total, tr.amount)}
-	}
-	if tr.refunded+req.Amount.Refund > tr.amount {
-		return http.StatusForbidden, wxError{"NOT_ENOUGH", "退款金额超过订单可退金额"}
-	}
-	if err := s.wallets.Transfer(SellerAccount, BuyerAccount, req.Amount.Refund); err != nil {
-		return http.StatusForbidden, wxError{"NOT_ENOUGH", "基本账户余额不足"}
-	}
-	s.seq++
-	rf := &wxRefund{refundID: "5030" + fmt.Sprintf("%025d", s.seq), outRefundNo: req.OutRefundNo, outTradeNo: tr.outTradeNo,
-		refund: req.Amount.Refund, total: req.Amount.Total, created: s.cfg.Now()}
-	s.refunds[rf.outRefundNo] = rf
-	tr.refunded += rf.refund
-	tr.state = wechat.TradeRefund
-	return http.StatusOK, s.refundJSON(rf)
-}
-
-func (s *WeChat) queryRefund(outRefundNo string) (int, any) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rf := s.refunds[outRefundNo]
-	if rf == nil {
-		return http.StatusNotFound, wxError{"RESOURCE_NOT_EXISTS", "退款单不存在"}
-	}
-	return http.StatusOK, s.refundJSON(rf)
 }
 
 // ---- access_token ----

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -69,6 +70,7 @@ type wxMerchant struct {
 	fail     int
 	calls    int
 	paid     []*wechat.Transaction
+	refunds  []*wechat.RefundResult
 	rejected []error
 	serials  []string
 }
@@ -85,7 +87,16 @@ func (m *wxMerchant) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Write(wechat.FailBody("temporarily down"))
 		return
 	}
-	tx, err := m.client.ParseNotify(wechat.NotifyHeaderFrom(r.Header.Get), body)
+	ev, err := m.client.ParseEvent(wechat.NotifyHeaderFrom(r.Header.Get), body)
+	if err == nil && ev.Refund != nil {
+		m.refunds = append(m.refunds, ev.Refund)
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	var tx *wechat.Transaction
+	if err == nil {
+		tx = ev.Transaction
+	}
 	if err == nil && (!tx.Paid || tx.TotalCents != m.orders[tx.OutTradeNo]) {
 		err = errors.New("amount does not match the order")
 		m.paid = append(m.paid, tx) // kept to show it was read, though refused
@@ -309,6 +320,9 @@ func TestWeChatCloseThenPayFails(t *testing.T) {
 	if tx, err := e.client.Query(ctx, "FGWX000004"); err != nil || tx.TradeState != wechat.TradeClosed {
 		t.Fatalf("after close: %+v, %v", tx, err)
 	}
+	if err := e.client.Close(ctx, "FGWX000004"); !wechat.IsCode(err, "ORDER_CLOSED") {
+		t.Fatalf("second close: %v, want 400 ORDER_CLOSED as WeChat Pay answers", err)
+	}
 	if err := e.sb.Pay("FGWX000004"); err == nil {
 		t.Fatal("paid a closed trade")
 	}
@@ -350,6 +364,7 @@ func TestWeChatExpiredTradeCannotBePaid(t *testing.T) {
 
 func TestWeChatRefundIdempotent(t *testing.T) {
 	e := newWxEnv(t, wxFastRetry)
+	e.sb.HoldRefunds(true)
 	ctx := context.Background()
 	e.order(t, "FGWX000007", 1234)
 	if _, err := e.client.Refund(ctx, wechat.RefundRequest{OutTradeNo: "FGWX000007", OutRefundNo: "RF0", RefundCents: 1, TotalCents: 1234}); !wechat.IsCode(err, "INVALID_REQUEST") {
@@ -360,15 +375,15 @@ func TestWeChatRefundIdempotent(t *testing.T) {
 	}
 	req := wechat.RefundRequest{OutTradeNo: "FGWX000007", OutRefundNo: "RF1", RefundCents: 400, TotalCents: 1234}
 	first, err := e.client.Refund(ctx, req)
-	if err != nil || first.Status != "SUCCESS" || first.RefundCents != 400 || first.TotalCents != 1234 {
+	if err != nil || first.Status != wechat.RefundProcessing || first.RefundCents != 400 || first.TotalCents != 1234 {
 		t.Fatalf("refund: %+v, %v", first, err)
 	}
 	again, err := e.client.Refund(ctx, req)
 	if err != nil || again.RefundID != first.RefundID {
 		t.Fatalf("repeated refund: %+v, %v", again, err)
 	}
-	if s := e.wallets.Balance(SellerAccount); s != 1234-400 {
-		t.Fatalf("seller holds %d after one refund repeated, want %d", s, 1234-400)
+	if b, s := e.wallets.Balance(BuyerAccount), e.wallets.Balance(SellerAccount); s != 1234-400 || b != buyerOpeningCents-1234 {
+		t.Fatalf("refund processing, repeated: seller %d buyer %d, want %d and %d", s, b, 1234-400, buyerOpeningCents-1234)
 	}
 	changed := req
 	changed.RefundCents = 401
@@ -381,12 +396,84 @@ func TestWeChatRefundIdempotent(t *testing.T) {
 	if _, err := e.client.Refund(ctx, wechat.RefundRequest{OutTradeNo: "FGWX000007", OutRefundNo: "RF3", RefundCents: 834, TotalCents: 1234}); err != nil {
 		t.Fatal(err)
 	}
+	for _, no := range []string{"RF1", "RF3"} {
+		if err := e.sb.SettleRefund(no); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := e.client.QueryRefund(ctx, no); err != nil || got.Status != wechat.RefundSuccess || got.SuccessTime.IsZero() {
+			t.Fatalf("query %s after settling: %+v, %v", no, got, err)
+		}
+		if err := wxWaitRefund(t, e.sb, no); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.sb.SettleRefund("RF1"); err == nil {
+		t.Fatal("settled a refund twice")
+	}
 	if b, s := e.wallets.Balance(BuyerAccount), e.wallets.Balance(SellerAccount); b != buyerOpeningCents || s != 0 {
 		t.Fatalf("after a full refund: buyer %d seller %d", b, s)
 	}
 	if tx, err := e.client.Query(ctx, "FGWX000007"); err != nil || tx.TradeState != wechat.TradeRefund {
 		t.Fatalf("after refund: %+v, %v", tx, err)
 	}
+	e.merchant.mu.Lock()
+	refunds := e.merchant.refunds
+	e.merchant.mu.Unlock()
+	if len(refunds) != 2 || refunds[0].OutRefundNo != "RF1" || refunds[0].Status != wechat.RefundSuccess || refunds[0].RefundCents != 400 ||
+		refunds[1].OutRefundNo != "RF3" || refunds[1].RefundCents != 834 || refunds[0].MchID != DevWeChatMchID {
+		t.Fatalf("refund notifies %+v, want REFUND.SUCCESS of RF1 (400) and RF3 (834)", refunds)
+	}
+	if _, err := e.client.QueryRefund(ctx, "RF9"); !wechat.IsCode(err, "RESOURCE_NOT_EXISTS") {
+		t.Fatalf("query of an unknown refund: %v", err)
+	}
+}
+
+// TestWeChatRefundEndsAbnormal: a refund asked PROCESSING settles by itself
+// (RefundAfter) to the outcome asked for; ABNORMAL gives the money back to
+// the seller, not the buyer, and notifies REFUND.ABNORMAL.
+func TestWeChatRefundEndsAbnormal(t *testing.T) {
+	e := newWxEnv(t, wxFastRetry)
+	ctx := context.Background()
+	e.order(t, "FGWX000017", 500)
+	if err := e.sb.Pay("FGWX000017"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.sb.SetRefundOutcome("FGWX000017", wechat.RefundAbnormal); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.client.Refund(ctx, wechat.RefundRequest{OutTradeNo: "FGWX000017", OutRefundNo: "RFAB", RefundCents: 500, TotalCents: 500})
+	if err != nil || res.Status != wechat.RefundProcessing {
+		t.Fatalf("refund: %+v, %v", res, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.sb.RefundStatus("RFAB") == wechat.RefundProcessing && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if err := wxWaitRefund(t, e.sb, "RFAB"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.client.QueryRefund(ctx, "RFAB"); err != nil || got.Status != wechat.RefundAbnormal || !got.SuccessTime.IsZero() {
+		t.Fatalf("query: %+v, %v", got, err)
+	}
+	if b, s := e.wallets.Balance(BuyerAccount), e.wallets.Balance(SellerAccount); b != buyerOpeningCents-500 || s != 500 {
+		t.Fatalf("after an abnormal refund: buyer %d seller %d, want %d and 500", b, s, buyerOpeningCents-500)
+	}
+	e.merchant.mu.Lock()
+	refunds := e.merchant.refunds
+	e.merchant.mu.Unlock()
+	if len(refunds) != 1 || refunds[0].Status != wechat.RefundAbnormal || refunds[0].OutRefundNo != "RFAB" {
+		t.Fatalf("refund notifies %+v, want one REFUND.ABNORMAL", refunds)
+	}
+	if err := e.sb.SetRefundOutcome("FGWX000017", "FAIL"); err == nil {
+		t.Fatal("accepted an outcome WeChat Pay does not have")
+	}
+}
+
+func wxWaitRefund(t *testing.T, sb *WeChat, no string) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return sb.WaitRefund(ctx, no)
 }
 
 func TestWeChatTwoLiveSerials(t *testing.T) {
@@ -413,7 +500,9 @@ func TestWeChatTwoLiveSerials(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.order(t, "FGWX000009", 10) // the client holding both serials goes on working
-	if _, err := certOnly.Query(ctx, "FGWX000009"); !errors.Is(err, wechat.ErrBadSignature) {
+	// The cert-only client names its serial in Wechatpay-Serial, so its
+	// answers are signed with that key whichever one notifies.
+	if _, err := certOnly.Query(ctx, "FGWX000009"); err != nil {
 		t.Fatalf("public key active, cert-only client: %v", err)
 	}
 	if err := e.sb.Pay("FGWX000009"); err != nil {
@@ -448,16 +537,11 @@ func TestWeChatRejectsBadAuthorization(t *testing.T) {
 	} {
 		cl := e.newClient(t, mut)
 		_, err := cl.Prepay(ctx, wechat.Native, req)
+		// The answer to a request whose signature failed is not signed, so the
+		// client cannot trust its code.
 		var we *wechat.Error
-		if name == "clock 6m fast" || name == "clock 5m slow" {
-			// The sandbox refuses, and its answer is outside the client's window too.
-			if !errors.As(err, &we) || we.Status != http.StatusUnauthorized {
-				t.Errorf("%s: %v", name, err)
-			}
-			continue
-		}
-		if !errors.As(err, &we) || we.Status != http.StatusUnauthorized || we.Code != "SIGN_ERROR" {
-			t.Errorf("%s: got %v, want 401 SIGN_ERROR", name, err)
+		if !errors.As(err, &we) || we.Status != http.StatusUnauthorized || we.Code != "" || !strings.Contains(we.Message, "unverified") {
+			t.Errorf("%s: got %v, want an unverified 401", name, err)
 		}
 	}
 	resp, err := http.Post(e.base+"/v3/pay/transactions/native", "application/json", strings.NewReader(`{}`))
@@ -465,12 +549,89 @@ func TestWeChatRejectsBadAuthorization(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(wechat.HeaderSerial) != wxTestPubKeyID || resp.Header.Get(wechat.HeaderSignature) == "" {
-		t.Fatalf("unsigned request: %d, headers %v", resp.StatusCode, resp.Header)
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get(wechat.HeaderSerial) != "" || resp.Header.Get(wechat.HeaderSignature) != "" {
+		t.Fatalf("unsigned request: %d, headers %v: the answer must not be signed", resp.StatusCode, resp.Header)
 	}
 	if _, err := e.client.Prepay(ctx, wechat.Native, req); err != nil {
 		t.Fatalf("the good client after all that: %v", err)
 	}
+}
+
+// serialRecorder records the Wechatpay-Serial of each request and of its answer.
+type serialRecorder struct {
+	mu        sync.Mutex
+	requested []string
+	answered  []string
+}
+
+func (r *serialRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.requested = append(r.requested, req.Header.Get(wechat.HeaderSerial))
+	if err == nil {
+		r.answered = append(r.answered, resp.Header.Get(wechat.HeaderSerial))
+	}
+	return resp, err
+}
+
+// TestWeChatSignsWithRequestedSerial: the client sends Wechatpay-Serial on
+// every request (its PUB_KEY_ID_ by default, or the one configured), and the
+// sandbox signs each answer with the key that serial names, whichever key
+// is active for notifies. An unknown serial is refused.
+func TestWeChatSignsWithRequestedSerial(t *testing.T) {
+	e := newWxEnv(t, wxFastRetry)
+	ctx := context.Background()
+	for _, c := range []struct{ configured, want string }{{"", wxTestPubKeyID}, {wxTestCertSerial, wxTestCertSerial}} {
+		rec := &serialRecorder{}
+		cl := e.newClient(t, func(cfg *wechat.Config) {
+			cfg.PlatformSerial = c.configured
+			cfg.HTTPClient = &http.Client{Transport: rec}
+		})
+		no := "FGWXSER" + strconv.Itoa(len(c.configured))
+		if _, err := cl.Prepay(ctx, wechat.Native, wechat.PrepayRequest{OutTradeNo: no, Description: "d", AmountCents: 5}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Query(ctx, no); err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.Close(ctx, no); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.sb.Pay(no); err == nil {
+			t.Fatal("paid a closed trade")
+		}
+		if _, err := cl.QueryRefund(ctx, "RFNONE"); !wechat.IsCode(err, "RESOURCE_NOT_EXISTS") {
+			t.Fatal(err)
+		}
+		rec.mu.Lock()
+		if len(rec.requested) != 4 || len(rec.answered) != 4 {
+			t.Fatalf("%d requests, %d answers, want 4", len(rec.requested), len(rec.answered))
+		}
+		for i := range rec.requested {
+			if rec.requested[i] != c.want || rec.answered[i] != c.want {
+				t.Errorf("configured %q: request %d sent serial %q, answer signed by %q; want %q both", c.configured, i, rec.requested[i], rec.answered[i], c.want)
+			}
+		}
+		rec.mu.Unlock()
+	}
+	if _, err := wechat.New(func() wechat.Config { c := e.clientCf; c.PlatformSerial = "PUB_KEY_ID_NOPE"; return c }()); err == nil {
+		t.Fatal("a PlatformSerial outside Verifiers accepted")
+	}
+	// A serial that names no key of the merchant is refused.
+	odd := e.newClient(t, func(cfg *wechat.Config) { cfg.HTTPClient = &http.Client{Transport: setSerial("PUB_KEY_ID_NOPE")} })
+	if _, err := odd.Query(ctx, "FGWXSER0"); !wechat.IsCode(err, "PARAM_ERROR") {
+		t.Fatalf("unknown Wechatpay-Serial: %v, want 400 PARAM_ERROR", err)
+	}
+}
+
+// setSerial replaces the request's Wechatpay-Serial (it is not signed).
+type setSerial string
+
+func (s setSerial) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set(wechat.HeaderSerial, string(s))
+	return http.DefaultTransport.RoundTrip(req)
 }
 
 // rewritePath forwards a request under another path after the client

@@ -41,6 +41,13 @@ type Config struct {
 	// platform-certificate serials and PUB_KEY_ID_… public-key ids. During a
 	// switch both kinds are live; keep all of them.
 	Verifiers map[string]*rsa.PublicKey
+	// PlatformSerial is sent as Wechatpay-Serial on every request: in
+	// public-key mode WeChat Pay signs its answer with the key it names.
+	// Empty picks the PUB_KEY_ID_… serial among Verifiers (public-key mode is
+	// the supported one: platform certificates are not downloaded from
+	// /v3/certificates, so a new one must be added to Verifiers), else the
+	// greatest serial.
+	PlatformSerial string
 	// Host defaults to DefaultHost; it may carry a path prefix, e.g. the
 	// sandbox's "http://127.0.0.1:8080/wechat".
 	Host       string
@@ -53,6 +60,7 @@ type Config struct {
 type Client struct {
 	cfg       Config
 	host      string
+	serial    string // sent as Wechatpay-Serial
 	verifiers map[string]*rsa.PublicKey
 	apiV3Key  string
 	hc        *http.Client
@@ -90,6 +98,17 @@ func New(cfg Config) (*Client, error) {
 		}
 		verifiers[serial] = k
 	}
+	serial := cfg.PlatformSerial
+	if serial == "" {
+		for s := range verifiers {
+			if (strings.HasPrefix(s, "PUB_KEY_ID_") && !strings.HasPrefix(serial, "PUB_KEY_ID_")) ||
+				(strings.HasPrefix(s, "PUB_KEY_ID_") == strings.HasPrefix(serial, "PUB_KEY_ID_") && s > serial) {
+				serial = s
+			}
+		}
+	} else if verifiers[serial] == nil {
+		problems = append(problems, fmt.Sprintf("PlatformSerial %q is not one of Verifiers", serial))
+	}
 	host := strings.TrimRight(cfg.Host, "/")
 	if host == "" {
 		host = DefaultHost
@@ -104,7 +123,7 @@ func New(cfg Config) (*Client, error) {
 	if len(problems) > 0 {
 		return nil, fmt.Errorf("wechat: invalid config: %s", strings.Join(problems, "; "))
 	}
-	c := &Client{cfg: cfg, host: host, verifiers: verifiers, apiV3Key: cfg.APIv3Key, hc: cfg.HTTPClient, now: cfg.Now}
+	c := &Client{cfg: cfg, host: host, serial: serial, verifiers: verifiers, apiV3Key: cfg.APIv3Key, hc: cfg.HTTPClient, now: cfg.Now}
 	if c.hc == nil {
 		c.hc = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -157,6 +176,7 @@ func (c *Client) do(ctx context.Context, method, path string, reqBody any) (int,
 	}
 	req.Header.Set("Authorization", auth)
 	req.Header.Set("Accept", "application/json")
+	req.Header.Set(HeaderSerial, c.serial)
 	req.Header.Set("User-Agent", "flashgrab-wechatpay/1")
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -361,92 +381,4 @@ func (c *Client) Close(ctx context.Context, outTradeNo string) error {
 		MchID string `json:"mchid"`
 	}{c.cfg.MchID})
 	return err
-}
-
-// RefundRequest refunds part or all of a paid trade. OutRefundNo is the
-// idempotency key: repeating a request with the same one refunds once.
-type RefundRequest struct {
-	OutTradeNo  string
-	OutRefundNo string
-	RefundCents int64 // this refund, in fen
-	TotalCents  int64 // the trade's total, in fen
-	Reason      string
-}
-
-// RefundResult is WeChat Pay's answer to a refund.
-type RefundResult struct {
-	RefundID      string
-	OutRefundNo   string
-	OutTradeNo    string
-	TransactionID string
-	Status        string // SUCCESS, CLOSED, PROCESSING, ABNORMAL
-	RefundCents   int64
-	TotalCents    int64
-	CreateTime    time.Time
-	SuccessTime   time.Time
-}
-
-// Refund asks for a refund and returns its (often still PROCESSING) state.
-func (c *Client) Refund(ctx context.Context, r RefundRequest) (*RefundResult, error) {
-	if !outTradeNoRe.MatchString(r.OutTradeNo) {
-		return nil, fmt.Errorf("wechat: refund: out_trade_no %q must be 6-32 of [0-9A-Za-z_-|*]", r.OutTradeNo)
-	}
-	if !outRefundNoRe.MatchString(r.OutRefundNo) {
-		return nil, fmt.Errorf("wechat: refund %s: out_refund_no %q must be 1-64 of [0-9A-Za-z_-|*@]", r.OutTradeNo, r.OutRefundNo)
-	}
-	if r.RefundCents <= 0 || r.TotalCents <= 0 || r.RefundCents > r.TotalCents {
-		return nil, fmt.Errorf("wechat: refund %s: need 0 < refund %d <= total %d fen", r.OutTradeNo, r.RefundCents, r.TotalCents)
-	}
-	body := struct {
-		OutTradeNo  string `json:"out_trade_no"`
-		OutRefundNo string `json:"out_refund_no"`
-		Reason      string `json:"reason,omitempty"`
-		Amount      struct {
-			Refund   int64  `json:"refund"`
-			Total    int64  `json:"total"`
-			Currency string `json:"currency"`
-		} `json:"amount"`
-	}{OutTradeNo: r.OutTradeNo, OutRefundNo: r.OutRefundNo, Reason: r.Reason}
-	body.Amount.Refund, body.Amount.Total, body.Amount.Currency = r.RefundCents, r.TotalCents, "CNY"
-	_, raw, err := c.do(ctx, http.MethodPost, "/v3/refund/domestic/refunds", body)
-	if err != nil {
-		return nil, err
-	}
-	var w struct {
-		RefundID      string `json:"refund_id"`
-		OutRefundNo   string `json:"out_refund_no"`
-		OutTradeNo    string `json:"out_trade_no"`
-		TransactionID string `json:"transaction_id"`
-		Status        string `json:"status"`
-		CreateTime    string `json:"create_time"`
-		SuccessTime   string `json:"success_time"`
-		Amount        struct {
-			Refund *int64 `json:"refund"`
-			Total  *int64 `json:"total"`
-		} `json:"amount"`
-	}
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return nil, fmt.Errorf("wechat: refund %s/%s: %w: %v", r.OutTradeNo, r.OutRefundNo, ErrMalformed, err)
-	}
-	if w.RefundID == "" || w.Status == "" || w.Amount.Refund == nil || w.Amount.Total == nil || w.OutRefundNo != r.OutRefundNo {
-		return nil, fmt.Errorf("wechat: refund %s/%s: %w: answer lacks refund_id, status or amount, or names another refund", r.OutTradeNo, r.OutRefundNo, ErrMalformed)
-	}
-	res := &RefundResult{
-		RefundID: w.RefundID, OutRefundNo: w.OutRefundNo, OutTradeNo: w.OutTradeNo, TransactionID: w.TransactionID,
-		Status: w.Status, RefundCents: *w.Amount.Refund, TotalCents: *w.Amount.Total,
-	}
-	for _, f := range []struct {
-		s   string
-		dst *time.Time
-	}{{w.CreateTime, &res.CreateTime}, {w.SuccessTime, &res.SuccessTime}} {
-		if f.s == "" {
-			continue
-		}
-		t, err := time.Parse(time.RFC3339, f.s)
-		if err != nil {
-			return nil, fmt.Errorf("wechat: refund %s/%s: %w: time %q: %v", r.OutTradeNo, r.OutRefundNo, ErrMalformed, f.s, err)
-		}
-		*f.dst = t
-	}
-	return res, nil
 }

@@ -81,18 +81,49 @@ type notifyEnvelope struct {
 	} `json:"resource"`
 }
 
-// ParseNotify authenticates a payment notify and returns its transaction.
-//
-// Order matters and follows the provider's rules: the signature is checked
-// over the raw body before anything is parsed (probe → ErrProbe, timestamp
-// → ErrStale, serial/signature → ErrBadSignature); then the resource is
-// decrypted with the APIv3 key (ErrDecrypt) and parsed (ErrMalformed); then
-// mchid and appid must be ours (ErrWrongMerchant).
+// Event is a verified, decrypted notify: a payment (TRANSACTION.*) or a
+// refund (REFUND.SUCCESS, REFUND.ABNORMAL, REFUND.CLOSED). Exactly one of
+// Transaction and Refund is set.
+type Event struct {
+	ID          string
+	Type        string // event_type, e.g. TRANSACTION.SUCCESS, REFUND.ABNORMAL
+	Transaction *Transaction
+	Refund      *RefundResult
+}
+
+// ParseNotify authenticates a payment notify and returns its transaction; a
+// verified notify of another kind (a refund) gives ErrUnexpectedEvent. A
+// handler that takes refund notifies on the same URL uses ParseEvent.
 //
 // The caller still has to check that OutTradeNo is a known order, that
 // TotalCents equals the order's amount, that Paid is true, and must apply it
 // idempotently (duplicates arrive about a second apart) before answering 200/204.
 func (c *Client) ParseNotify(h NotifyHeader, body []byte) (*Transaction, error) {
+	ev, err := c.parseEvent(h, body, false)
+	if err != nil {
+		return nil, err
+	}
+	return ev.Transaction, nil
+}
+
+// ParseEvent authenticates a notify and returns its decrypted resource,
+// dispatched on resource.original_type ("transaction" or "refund").
+//
+// Order matters and follows the provider's rules: the signature is checked
+// over the raw body before anything is parsed (probe → ErrProbe, timestamp
+// → ErrStale, serial/signature → ErrBadSignature); then the resource is
+// decrypted with the APIv3 key (ErrDecrypt) and parsed (ErrMalformed); then
+// mchid (and a transaction's appid) must be ours (ErrWrongMerchant).
+//
+// For a refund the caller still has to check that OutRefundNo is a refund it
+// asked for and that RefundCents is what it asked, and apply the state
+// idempotently before acknowledging.
+func (c *Client) ParseEvent(h NotifyHeader, body []byte) (*Event, error) {
+	return c.parseEvent(h, body, true)
+}
+
+// parseEvent refuses a refund before decrypting it unless refunds are wanted.
+func (c *Client) parseEvent(h NotifyHeader, body []byte, refunds bool) (*Event, error) {
 	if len(body) > maxNotifyBody {
 		return nil, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrMalformed, len(body), maxNotifyBody)
 	}
@@ -107,7 +138,7 @@ func (c *Client) ParseNotify(h NotifyHeader, body []byte) (*Transaction, error) 
 		return nil, fmt.Errorf("%w: notify %q has no resource", ErrMalformed, env.ID)
 	}
 	r := env.Resource
-	if r.OriginalType != "transaction" {
+	if r.OriginalType != "transaction" && (!refunds || r.OriginalType != "refund") {
 		return nil, fmt.Errorf("%w: notify %q event %q original_type %q", ErrUnexpectedEvent, env.ID, env.EventType, r.OriginalType)
 	}
 	if r.Algorithm != "AEAD_AES_256_GCM" {
@@ -117,6 +148,19 @@ func (c *Client) ParseNotify(h NotifyHeader, body []byte) (*Transaction, error) 
 	if err != nil {
 		return nil, fmt.Errorf("notify %q: %w", env.ID, err)
 	}
+	ev := &Event{ID: env.ID, Type: env.EventType}
+	if r.OriginalType == "refund" {
+		rf, err := parseRefund(plain)
+		if err != nil {
+			return nil, fmt.Errorf("notify %q: %w", env.ID, err)
+		}
+		// A refund notify carries mchid but no appid.
+		if rf.MchID != c.cfg.MchID {
+			return nil, fmt.Errorf("notify %q: %w: refund %s has mchid %q", env.ID, ErrWrongMerchant, rf.OutRefundNo, rf.MchID)
+		}
+		ev.Refund = rf
+		return ev, nil
+	}
 	tx, err := parseTransaction(plain)
 	if err != nil {
 		return nil, fmt.Errorf("notify %q: %w", env.ID, err)
@@ -124,7 +168,8 @@ func (c *Client) ParseNotify(h NotifyHeader, body []byte) (*Transaction, error) 
 	if err := c.checkOurs(tx); err != nil {
 		return nil, fmt.Errorf("notify %q: %w", env.ID, err)
 	}
-	return tx, nil
+	ev.Transaction = tx
+	return ev, nil
 }
 
 // DecryptResource opens an AEAD_AES_256_GCM resource (notifies, platform

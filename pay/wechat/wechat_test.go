@@ -598,7 +598,13 @@ func TestResponsesAreVerified(t *testing.T) {
 }
 
 func TestCloseAndRefund(t *testing.T) {
+	requests := 0
 	cl, _ := newFake(t, func(w http.ResponseWriter, r *http.Request, body []byte) (int, []byte) {
+		requests++
+		// Public-key mode: WeChat Pay signs with the key the request names.
+		if got := r.Header.Get(HeaderSerial); got != pubKeyID {
+			t.Errorf("%s %s sent Wechatpay-Serial %q, want %q", r.Method, r.URL.Path, got, pubKeyID)
+		}
 		switch r.URL.Path {
 		case "/v3/pay/transactions/out-trade-no/FG20240101000001/close":
 			if string(body) != `{"mchid":"1900000109"}` {
@@ -609,12 +615,13 @@ func TestCloseAndRefund(t *testing.T) {
 			var m struct {
 				OutTradeNo  string `json:"out_trade_no"`
 				OutRefundNo string `json:"out_refund_no"`
+				NotifyURL   string `json:"notify_url"`
 				Amount      struct {
 					Refund, Total int64
 					Currency      string
 				}
 			}
-			if err := json.Unmarshal(body, &m); err != nil || m.Amount.Refund != 40 || m.Amount.Total != 100 || m.Amount.Currency != "CNY" {
+			if err := json.Unmarshal(body, &m); err != nil || m.Amount.Refund != 40 || m.Amount.Total != 100 || m.Amount.Currency != "CNY" || m.NotifyURL != testNotifyTo {
 				t.Errorf("refund body %s", body)
 			}
 			return 200, []byte(`{"refund_id":"50000000382019052709732678859","out_refund_no":"` + m.OutRefundNo +
@@ -634,5 +641,8 @@ func TestCloseAndRefund(t *testing.T) {
 	}
 	if _, err := cl.Refund(context.Background(), RefundRequest{OutTradeNo: "FG20240101000001", OutRefundNo: "RF1", RefundCents: 101, TotalCents: 100}); err == nil {
 		t.Fatal("refund above the total accepted")
+	}
+	if requests != 2 {
+		t.Fatalf("%d requests reached the server, want 2", requests)
 	}
 }
