@@ -41,8 +41,6 @@ const (
 	wxMaxAckBody    = 512
 	wxNotifyTimeout = 5 * time.Second // WeChat Pay expects an answer within 5 s
 	wxMaxSkew       = 5 * time.Minute
-	wxTokenLife     = 7200 * time.Second
-	wxTokenOverlap  = 5 * time.Minute
 	wxStaleBy       = 10 * time.Minute
 	wxBuyerOpenID   = "oSandboxBuyer15911111111"
 	// wxDevRefundAfter is how long a dev refund stays PROCESSING before the
@@ -68,9 +66,6 @@ type WeChatConfig struct {
 	HTTPClient *http.Client
 	// Now defaults to time.Now.
 	Now func() time.Time
-	// TokenSecret is the appsecret /cgi-bin/token accepts for AppID; empty
-	// refuses every fetch.
-	TokenSecret string
 	// RefundAfter is how long a refund stays PROCESSING before it settles by
 	// itself and its REFUND.* notify goes out (see HoldRefunds, SettleRefund).
 	RefundAfter time.Duration
@@ -83,8 +78,7 @@ type WeChatConfig struct {
 // merchant's notify endpoint. The sandbox signs with DevWeChatPubKeyID and
 // also holds a second, certificate-style serial that the client trusts, and
 // retries notifies on WeChat's schedule compressed a hundredfold (15 s →
-// 150 ms). For the access_token cache use wechat.TokenConfig{AppID:
-// client.AppID, Secret: sandbox.TokenSecret, BaseURL: host}.
+// 150 ms).
 func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 	var keys [3]*rsa.PrivateKey
 	for i := range keys {
@@ -111,12 +105,11 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 			SigningKeys:  map[string]*rsa.PrivateKey{DevWeChatPubKeyID: pubKeyKey, certSerial: certKey},
 			ActiveSerial: DevWeChatPubKeyID,
 			Retry:        Schedule{Delays: WeChatRetries, Scale: 0.01},
-			TokenSecret:  wxRandomHex(16),
 			RefundAfter:  wxDevRefundAfter / 100,
 		}, nil
 }
 
-// WeChat simulates WeChat Pay APIv3 and the access_token endpoint. It is an
+// WeChat simulates WeChat Pay APIv3. It is an
 // http.Handler serving, relative to wherever it is mounted (use
 // http.StripPrefix("/wechat", s) to serve it under /wechat/):
 //
@@ -125,8 +118,6 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 //	POST /v3/pay/transactions/out-trade-no/{no}/close      close (204)
 //	POST /v3/refund/domestic/refunds                        refund (PROCESSING), idempotent by out_refund_no
 //	GET  /v3/refund/domestic/refunds/{out_refund_no}        query a refund
-//	GET  /cgi-bin/token?grant_type=client_credential&appid=…&secret=…
-//	GET  /cgi-bin/getcallbackip?access_token=…              answers 40001/42001 for a dead token
 //	GET  /pay?out_trade_no=…   a cashier page; POST pays the trade (what code_url and h5_url point to)
 //
 // Every /v3 request must carry a valid Authorization header. Its signature
@@ -154,7 +145,6 @@ type WeChat struct {
 	seq     uint64
 	trades  map[string]*wxTrade  // by out_trade_no
 	refunds map[string]*wxRefund // by out_refund_no
-	tokens  wxTokens
 	// refundEnds is what a trade's refunds end in (SUCCESS when absent).
 	refundEnds map[string]string
 	// holdRefunds keeps new refunds PROCESSING until SettleRefund.
@@ -173,14 +163,6 @@ type wxTrade struct {
 	created, paidAt, expire   time.Time
 	refunded                  int64
 	delivery                  *notifyRun
-}
-
-// wxTokens is the access_token state: a new fetch replaces current and
-// leaves the previous one valid for a short overlap, as WeChat does.
-type wxTokens struct {
-	current, previous       string
-	currentExp, previousExp time.Time
-	fetches                 int
 }
 
 var errWxNoTrade = errors.New("no such trade")
@@ -491,16 +473,12 @@ func wxRequestTarget(r *http.Request) string {
 
 // ---- HTTP ----
 
-// ServeHTTP routes the APIv3 endpoints, the token endpoints and the cashier.
+// ServeHTTP routes the APIv3 endpoints and the cashier.
 func (s *WeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, wxMaxBody)
 	switch p := r.URL.Path; {
 	case strings.HasPrefix(p, "/v3/"):
 		s.serveV3(w, r)
-	case p == "/cgi-bin/token":
-		s.serveToken(w, r)
-	case p == "/cgi-bin/getcallbackip":
-		s.serveCallbackIP(w, r)
 	case p == "/pay":
 		s.servePay(w, r)
 	default:
@@ -797,87 +775,6 @@ func (s *WeChat) closeTrade(outTradeNo string, body []byte) (int, any) {
 	return http.StatusNoContent, nil
 }
 
-// ---- access_token ----
-
-// TokenFetches counts successful /cgi-bin/token fetches.
-func (s *WeChat) TokenFetches() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.tokens.fetches
-}
-
-// CheckToken says whether an access_token would be accepted now: nil, or a
-// *wechat.APIError with 42001 (expired) or 40001 (unknown or replaced and
-// past the overlap).
-func (s *WeChat) CheckToken(token string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	now := s.cfg.Now()
-	t := s.tokens
-	switch {
-	case token != "" && token == t.current && now.Before(t.currentExp):
-		return nil
-	case token != "" && token == t.previous && now.Before(t.previousExp):
-		return nil
-	case token != "" && (token == t.current || token == t.previous):
-		return &wechat.APIError{Code: wechat.ErrCodeTokenExpired, Message: "access_token expired"}
-	}
-	return &wechat.APIError{Code: wechat.ErrCodeInvalidCredential, Message: "invalid credential, access_token is invalid or not latest"}
-}
-
-func wxWriteAPIJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json; encoding=utf-8")
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func wxAPIErrorBody(code int, msg string) map[string]any {
-	return map[string]any{"errcode": code, "errmsg": msg}
-}
-
-// serveToken issues a 7200 s token. Like WeChat, a fetch replaces the
-// current token; the replaced one keeps working for a 5-minute overlap.
-func (s *WeChat) serveToken(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	switch {
-	case r.Method != http.MethodGet:
-		wxWriteAPIJSON(w, wxAPIErrorBody(43001, "require GET method"))
-		return
-	case q.Get("grant_type") != "client_credential":
-		wxWriteAPIJSON(w, wxAPIErrorBody(40002, "invalid grant_type"))
-		return
-	case q.Get("appid") != s.cfg.AppID:
-		wxWriteAPIJSON(w, wxAPIErrorBody(40013, "invalid appid"))
-		return
-	case s.cfg.TokenSecret == "" || q.Get("secret") != s.cfg.TokenSecret:
-		wxWriteAPIJSON(w, wxAPIErrorBody(wechat.ErrCodeInvalidCredential, "invalid credential, AppSecret error or access_token is invalid"))
-		return
-	}
-	s.mu.Lock()
-	now := s.cfg.Now()
-	t := &s.tokens
-	t.previous, t.previousExp = t.current, now.Add(wxTokenOverlap)
-	if t.currentExp.Before(t.previousExp) {
-		t.previousExp = t.currentExp
-	}
-	t.current, t.currentExp = wxRandomString(64), now.Add(wxTokenLife)
-	t.fetches++
-	tok := t.current
-	s.mu.Unlock()
-	wxWriteAPIJSON(w, map[string]any{"access_token": tok, "expires_in": int64(wxTokenLife / time.Second)})
-}
-
-// serveCallbackIP is a cheap authenticated Official Account API, there to
-// exercise a client's stale-token handling.
-func (s *WeChat) serveCallbackIP(w http.ResponseWriter, r *http.Request) {
-	if err := s.CheckToken(r.URL.Query().Get("access_token")); err != nil {
-		var e *wechat.APIError
-		errors.As(err, &e)
-		wxWriteAPIJSON(w, wxAPIErrorBody(e.Code, e.Message))
-		return
-	}
-	wxWriteAPIJSON(w, map[string]any{"ip_list": []string{"127.0.0.1"}})
-}
-
 // ---- cashier and pay endpoint ----
 
 var wxCashierPage = template.Must(template.New("cashier").Parse(`<!doctype html>
@@ -948,7 +845,7 @@ func wxExternalBase(r *http.Request) string {
 const wxAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 // wxRandomString returns n characters from [A-Za-z0-9] (the 12-character
-// GCM nonces, APIv3 keys and tokens). rand.Read never fails since Go 1.24.
+// GCM nonces and APIv3 keys). rand.Read never fails since Go 1.24.
 func wxRandomString(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

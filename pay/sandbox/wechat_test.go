@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/pay/wechat"
 )
 
@@ -23,7 +22,6 @@ const (
 	wxTestCertSerial = "5157F09EFDC096DE15EBE81A47057A7232F1B8E1"
 	wxTestPubKeyID   = "PUB_KEY_ID_0114232134912410000000000000"
 	wxTestAPIv3Key   = "sandboxAPIv3Key_0123456789abcdef"
-	wxTestSecret     = "sandbox-app-secret"
 )
 
 // wxFastRetry compresses WeChat's schedule a millionfold (15 s → 15 µs).
@@ -139,7 +137,7 @@ func newWxEnv(t *testing.T, retry Schedule) *wxEnv {
 		AppID: DevWeChatAppID, MchID: DevWeChatMchID, APIv3Key: wxTestAPIv3Key,
 		MerchantKeys: map[string]*rsa.PublicKey{wxTestMchSerial: &k.merchant.PublicKey},
 		SigningKeys:  map[string]*rsa.PrivateKey{wxTestPubKeyID: k.pubKey, wxTestCertSerial: k.cert},
-		ActiveSerial: wxTestPubKeyID, Retry: retry, Now: clock.Now, TokenSecret: wxTestSecret,
+		ActiveSerial: wxTestPubKeyID, Retry: retry, Now: clock.Now,
 	}, e.wallets)
 	t.Cleanup(e.sb.Close)
 	mux := http.NewServeMux()
@@ -775,65 +773,6 @@ func TestWeChatCloseStopsDelivery(t *testing.T) {
 	}
 }
 
-func TestWeChatAccessToken(t *testing.T) {
-	e := newWxEnv(t, wxFastRetry)
-	rdb, prefix := testenv.Redis(t) // deletes prefix:* afterwards
-	ctx := context.Background()
-	key := prefix + ":wechat:token"
-	ts, err := wechat.NewTokenSource(wechat.TokenConfig{AppID: DevWeChatAppID, Secret: wxTestSecret, BaseURL: e.base, Redis: rdb, Key: key, Now: e.clock.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := ts.Token(ctx)
-	if err != nil || e.sb.CheckToken(tok) != nil || e.sb.TokenFetches() != 1 {
-		t.Fatalf("token %q, %v; check %v; %d fetches", tok, err, e.sb.CheckToken(tok), e.sb.TokenFetches())
-	}
-	// callbackIPs is a downstream call through the sandbox's Official Account API.
-	callbackIPs := func(token string) error {
-		resp, err := http.Get(e.base + "/cgi-bin/getcallbackip?access_token=" + token)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return wechat.ParseAPIError(body)
-	}
-
-	// Someone else fetches: ours survives the 5-minute overlap, then dies.
-	resp, err := http.Get(e.base + "/cgi-bin/token?grant_type=client_credential&appid=" + DevWeChatAppID + "&secret=" + wxTestSecret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if err := callbackIPs(tok); err != nil {
-		t.Fatalf("replaced token within the overlap: %v", err)
-	}
-	e.clock.Advance(6 * time.Minute)
-	if err := callbackIPs(tok); !wechat.IsStaleToken(err) {
-		t.Fatalf("replaced token after the overlap: %v", err)
-	}
-	calls := 0
-	if err := ts.Do(ctx, func(token string) error { calls++; return callbackIPs(token) }); err != nil {
-		t.Fatal(err)
-	}
-	if calls != 2 || e.sb.TokenFetches() != 3 {
-		t.Fatalf("%d calls, %d fetches; want one stale call, one refresh, one retry", calls, e.sb.TokenFetches())
-	}
-
-	// Tokens expire after 7200 s.
-	tok, _ = ts.Token(ctx)
-	e.clock.Advance(7201 * time.Second)
-	var apiErr *wechat.APIError
-	if err := e.sb.CheckToken(tok); !errors.As(err, &apiErr) || apiErr.Code != wechat.ErrCodeTokenExpired {
-		t.Fatalf("expired token: %v", err)
-	}
-
-	wrong, _ := wechat.NewTokenSource(wechat.TokenConfig{AppID: DevWeChatAppID, Secret: "nope", BaseURL: e.base, Redis: rdb, Key: key + ":wrong"})
-	if _, err := wrong.Token(ctx); !errors.As(err, &apiErr) || apiErr.Code != wechat.ErrCodeInvalidCredential {
-		t.Fatalf("wrong secret: %v", err)
-	}
-}
-
 func TestDevWeChatPairsKeys(t *testing.T) {
 	mux := http.NewServeMux()
 	srv := httptest.NewServer(mux)
@@ -861,7 +800,7 @@ func TestDevWeChatPairsKeys(t *testing.T) {
 			t.Fatalf("serial %s: %v", serial, err)
 		}
 	}
-	if len(sbCfg.SigningKeys) != 2 || sbCfg.ActiveSerial != DevWeChatPubKeyID || sbCfg.TokenSecret == "" {
+	if len(sbCfg.SigningKeys) != 2 || sbCfg.ActiveSerial != DevWeChatPubKeyID {
 		t.Fatalf("dev sandbox config %+v", sbCfg)
 	}
 }

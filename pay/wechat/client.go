@@ -1,7 +1,7 @@
 // Package wechat is a thin WeChat Pay APIv3 client built on the standard
 // library's crypto: WECHATPAY2-SHA256-RSA2048 request signing, verification of
-// every response and notify over the raw body, AEAD_AES_256_GCM notify
-// decryption, and the Official Account access_token cache (token.go).
+// every response and notify over the raw body, and AEAD_AES_256_GCM notify
+// decryption.
 //
 // Signed URL rule: the URL in the request signature is the request-target
 // exactly as it goes on the wire, i.e. the path of Config.Host followed by the
