@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"errors"
@@ -26,7 +26,7 @@ var (
 // WritePlot draws the report's latency as an image at path: on top, p50, p99
 // and max over the run; below, the percentile curve. The format follows the
 // file extension (png, jpg, svg, pdf, eps, tif; png if there is none).
-func WritePlot(r *Report, path string) error {
+func (r *Report) WritePlot(path string) error {
 	if r.Requests == 0 || len(r.Percentiles) == 0 {
 		return errors.New("plot: the report has no latency samples")
 	}
@@ -68,12 +68,12 @@ func WritePlot(r *Report, path string) error {
 }
 
 // ms converts a latency to the plots' unit.
-func plotMS(d time.Duration) float64 {
+func ms(d time.Duration) float64 {
 	return float64(d) / float64(time.Millisecond)
 }
 
 // title names the run in the plot's title.
-func plotTitle(r *Report, what string) string {
+func title(r *Report, what string) string {
 	mode := "closed loop"
 	if r.Mode == ModeOpen {
 		mode = fmt.Sprintf("open loop %d req/s", r.Rate)
@@ -84,7 +84,7 @@ func plotTitle(r *Report, what string) string {
 // timelinePlot draws p50, p99 and max per interval.
 func timelinePlot(r *Report) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = plotTitle(r, "latency over time")
+	p.Title.Text = title(r, "latency over time")
 	p.X.Label.Text = "time since start (s)"
 	p.Y.Label.Text = "latency (ms)"
 	p.Y.Min = 0
@@ -104,7 +104,7 @@ func timelinePlot(r *Report) (*plot.Plot, error) {
 			if iv.Requests == 0 {
 				continue
 			}
-			xys = append(xys, plotter.XY{X: iv.Start.Seconds(), Y: plotMS(s.get(iv))})
+			xys = append(xys, plotter.XY{X: iv.Start.Seconds(), Y: ms(s.get(iv))})
 		}
 		if len(xys) == 0 {
 			continue
@@ -133,7 +133,7 @@ var percentileTicks = plot.ConstantTicks{
 // percentilePlot draws the latency percentile curve, marking p50, p99 and the max.
 func percentilePlot(r *Report) (*plot.Plot, error) {
 	p := plot.New()
-	p.Title.Text = plotTitle(r, "latency by percentile")
+	p.Title.Text = title(r, "latency by percentile")
 	p.X.Label.Text = "percentile"
 	p.Y.Label.Text = "latency (ms)"
 	p.Y.Min = 0
@@ -145,10 +145,10 @@ func percentilePlot(r *Report) (*plot.Plot, error) {
 		if pt.Percentile >= 100 {
 			continue // 1/(1-q) is infinite; the max is drawn as a line instead
 		}
-		xys = append(xys, plotter.XY{X: 1 / (1 - pt.Percentile/100), Y: plotMS(pt.Latency)})
+		xys = append(xys, plotter.XY{X: 1 / (1 - pt.Percentile/100), Y: ms(pt.Latency)})
 	}
 	if len(xys) == 0 {
-		xys = plotter.XYs{{X: 1, Y: plotMS(r.Latency.Max)}}
+		xys = plotter.XYs{{X: 1, Y: ms(r.Latency.Max)}}
 	}
 	l, err := plotter.NewLine(xys)
 	if err != nil {
@@ -163,7 +163,7 @@ func percentilePlot(r *Report) (*plot.Plot, error) {
 		col  color.Color
 		v    time.Duration
 	}{{"p50", colorP50, r.Latency.P50}, {"p99", colorP99, r.Latency.P99}, {"max", colorMax, r.Latency.Max}} {
-		h, err := plotter.NewLine(plotter.XYs{{X: 1, Y: plotMS(m.v)}, {X: xmax, Y: plotMS(m.v)}})
+		h, err := plotter.NewLine(plotter.XYs{{X: 1, Y: ms(m.v)}, {X: xmax, Y: ms(m.v)}})
 		if err != nil {
 			return nil, fmt.Errorf("plot: %s line: %w", m.name, err)
 		}
