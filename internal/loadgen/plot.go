@@ -72,23 +72,26 @@ func ms(d time.Duration) float64 {
 	return float64(d) / float64(time.Millisecond)
 }
 
-// title names the run in the plot's title.
-func title(r *Report, what string) string {
+// newPlot starts a latency panel: a title naming the run and what the panel
+// shows, the axis labels, a grid, and latency from 0 so that panels of
+// different runs compare by eye.
+func newPlot(r *Report, what, xLabel string) *plot.Plot {
 	mode := "closed loop"
 	if r.Mode == ModeOpen {
 		mode = fmt.Sprintf("open loop %d req/s", r.Rate)
 	}
-	return fmt.Sprintf("flashgrab load — %s, %s, %d workers — %s", r.Scenario, mode, r.Concurrency, what)
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("flashgrab load — %s, %s, %d workers — %s", r.Scenario, mode, r.Concurrency, what)
+	p.X.Label.Text = xLabel
+	p.Y.Label.Text = "latency (ms)"
+	p.Y.Min = 0
+	p.Add(plotter.NewGrid())
+	return p
 }
 
 // timelinePlot draws p50, p99 and max per interval.
 func timelinePlot(r *Report) (*plot.Plot, error) {
-	p := plot.New()
-	p.Title.Text = title(r, "latency over time")
-	p.X.Label.Text = "time since start (s)"
-	p.Y.Label.Text = "latency (ms)"
-	p.Y.Min = 0
-	p.Add(plotter.NewGrid())
+	p := newPlot(r, "latency over time", "time since start (s)")
 	series := []struct {
 		name string
 		col  color.Color
@@ -132,14 +135,9 @@ var percentileTicks = plot.ConstantTicks{
 
 // percentilePlot draws the latency percentile curve, marking p50, p99 and the max.
 func percentilePlot(r *Report) (*plot.Plot, error) {
-	p := plot.New()
-	p.Title.Text = title(r, "latency by percentile")
-	p.X.Label.Text = "percentile"
-	p.Y.Label.Text = "latency (ms)"
-	p.Y.Min = 0
+	p := newPlot(r, "latency by percentile", "percentile")
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = percentileTicks
-	p.Add(plotter.NewGrid())
 	var xys plotter.XYs
 	for _, pt := range r.Percentiles {
 		if pt.Percentile >= 100 {
