@@ -69,8 +69,8 @@ lint: ## gofmt lists nothing, go vet, go mod tidy -diff, deadcode (.ci/deadcode.
 	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	@GO=$(GO) bash .ci/deadcode.sh
 
-bench: services ## end-to-end benchmarks in ./bench/ (BENCH=regexp, BENCHTIME=2s)
-	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -timeout $(BENCH_TIMEOUT) ./bench/
+bench: services ## end-to-end benchmarks in ./bench/ and the load generator's (BENCH=regexp, BENCHTIME=2s)
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -timeout $(BENCH_TIMEOUT) ./bench/ ./internal/loadgen/
 
 # One -fuzz target per `go test` invocation: Go refuses to fuzz several at once. A -fuzz that
 # matches nothing passes silently, so first make sure the target exists.

@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/scripts"
 )
 
@@ -25,15 +26,15 @@ import (
 //	http-constant   a fasthttp handler answering a constant, same client and requests
 //	http-packet     HTTP grabs of red packets (1,000 shares each), every grab a win
 //
-// Every case runs gbConcurrency requests at once and reports grabs/s and the
-// p50 and p99 latency in microseconds.
+// Every case keeps concurrency (96) requests in flight and reports grabs/s
+// and the p50 and p99 latency in microseconds.
 func BenchmarkGrab(b *testing.B) {
-	env := newGBEnv(b)
+	env := newHarness(b)
 	coalesced := env.startServer(b, engine.Config{})
 	perCall := env.startServer(b, engine.Config{NoCoalesce: true})
-	constant := gbServe(b, gbConstantServer())
+	constant := testenv.Serve(b, constantServer())
 	saleSeq := 0
-	newSale := func(srv *gbServer, stock, limit int64) string {
+	newSale := func(srv *server, stock, limit int64) string {
 		saleSeq++
 		id := "bench" + strconv.Itoa(saleSeq)
 		srv.createSale(b, id, stock, limit)
@@ -78,7 +79,7 @@ func BenchmarkGrab(b *testing.B) {
 // rawScript is a worker calling the sale grab script directly, once per
 // user, through go-redis EVALSHA: what the engine would do without HTTP and
 // without coalescing. Every call must win.
-func (env *gbEnv) rawScript(b *testing.B, sale string) gbWorker {
+func (env *harness) rawScript(b *testing.B, sale string) worker {
 	script := redis.NewScript(scripts.SaleGrab)
 	if err := script.Load(context.Background(), env.rdb).Err(); err != nil {
 		b.Fatal(err)
@@ -86,12 +87,12 @@ func (env *gbEnv) rawScript(b *testing.B, sale string) gbWorker {
 	ks := engine.Keyspace{Prefix: env.prefix, Partitions: engine.DefaultPartitions}
 	p := ks.Partition(sale)
 	ids := engine.NewIDs(1023) // a node number no engine of the run claims
-	return func() gbOp {
+	return func() op {
 		ctx := context.Background()
 		return func(n int64) error {
 			oid := strconv.FormatInt(ids.Next(), 10) + "-" + strconv.Itoa(p)
 			keys := []string{ks.Sale(p, sale), ks.Buyers(p, sale), ks.Events(p), ks.Order(p, oid)}
-			v, err := env.rdb.EvalSha(ctx, script.Hash(), keys, sale, engine.DefaultRetention.Milliseconds(), "u"+strconv.FormatInt(n%gbUsers, 10),
+			v, err := env.rdb.EvalSha(ctx, script.Hash(), keys, sale, engine.DefaultRetention.Milliseconds(), "u"+strconv.FormatInt(n%users, 10),
 				"k"+strconv.FormatInt(env.keySeq.Add(1), 10), 1, oid).Slice()
 			if err != nil {
 				return err
@@ -108,7 +109,7 @@ func (env *gbEnv) rawScript(b *testing.B, sale string) gbWorker {
 // b.N/1000+1 random packets of 1,000 shares, each share won by a distinct
 // user. The packets are published straight through the engine: funding them
 // in MySQL is not what this measures.
-func (env *gbEnv) packetGrab(b *testing.B, srv *gbServer) gbWorker {
+func (env *harness) packetGrab(b *testing.B, srv *server) worker {
 	const shares = engine.MaxPacketCount
 	ids := make([]string, b.N/shares+1)
 	for i := range ids {
@@ -121,9 +122,9 @@ func (env *gbEnv) packetGrab(b *testing.B, srv *gbServer) gbWorker {
 		}
 		ids[i] = pk.ID
 	}
-	hc := gbClient(srv.addr)
+	hc := newClient(srv.addr)
 	base := "http://" + srv.addr + "/v1/packets/"
-	return func() gbOp {
+	return func() op {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		req.Header.SetMethod(fasthttp.MethodPost)
 		var uri []byte
@@ -143,9 +144,9 @@ func (env *gbEnv) packetGrab(b *testing.B, srv *gbServer) gbWorker {
 	}
 }
 
-// gbConstantServer answers every request with the body of a sold-out grab,
+// constantServer answers every request with the body of a sold-out grab,
 // with the same server settings as the API's: the floor under any handler.
-func gbConstantServer() *fasthttp.Server {
+func constantServer() *fasthttp.Server {
 	body := []byte(`{"error":{"code":"sold_out","message":"sale x: sold out"}}`)
 	return &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {

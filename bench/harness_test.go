@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"runtime"
 	"strconv"
 	"strings"
@@ -30,18 +29,19 @@ import (
 // fasthttp clients hammering from b.RunParallel with per-request latency in
 // HDR histograms.
 
-// gbConcurrency is how many requests are in flight at once in every case,
+// concurrency is how many requests are in flight at once in every case,
 // so that each baseline runs at the same concurrency as what it is compared
 // with.
-const gbConcurrency = 96
+const concurrency = 96
 
-// gbUsers is how many distinct users the requests rotate over.
-const gbUsers = 2048
+// users is how many distinct users the requests rotate over.
+const users = 2048
 
-var gbSecret = []byte("bench-secret")
+// secret signs the users' tokens and is the servers' JWT secret.
+var secret = []byte("bench-secret")
 
-// gbEnv is what every case of a benchmark run shares.
-type gbEnv struct {
+// harness is what every case of a benchmark run shares.
+type harness struct {
 	rdb    *redis.Client
 	prefix string
 	books  *settle.Books
@@ -49,19 +49,21 @@ type gbEnv struct {
 	keySeq atomic.Int64
 }
 
-func newGBEnv(b *testing.B) *gbEnv {
+// newHarness prepares the run's Redis prefix, its MySQL database with the
+// schema, and a token per user.
+func newHarness(b *testing.B) *harness {
 	b.Helper()
 	_, prefix := testenv.Redis(b) // its cleanup removes every key under prefix
 	// A pool as wide as the concurrency, so the one-call-per-user baselines
 	// never queue for a connection.
-	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), PoolSize: 2 * gbConcurrency})
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.RedisAddr(), PoolSize: 2 * concurrency})
 	b.Cleanup(func() { rdb.Close() })
 	db, _ := testenv.MySQL(b)
 	if err := settle.Migrate(context.Background(), db); err != nil {
 		b.Fatal(err)
 	}
-	env := &gbEnv{rdb: rdb, prefix: prefix, books: &settle.Books{DB: db}, tokens: make([]string, gbUsers)}
-	auth := api.Auth{Secret: gbSecret}
+	env := &harness{rdb: rdb, prefix: prefix, books: &settle.Books{DB: db}, tokens: make([]string, users)}
+	auth := api.Auth{Secret: secret}
 	for i := range env.tokens {
 		tok, err := auth.Mint("u"+strconv.Itoa(i), false, time.Hour)
 		if err != nil {
@@ -74,7 +76,7 @@ func newGBEnv(b *testing.B) *gbEnv {
 
 // purge removes every key of the run, so that orders and stream entries of
 // one case do not weigh on the next.
-func (env *gbEnv) purge(b *testing.B) {
+func (env *harness) purge(b *testing.B) {
 	b.Helper()
 	ctx := context.Background()
 	iter := env.rdb.Scan(ctx, 0, env.prefix+":*", 1000).Iterator()
@@ -98,39 +100,27 @@ func (env *gbEnv) purge(b *testing.B) {
 	}
 }
 
-// gbServer is one in-process API server.
-type gbServer struct {
+// server is one in-process API server.
+type server struct {
 	eng  *engine.Engine
 	addr string
 }
 
 // startServer runs an api.Server with an engine configured by cfg (Redis
 // and keys are filled in) on a loopback TCP port.
-func (env *gbEnv) startServer(b *testing.B, cfg engine.Config) *gbServer {
+func (env *harness) startServer(b *testing.B, cfg engine.Config) *server {
 	b.Helper()
 	cfg.Redis, cfg.Keys = env.rdb, engine.Keyspace{Prefix: env.prefix, Partitions: engine.DefaultPartitions}
 	eng, err := engine.New(context.Background(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &api.Server{Engine: eng, Books: env.books, Auth: api.Auth{Secret: gbSecret}}
-	return &gbServer{eng: eng, addr: gbServe(b, srv.HTTPServer())}
-}
-
-// gbServe serves hs on a free loopback port until the benchmark ends.
-func gbServe(b *testing.B, hs *fasthttp.Server) string {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = hs.Serve(ln) }()
-	b.Cleanup(func() { _ = hs.Shutdown() })
-	return ln.Addr().String()
+	srv := &api.Server{Engine: eng, Books: env.books, Auth: api.Auth{Secret: secret}}
+	return &server{eng: eng, addr: testenv.Serve(b, srv.HTTPServer())}
 }
 
 // createSale makes an open sale through the engine.
-func (s *gbServer) createSale(b *testing.B, id string, stock, limit int64) {
+func (s *server) createSale(b *testing.B, id string, stock, limit int64) {
 	b.Helper()
 	now := time.Now()
 	if _, err := s.eng.CreateSale(context.Background(), engine.Sale{ID: id, MerchantID: "m", PriceCents: 100,
@@ -139,23 +129,23 @@ func (s *gbServer) createSale(b *testing.B, id string, stock, limit int64) {
 	}
 }
 
-// gbClient returns a fasthttp client for addr with a connection per worker.
-func gbClient(addr string) *fasthttp.HostClient {
-	return &fasthttp.HostClient{Addr: addr, MaxConns: 2 * gbConcurrency, ReadTimeout: 10 * time.Second,
+// newClient returns a fasthttp client for addr with a connection per worker.
+func newClient(addr string) *fasthttp.HostClient {
+	return &fasthttp.HostClient{Addr: addr, MaxConns: 2 * concurrency, ReadTimeout: 10 * time.Second,
 		WriteTimeout: 10 * time.Second, MaxIdleConnDuration: time.Minute}
 }
 
-// gbOp is one request of a case: it does its work and says whether the
+// op is one request of a case: it does its work and says whether the
 // answer was the expected one.
-type gbOp func(n int64) error
+type op func(n int64) error
 
-// gbWorker builds one worker's op; it runs once per goroutine, so ops can
+// worker builds one worker's op; it runs once per goroutine, so ops can
 // keep their own reusable request and response.
-type gbWorker func() gbOp
+type worker func() op
 
 // redisCPU returns the CPU seconds Redis has used (INFO cpu), or -1 when
 // it cannot tell.
-func (env *gbEnv) redisCPU() float64 {
+func (env *harness) redisCPU() float64 {
 	info, err := env.rdb.Info(context.Background(), "cpu").Result()
 	if err != nil {
 		return -1
@@ -174,18 +164,18 @@ func (env *gbEnv) redisCPU() float64 {
 	return total
 }
 
-// hammer runs b.N ops at gbConcurrency and reports throughput, latency
+// hammer runs b.N ops at concurrency and reports throughput, latency
 // percentiles, and the CPU time per op of Redis and of this process (server
 // and clients). Everything shares the machine's cores, so CPU per op is the
 // steadier figure when other work competes for them. Every op's answer is
 // checked; a wrong one fails the case.
-func (env *gbEnv) hammer(b *testing.B, worker gbWorker) {
+func (env *harness) hammer(b *testing.B, newOp worker) {
 	b.Helper()
-	par := (gbConcurrency + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
+	par := (concurrency + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
 	b.SetParallelism(par)
 	var (
 		mu     sync.Mutex
-		merged = gbHistogram()
+		merged = newHistogram()
 		seq    atomic.Int64
 		failed atomic.Int64
 		first  atomic.Value
@@ -195,11 +185,11 @@ func (env *gbEnv) hammer(b *testing.B, worker gbWorker) {
 	b.ResetTimer()
 	start := time.Now()
 	b.RunParallel(func(pb *testing.PB) {
-		op := worker()
-		h := gbHistogram()
+		do := newOp()
+		h := newHistogram()
 		for pb.Next() {
 			t0 := time.Now()
-			err := op(seq.Add(1))
+			err := do(seq.Add(1))
 			_ = h.RecordValue(time.Since(t0).Microseconds())
 			if err != nil && failed.Add(1) == 1 {
 				first.Store(err)
@@ -234,22 +224,22 @@ func processCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// gbHistogram records latencies from 1 µs to 60 s at 3 significant digits.
-func gbHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
+// newHistogram records latencies from 1 µs to 60 s at 3 significant digits.
+func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(1, 60_000_000, 3) }
 
 // httpGrab is a worker posting grabs of path, rotating the users; withKey
 // gives every request its own Idempotency-Key (a new purchase each time).
 // want is the status every answer must have.
-func (env *gbEnv) httpGrab(addr, path string, withKey bool, want int) gbWorker {
-	hc := gbClient(addr)
+func (env *harness) httpGrab(addr, path string, withKey bool, want int) worker {
+	hc := newClient(addr)
 	uri := "http://" + addr + path
-	return func() gbOp {
+	return func() op {
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		req.SetRequestURI(uri)
 		req.Header.SetMethod(fasthttp.MethodPost)
 		var key []byte
 		return func(n int64) error {
-			req.Header.Set("Authorization", env.tokens[n%gbUsers])
+			req.Header.Set("Authorization", env.tokens[n%users])
 			if withKey {
 				key = strconv.AppendInt(append(key[:0], 'k'), env.keySeq.Add(1), 10)
 				req.Header.SetBytesV("Idempotency-Key", key)
@@ -266,7 +256,7 @@ func (env *gbEnv) httpGrab(addr, path string, withKey bool, want int) gbWorker {
 }
 
 // awaitSoldOutMark grabs until srv's sold-out mark answers for the sale.
-func awaitSoldOutMark(b *testing.B, srv *gbServer, sale string) {
+func awaitSoldOutMark(b *testing.B, srv *server, sale string) {
 	b.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for i := 0; ; i++ {

@@ -10,11 +10,11 @@ import (
 
 	"github.com/urfave/cli/v3"
 
-	"github.com/flashgrab/flashgrab/bench"
+	"github.com/flashgrab/flashgrab/internal/loadgen"
 )
 
-// loadCommand is `flashgrab load`: load for a running server, measured with
-// the bench package's generator.
+// loadCommand is `flashgrab load`: load for a running server, generated and
+// measured by package loadgen.
 func loadCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "load",
@@ -27,8 +27,8 @@ func loadCommand() *cli.Command {
 				Usage: "base URL of the flashgrab server"},
 			&cli.StringFlag{Name: "secret", Aliases: []string{"jwt-secret"}, Sources: cli.EnvVars("FLASHGRAB_JWT_SECRET"),
 				Usage: "HS256 secret of the server, to mint admin and user tokens"},
-			&cli.StringFlag{Name: "scenario", Value: bench.ScenarioSale,
-				Usage: "one of " + strings.Join(bench.Scenarios, ", ")},
+			&cli.StringFlag{Name: "scenario", Value: loadgen.ScenarioSale,
+				Usage: "one of " + strings.Join(loadgen.Scenarios, ", ")},
 			&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64,
 				Usage: "workers (and connections), each with one request in flight"},
 			&cli.DurationFlag{Name: "duration", Aliases: []string{"d"}, Value: 10 * time.Second,
@@ -38,8 +38,8 @@ func loadCommand() *cli.Command {
 			&cli.IntFlag{Name: "users", Value: 10_000, Usage: "distinct user ids the requests rotate over"},
 			&cli.Int64Flag{Name: "stock",
 				Usage: fmt.Sprintf("sale stock (sale: default %d, soldout: default %d) or packet shares (packet: default %d)",
-					bench.DefaultSaleStock, bench.DefaultSoldOutStock, bench.DefaultPacketShares)},
-			&cli.DurationFlag{Name: "timeout", Value: bench.DefaultTimeout, Usage: "per-request timeout"},
+					loadgen.DefaultSaleStock, loadgen.DefaultSoldOutStock, loadgen.DefaultPacketShares)},
+			&cli.DurationFlag{Name: "timeout", Value: loadgen.DefaultTimeout, Usage: "per-request timeout"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "write a latency plot to this file (.png, .svg or .pdf)"},
 			&cli.BoolFlag{Name: "no-progress", Usage: "do not show a progress bar on stderr"},
@@ -55,7 +55,7 @@ func loadAction(ctx context.Context, cmd *cli.Command) error {
 	if secret == "" {
 		return errors.New("load: no secret: set FLASHGRAB_JWT_SECRET or --secret")
 	}
-	cfg := bench.LoadConfig{
+	cfg := loadgen.Config{
 		BaseURL:     cmd.String("url"),
 		JWTSecret:   []byte(secret),
 		Scenario:    cmd.String("scenario"),
@@ -69,7 +69,7 @@ func loadAction(ctx context.Context, cmd *cli.Command) error {
 	if !cmd.Bool("no-progress") {
 		cfg.Progress = os.Stderr
 	}
-	rep, err := bench.RunLoad(ctx, cfg)
+	rep, err := loadgen.Run(ctx, cfg)
 	if err != nil {
 		return err
 	}
@@ -82,7 +82,7 @@ func loadAction(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	if path := cmd.String("plot"); path != "" {
-		if err := bench.WritePlot(rep, path); err != nil {
+		if err := rep.WritePlot(path); err != nil {
 			return err
 		}
 		fmt.Fprintln(os.Stderr, "latency plot written to", path)

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"encoding/json"
@@ -14,13 +14,13 @@ import (
 
 // client talks to one flashgrab server. The hot loop uses hc directly with
 // reused requests; call is the convenient, allocating form for set-up.
-type loadClient struct {
+type client struct {
 	hc   *fasthttp.HostClient
 	base string // scheme://host:port[/prefix], no trailing slash
 }
 
 // newClient prepares a client for baseURL that keeps up to conns connections.
-func newLoadClient(baseURL string, conns int, timeout time.Duration) (*loadClient, error) {
+func newClient(baseURL string, conns int, timeout time.Duration) (*client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil {
 		return nil, fmt.Errorf("load: parse url %q: %w", baseURL, err)
@@ -54,7 +54,7 @@ func newLoadClient(baseURL string, conns int, timeout time.Duration) (*loadClien
 		MaxIdleConnDuration: time.Minute,
 	}
 	base := u.Scheme + "://" + hc.Addr + strings.TrimSuffix(u.EscapedPath(), "/")
-	return &loadClient{hc: hc, base: base}, nil
+	return &client{hc: hc, base: base}, nil
 }
 
 // statusError is a non-2xx answer to a set-up call.
@@ -72,7 +72,8 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("%s: HTTP %d %s: %s", e.Op, e.Status, e.Code, e.Message)
 }
 
-// errorCode returns the API error code of err if it is a statusError.
+// statusOf returns the HTTP status and API error code of err if it is a
+// statusError, and 0 and "" otherwise.
 func statusOf(err error) (int, string) {
 	var se *statusError
 	if errors.As(err, &se) {
@@ -83,7 +84,7 @@ func statusOf(err error) (int, string) {
 
 // call sends one JSON request and decodes a 2xx answer into out (if not nil).
 // idemKey, when set, goes in the Idempotency-Key header.
-func (c *loadClient) call(method, path, token, idemKey string, in, out any) error {
+func (c *client) call(method, path, token, idemKey string, in, out any) error {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -115,20 +116,20 @@ func (c *loadClient) call(method, path, token, idemKey string, in, out any) erro
 		if json.Unmarshal(resp.Body(), &e) == nil && e.Error.Code != "" {
 			se.Code, se.Message = e.Error.Code, e.Error.Message
 		} else {
-			se.Message = truncateMsg(string(resp.Body()), 200)
+			se.Message = truncate(string(resp.Body()), 200)
 		}
 		return se
 	}
 	if out != nil {
 		if err := json.Unmarshal(resp.Body(), out); err != nil {
-			return fmt.Errorf("%s: decode answer %s: %w", op, truncateMsg(string(resp.Body()), 200), err)
+			return fmt.Errorf("%s: decode answer %s: %w", op, truncate(string(resp.Body()), 200), err)
 		}
 	}
 	return nil
 }
 
 // truncate shortens s to at most n bytes for messages.
-func truncateMsg(s string, n int) string {
+func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"bytes"
@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"image/png"
-	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -21,15 +20,16 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
-var loadTestSecret = []byte("load-test-secret")
+var testSecret = []byte("load-test-secret")
 
-// loadStub implements just enough of the flashgrab API for the load generator:
+// stub implements just enough of the flashgrab API for the load generator:
 // sales that answer sold_out after a fixed number of wins, packets with a
 // share count and one grab per user, and an admin credit. It checks the
 // tokens and idempotency keys the generator sends.
-type loadStub struct {
+type stub struct {
 	t    *testing.T
 	auth api.Auth
 	// winCap, if > 0, caps the wins of every sale below its stock.
@@ -40,44 +40,43 @@ type loadStub struct {
 	dupKeys    atomic.Int64
 	idemKeys   sync.Map
 	mu         sync.Mutex
-	sales      map[string]*loadStubSale
-	packets    map[string]*loadStubPacket
+	sales      map[string]*stubSale
+	packets    map[string]*stubPacket
 	credited   int64
 	firstGrabs chan struct{} // closed after 50 grabs, for the cancellation test
 	closeOnce  sync.Once
 }
 
-type loadStubSale struct {
+// stubSale is a sale of the stub: it grants wins while wins < stock.
+type stubSale struct {
 	stock int64
 	wins  int64
 }
 
-type loadStubPacket struct {
+// stubPacket is a packet of the stub: count shares, one per owner.
+type stubPacket struct {
 	count  int
 	owners map[string]bool
 }
 
-func newLoadStub(t *testing.T, winCap int64) (*loadStub, string) {
-	s := &loadStub{
-		t: t, auth: api.Auth{Secret: loadTestSecret}, winCap: winCap,
-		sales: map[string]*loadStubSale{}, packets: map[string]*loadStubPacket{}, firstGrabs: make(chan struct{}),
+// newStub serves a stub on loopback until t ends and returns it with its
+// base URL; winCap is as in stub.winCap.
+func newStub(t *testing.T, winCap int64) (*stub, string) {
+	s := &stub{
+		t: t, auth: api.Auth{Secret: testSecret}, winCap: winCap,
+		sales: map[string]*stubSale{}, packets: map[string]*stubPacket{}, firstGrabs: make(chan struct{}),
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: s.handle}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return s, "http://" + ln.Addr().String()
+	return s, "http://" + testenv.Serve(t, &fasthttp.Server{Handler: s.handle})
 }
 
-func (s *loadStub) fail(ctx *fasthttp.RequestCtx, status int, code string) {
+// fail answers with status and an API error body carrying code.
+func (s *stub) fail(ctx *fasthttp.RequestCtx, status int, code string) {
 	ctx.SetStatusCode(status)
 	fmt.Fprintf(ctx, `{"error":{"code":%q,"message":"stub says %s"}}`, code, code)
 }
 
-func (s *loadStub) caller(ctx *fasthttp.RequestCtx) (api.Principal, bool) {
+// caller verifies the bearer token, as the real API does.
+func (s *stub) caller(ctx *fasthttp.RequestCtx) (api.Principal, bool) {
 	tok, ok := strings.CutPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
 	if !ok {
 		return api.Principal{}, false
@@ -86,7 +85,8 @@ func (s *loadStub) caller(ctx *fasthttp.RequestCtx) (api.Principal, bool) {
 	return p, err == nil
 }
 
-func (s *loadStub) handle(ctx *fasthttp.RequestCtx) {
+// handle routes the few endpoints the generator calls.
+func (s *stub) handle(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	if path == "/healthz" {
@@ -111,7 +111,7 @@ func (s *loadStub) handle(ctx *fasthttp.RequestCtx) {
 			return
 		}
 		s.mu.Lock()
-		s.sales[in.ID] = &loadStubSale{stock: in.Stock}
+		s.sales[in.ID] = &stubSale{stock: in.Stock}
 		s.mu.Unlock()
 		ctx.SetStatusCode(201)
 		fmt.Fprintf(ctx, `{"id":%q}`, in.ID)
@@ -162,7 +162,7 @@ func (s *loadStub) handle(ctx *fasthttp.RequestCtx) {
 		}
 		s.mu.Lock()
 		id := "pkt" + strconv.Itoa(len(s.packets))
-		s.packets[id] = &loadStubPacket{count: in.Count, owners: map[string]bool{}}
+		s.packets[id] = &stubPacket{count: in.Count, owners: map[string]bool{}}
 		s.mu.Unlock()
 		ctx.SetStatusCode(201)
 		fmt.Fprintf(ctx, `{"id":%q}`, id)
@@ -194,21 +194,22 @@ func (s *loadStub) handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-func (s *loadStub) countGrab() {
+// countGrab counts a grab and closes firstGrabs at the 50th.
+func (s *stub) countGrab() {
 	if s.grabs.Add(1) == 50 {
 		s.closeOnce.Do(func() { close(s.firstGrabs) })
 	}
 }
 
-// loadTestConfig returns a short run against url that the stub answers quickly.
-func loadTestConfig(url, scenario string) LoadConfig {
-	return LoadConfig{BaseURL: url, JWTSecret: loadTestSecret, Scenario: scenario, Concurrency: 8,
+// testConfig returns a short run against url that the stub answers quickly.
+func testConfig(url, scenario string) Config {
+	return Config{BaseURL: url, JWTSecret: testSecret, Scenario: scenario, Concurrency: 8,
 		Duration: 250 * time.Millisecond, Users: 100, Timeout: 10 * time.Second}
 }
 
-// checkLoadConsistent asserts that the outcomes add up to the requests and that
+// checkConsistent asserts that the outcomes add up to the requests and that
 // the stub saw every request the report counts, with valid credentials.
-func checkLoadConsistent(t *testing.T, s *loadStub, rep *Report, setupGrabs int64) {
+func checkConsistent(t *testing.T, s *stub, rep *Report, setupGrabs int64) {
 	t.Helper()
 	var sum int64
 	for _, o := range rep.Outcomes {
@@ -232,14 +233,14 @@ func checkLoadConsistent(t *testing.T, s *loadStub, rep *Report, setupGrabs int6
 
 func TestOpenLoopCountsOutcomesExactly(t *testing.T) {
 	const wins = 137
-	s, url := newLoadStub(t, wins)
-	cfg := loadTestConfig(url, ScenarioSale)
+	s, url := newStub(t, wins)
+	cfg := testConfig(url, ScenarioSale)
 	cfg.Rate = 2000 // × 250 ms = 500 requests
-	rep, err := RunLoad(context.Background(), cfg)
+	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLoadConsistent(t, s, rep, 0)
+	checkConsistent(t, s, rep, 0)
 	if rep.Scheduled != 500 || rep.Requests != 500 {
 		t.Errorf("scheduled %d, sent %d; want 500 and 500", rep.Scheduled, rep.Requests)
 	}
@@ -259,12 +260,12 @@ func TestOpenLoopCountsOutcomesExactly(t *testing.T) {
 
 func TestClosedLoopWinsMatchServer(t *testing.T) {
 	const wins = 50
-	s, url := newLoadStub(t, wins)
-	rep, err := RunLoad(context.Background(), loadTestConfig(url, ScenarioSale))
+	s, url := newStub(t, wins)
+	rep, err := Run(context.Background(), testConfig(url, ScenarioSale))
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLoadConsistent(t, s, rep, 0)
+	checkConsistent(t, s, rep, 0)
 	want := min(int64(wins), rep.Requests)
 	if got := rep.Count(OutcomeOK); got != want {
 		t.Errorf("report counts %d wins of %d requests, stub granted %d", got, rep.Requests, want)
@@ -278,16 +279,16 @@ func TestClosedLoopWinsMatchServer(t *testing.T) {
 }
 
 func TestSoldOutScenarioSellsOutFirst(t *testing.T) {
-	s, url := newLoadStub(t, 0)
-	cfg := loadTestConfig(url, ScenarioSoldOut)
+	s, url := newStub(t, 0)
+	cfg := testConfig(url, ScenarioSoldOut)
 	cfg.Stock = 300
 	cfg.Rate = 1000
-	rep, err := RunLoad(context.Background(), cfg)
+	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Set-up makes 300 wins plus one sold_out answer per set-up goroutine.
-	checkLoadConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
+	checkConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
 	if rep.Count(OutcomeSoldOut) != 250 || rep.Count(OutcomeOK) != 0 {
 		t.Errorf("want 250 sold_out and no wins, got %+v", rep.Outcomes)
 	}
@@ -297,16 +298,16 @@ func TestSoldOutScenarioSellsOutFirst(t *testing.T) {
 }
 
 func TestPacketScenarioGrabsEveryShareWithDistinctUsers(t *testing.T) {
-	s, url := newLoadStub(t, 0)
-	cfg := loadTestConfig(url, ScenarioPacket)
+	s, url := newStub(t, 0)
+	cfg := testConfig(url, ScenarioPacket)
 	cfg.Stock = 2500 // three packets of 1000 shares
 	cfg.Users = 1000
 	cfg.Rate = 14000 // × 250 ms = 3500 requests: 3000 shares, then 500 repeats
-	rep, err := RunLoad(context.Background(), cfg)
+	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLoadConsistent(t, s, rep, 0)
+	checkConsistent(t, s, rep, 0)
 	if got := rep.Count(OutcomeOK); got != 3000 {
 		t.Errorf("%d shares won, want all 3000: %+v", got, rep.Outcomes)
 	}
@@ -321,23 +322,23 @@ func TestPacketScenarioGrabsEveryShareWithDistinctUsers(t *testing.T) {
 }
 
 func TestMixedScenarioFollowsWeights(t *testing.T) {
-	s, url := newLoadStub(t, 0)
-	cfg := loadTestConfig(url, ScenarioMixed)
+	s, url := newStub(t, 0)
+	cfg := testConfig(url, ScenarioMixed)
 	cfg.Users = 1000
 	cfg.Rate = 4000 // 1000 requests: 600 sale, 300 sold out, 100 packet
-	rep, err := RunLoad(context.Background(), cfg)
+	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLoadConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
+	checkConsistent(t, s, rep, s.grabs.Load()-rep.Requests)
 	if rep.Count(OutcomeOK) != 700 || rep.Count(OutcomeSoldOut) != 300 || rep.Requests != 1000 {
 		t.Errorf("want 700 wins and 300 sold_out of 1000, got %+v", rep.Outcomes)
 	}
 }
 
 func TestCancelStopsEarlyWithPartialReport(t *testing.T) {
-	s, url := newLoadStub(t, 0)
-	cfg := loadTestConfig(url, ScenarioSale)
+	s, url := newStub(t, 0)
+	cfg := testConfig(url, ScenarioSale)
 	cfg.Duration = time.Hour
 	cfg.Rate = 1000
 	ctx, cancel := context.WithCancel(context.Background())
@@ -345,11 +346,11 @@ func TestCancelStopsEarlyWithPartialReport(t *testing.T) {
 		<-s.firstGrabs
 		cancel()
 	}()
-	rep, err := RunLoad(ctx, cfg)
+	rep, err := Run(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLoadConsistent(t, s, rep, 0)
+	checkConsistent(t, s, rep, 0)
 	if !rep.Interrupted || rep.Requests < 50 {
 		t.Errorf("interrupted %v after %d requests, want true after at least 50", rep.Interrupted, rep.Requests)
 	}
@@ -359,14 +360,14 @@ func TestCancelStopsEarlyWithPartialReport(t *testing.T) {
 }
 
 func TestReportRoundTripsThroughJSONAndPlots(t *testing.T) {
-	s, url := newLoadStub(t, 100)
-	cfg := loadTestConfig(url, ScenarioSale)
+	s, url := newStub(t, 100)
+	cfg := testConfig(url, ScenarioSale)
 	cfg.Rate = 1000
-	rep, err := RunLoad(context.Background(), cfg)
+	rep, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkLoadConsistent(t, s, rep, 0)
+	checkConsistent(t, s, rep, 0)
 	var buf bytes.Buffer
 	if err := rep.WriteJSON(&buf); err != nil {
 		t.Fatal(err)
@@ -393,7 +394,7 @@ func TestReportRoundTripsThroughJSONAndPlots(t *testing.T) {
 	}
 
 	path := filepath.Join(t.TempDir(), "latency.png")
-	if err := WritePlot(rep, path); err != nil {
+	if err := rep.WritePlot(path); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(path)
@@ -411,7 +412,7 @@ func TestReportRoundTripsThroughJSONAndPlots(t *testing.T) {
 }
 
 func TestWritePlotRefusesEmptyReport(t *testing.T) {
-	err := WritePlot(&Report{}, filepath.Join(t.TempDir(), "x.png"))
+	err := (&Report{}).WritePlot(filepath.Join(t.TempDir(), "x.png"))
 	if err == nil {
 		t.Fatal("plotting a report without samples succeeded")
 	}
@@ -429,16 +430,16 @@ func TestScheduleArithmetic(t *testing.T) {
 		{maxRate, 24 * time.Hour, maxRate * 86400},
 	}
 	for _, c := range cases {
-		if got := scheduledCount(c.rate, c.d); got != c.want {
+		if got := scheduled(c.rate, c.d); got != c.want {
 			t.Errorf("scheduled(%d, %v) = %d, want %d", c.rate, c.d, got, c.want)
 		}
 		// Every scheduled request falls inside the duration, in order.
-		n := scheduledCount(c.rate, c.d)
-		if last := scheduleOffset(n-1, c.rate); last >= c.d || last < scheduleOffset(n-2, c.rate) {
+		n := scheduled(c.rate, c.d)
+		if last := offsetOf(n-1, c.rate); last >= c.d || last < offsetOf(n-2, c.rate) {
 			t.Errorf("rate %d over %v: last request at %v", c.rate, c.d, last)
 		}
 	}
-	if got := scheduleOffset(1500, 1000); got != 1500*time.Millisecond {
+	if got := offsetOf(1500, 1000); got != 1500*time.Millisecond {
 		t.Errorf("offsetOf(1500, 1000) = %v", got)
 	}
 }
@@ -460,27 +461,27 @@ func TestAPIErrorCode(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	ok := LoadConfig{BaseURL: "http://127.0.0.1:1", JWTSecret: loadTestSecret, Scenario: ScenarioSale,
+	ok := Config{BaseURL: "http://127.0.0.1:1", JWTSecret: testSecret, Scenario: ScenarioSale,
 		Concurrency: 1, Duration: time.Second, Users: 1}
-	bad := map[string]func(*LoadConfig){
-		"secret":      func(c *LoadConfig) { c.JWTSecret = nil },
-		"scenario":    func(c *LoadConfig) { c.Scenario = "storm" },
-		"concurrency": func(c *LoadConfig) { c.Concurrency = 0 },
-		"duration":    func(c *LoadConfig) { c.Duration = 0 },
-		"rate":        func(c *LoadConfig) { c.Rate = -1 },
-		"users":       func(c *LoadConfig) { c.Users = 0 },
-		"stock":       func(c *LoadConfig) { c.Stock = -1 },
-		"url":         func(c *LoadConfig) { c.BaseURL = "ftp://x" },
+	bad := map[string]func(*Config){
+		"secret":      func(c *Config) { c.JWTSecret = nil },
+		"scenario":    func(c *Config) { c.Scenario = "storm" },
+		"concurrency": func(c *Config) { c.Concurrency = 0 },
+		"duration":    func(c *Config) { c.Duration = 0 },
+		"rate":        func(c *Config) { c.Rate = -1 },
+		"users":       func(c *Config) { c.Users = 0 },
+		"stock":       func(c *Config) { c.Stock = -1 },
+		"url":         func(c *Config) { c.BaseURL = "ftp://x" },
 	}
 	for name, mutate := range bad {
 		c := ok
 		mutate(&c)
-		if _, err := RunLoad(context.Background(), c); err == nil {
+		if _, err := Run(context.Background(), c); err == nil {
 			t.Errorf("%s: bad config accepted", name)
 		}
 	}
 	// A valid config against a closed port fails in set-up with the cause.
-	_, err := RunLoad(context.Background(), ok)
+	_, err := Run(context.Background(), ok)
 	var se *statusError
 	if err == nil || errors.As(err, &se) || !strings.Contains(err.Error(), "create sale") {
 		t.Errorf("unreachable server: err = %v, want a transport error from create sale", err)
@@ -491,24 +492,18 @@ func TestConfigValidation(t *testing.T) {
 // constant handler; allocs/op should stay 0 (client and fasthttp server both
 // reuse their buffers).
 func BenchmarkWorkerRequest(b *testing.B) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	addr := testenv.Serve(b, &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(409)
 		ctx.SetBodyString(`{"error":{"code":"sold_out","message":"sold out"}}`)
-	}}
-	go func() { _ = srv.Serve(ln) }()
-	defer srv.Shutdown()
-	c, err := newLoadClient("http://"+ln.Addr().String(), 1, time.Second)
+	}})
+	c, err := newClient("http://"+addr, 1, time.Second)
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := &loadPlan{}
-	p.add(&loadTarget{uris: [][]byte{[]byte(c.base + "/v1/sales/s/grab")}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, 1)
-	r := &loadRunner{cfg: &LoadConfig{Duration: time.Minute}, c: c, plan: p, bearer: [][]byte{[]byte("Bearer x")},
-		idem: []byte("run-"), rec: newLoadRecorder(time.Minute, time.Minute), start: time.Now()}
+	p := &plan{}
+	p.add(&target{uris: [][]byte{[]byte(c.base + "/v1/sales/s/grab")}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, 1)
+	r := &runner{cfg: &Config{Duration: time.Minute}, c: c, plan: p, bearer: [][]byte{[]byte("Bearer x")},
+		idem: []byte("run-"), rec: newRecorder(time.Minute, time.Minute), start: time.Now()}
 	w := r.newWorker()
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {

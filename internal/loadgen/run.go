@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"bytes"
@@ -34,11 +34,11 @@ const (
 	maxRate        = 10_000_000
 )
 
-// DefaultTimeout bounds each request when LoadConfig.Timeout is 0.
+// DefaultTimeout bounds each request when Config.Timeout is 0.
 const DefaultTimeout = 5 * time.Second
 
-// LoadConfig describes one load run against a running flashgrab server.
-type LoadConfig struct {
+// Config describes one load run against a running flashgrab server.
+type Config struct {
 	// BaseURL is the server, e.g. http://127.0.0.1:8080.
 	BaseURL string
 	// JWTSecret signs the admin and user tokens the generator mints itself.
@@ -68,7 +68,7 @@ type LoadConfig struct {
 }
 
 // normalize checks c and fills in defaults for zero fields.
-func (c *LoadConfig) normalize() error {
+func (c *Config) normalize() error {
 	if c.BaseURL == "" {
 		return errors.New("load: empty base url")
 	}
@@ -104,7 +104,7 @@ func (c *LoadConfig) normalize() error {
 
 // scheduled returns how many requests the open loop sends: rate × duration,
 // rounded down, computed without overflow for any accepted rate and duration.
-func scheduledCount(rate int, d time.Duration) int64 {
+func scheduled(rate int, d time.Duration) int64 {
 	r := int64(rate)
 	sec := int64(d / time.Second)
 	frac := int64(d % time.Second)
@@ -112,20 +112,20 @@ func scheduledCount(rate int, d time.Duration) int64 {
 }
 
 // offsetOf returns when, after the start, the open loop sends request k.
-func scheduleOffset(k int64, rate int) time.Duration {
+func offsetOf(k int64, rate int) time.Duration {
 	r := int64(rate)
 	return time.Duration(k/r)*time.Second + time.Duration((k%r)*int64(time.Second)/r)
 }
 
-// RunLoad sets up cfg.Scenario on the server, sends load for cfg.Duration and
+// Run sets up cfg.Scenario on the server, sends load for cfg.Duration and
 // returns the report. Cancelling ctx during the measured phase stops it early
 // and returns the partial report with Interrupted set.
-func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
+func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
 	// A few spare connections let set-up and warm-up overlap without waiting.
-	c, err := newLoadClient(cfg.BaseURL, cfg.Concurrency+8, cfg.Timeout)
+	c, err := newClient(cfg.BaseURL, cfg.Concurrency+8, cfg.Timeout)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +143,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 		}
 		return tok, nil
 	}
-	s := &loadSession{cfg: &cfg, c: c, runID: runID, ttl: ttl, minter: mint}
+	s := &session{cfg: &cfg, c: c, runID: runID, ttl: ttl, minter: mint}
 	if s.admin, err = mint("load-admin", true); err != nil {
 		return nil, err
 	}
@@ -159,9 +159,9 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	warmUpConns(c, cfg.Concurrency)
+	warmUp(c, cfg.Concurrency)
 
-	r := &loadRunner{
+	r := &runner{
 		cfg:    &cfg,
 		c:      c,
 		plan:   p,
@@ -169,7 +169,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 		idem:   []byte(runID + "-"),
 		// Open-loop latency includes waiting for a free worker, bounded by the
 		// cut-off below; closed-loop latency by the request timeout.
-		rec: newLoadRecorder(cfg.Duration, cfg.Duration+2*cfg.Timeout+time.Minute),
+		rec: newRecorder(cfg.Duration, cfg.Duration+2*cfg.Timeout+time.Minute),
 	}
 	rep := &Report{
 		Scenario:    cfg.Scenario,
@@ -183,7 +183,7 @@ func RunLoad(ctx context.Context, cfg LoadConfig) (*Report, error) {
 	}
 	if cfg.Rate > 0 {
 		rep.Mode = ModeOpen
-		rep.Scheduled = scheduledCount(cfg.Rate, cfg.Duration)
+		rep.Scheduled = scheduled(cfg.Rate, cfg.Duration)
 	}
 	r.run(ctx, rep)
 	return rep, nil
@@ -201,7 +201,7 @@ func newRunID() (string, error) {
 
 // warmUp opens the workers' connections before the clock starts, so that the
 // first requests do not carry the cost of connecting.
-func warmUpConns(c *loadClient, n int) {
+func warmUp(c *client, n int) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() { _ = c.call("GET", "/healthz", "", "", nil, nil) })
@@ -210,13 +210,13 @@ func warmUpConns(c *loadClient, n int) {
 }
 
 // runner is the measured phase.
-type loadRunner struct {
-	cfg    *LoadConfig
-	c      *loadClient
-	plan   *loadPlan
+type runner struct {
+	cfg    *Config
+	c      *client
+	plan   *plan
 	bearer [][]byte // "Bearer <token>" per user
 	idem   []byte   // Idempotency-Key prefix
-	rec    *loadRecorder
+	rec    *recorder
 
 	start time.Time
 	next  atomic.Int64 // the next request number to claim
@@ -224,7 +224,7 @@ type loadRunner struct {
 }
 
 // run drives the workers and fills rep.
-func (r *loadRunner) run(ctx context.Context, rep *Report) {
+func (r *runner) run(ctx context.Context, rep *Report) {
 	r.start = time.Now()
 	rep.Started = r.start.UTC().Round(0)
 	watchDone := make(chan struct{})
@@ -262,7 +262,7 @@ func (r *loadRunner) run(ctx context.Context, rep *Report) {
 
 // progress shows a bar over the measured duration on cfg.Progress until done
 // is closed; the returned channel closes when the bar is finished.
-func (r *loadRunner) progress(done <-chan struct{}) <-chan struct{} {
+func (r *runner) progress(done <-chan struct{}) <-chan struct{} {
 	finished := make(chan struct{})
 	if r.cfg.Progress == nil {
 		close(finished)
@@ -299,19 +299,19 @@ func (r *loadRunner) progress(done <-chan struct{}) <-chan struct{} {
 
 // worker sends requests one at a time, reusing its request, response and
 // buffers so that the loop allocates nothing per request.
-type loadWorker struct {
-	r     *loadRunner
+type worker struct {
+	r     *runner
 	req   fasthttp.Request
 	resp  fasthttp.Response
 	key   []byte
-	buf   []loadSample
-	known []cachedOutcome
+	buf   []sample
+	known []knownOutcome
 }
 
 // knownOutcome caches an outcome id for an answer shape, so that classifying
 // an answer is a short scan instead of a string build and a locked lookup.
-type cachedOutcome struct {
-	status int // <0: transport failures (see transportStatus)
+type knownOutcome struct {
+	status int // <0: transport failures (statusTimeout, statusTransport)
 	code   []byte
 	repeat bool
 	id     uint16
@@ -322,12 +322,14 @@ const (
 	statusTransport = -2
 )
 
-func (r *loadRunner) newWorker() *loadWorker {
-	return &loadWorker{r: r, buf: make([]loadSample, 0, sampleBufferSize), key: append([]byte(nil), r.idem...)}
+// newWorker makes a worker with its own Idempotency-Key buffer, which starts
+// with the run's prefix so that do only appends the request number.
+func (r *runner) newWorker() *worker {
+	return &worker{r: r, buf: make([]sample, 0, sampleBufferSize), key: append([]byte(nil), r.idem...)}
 }
 
 // closedLoop sends back-to-back requests until the duration is over.
-func (w *loadWorker) closedLoop() {
+func (w *worker) closedLoop() {
 	defer w.flush()
 	deadline := w.r.start.Add(w.r.cfg.Duration)
 	for !w.r.stop.Load() {
@@ -343,7 +345,7 @@ func (w *loadWorker) closedLoop() {
 // it. A worker that is late sends at once: the delay stays in the measured
 // latency instead of being omitted. Requests not started by the cut-off
 // (duration + timeout) are left unsent and reported as not_sent.
-func (w *loadWorker) openLoop(ctx context.Context, total int64) {
+func (w *worker) openLoop(ctx context.Context, total int64) {
 	defer w.flush()
 	cutoff := w.r.start.Add(w.r.cfg.Duration + w.r.cfg.Timeout)
 	timer := time.NewTimer(time.Hour)
@@ -353,7 +355,7 @@ func (w *loadWorker) openLoop(ctx context.Context, total int64) {
 		if k >= total {
 			return
 		}
-		at := w.r.start.Add(scheduleOffset(k, w.r.cfg.Rate))
+		at := w.r.start.Add(offsetOf(k, w.r.cfg.Rate))
 		now := time.Now()
 		if wait := at.Sub(now); wait > timerSlack {
 			timer.Reset(wait - timerSlack)
@@ -379,6 +381,7 @@ func (w *loadWorker) openLoop(ctx context.Context, total int64) {
 // generator's own oversleeping into every measured latency.
 const timerSlack = time.Millisecond
 
+// earliest returns the earlier of a and b.
 func earliest(a, b time.Time) time.Time {
 	if a.Before(b) {
 		return a
@@ -387,7 +390,7 @@ func earliest(a, b time.Time) time.Time {
 }
 
 // do sends request k and records its latency from start.
-func (w *loadWorker) do(k int64, start time.Time) {
+func (w *worker) do(k int64, start time.Time) {
 	t, j := w.r.plan.pick(k)
 	req := &w.req
 	req.Reset()
@@ -411,7 +414,7 @@ func (w *loadWorker) do(k int64, start time.Time) {
 		id = w.httpOutcome(w.resp.StatusCode(), w.resp.Body(), t.packet)
 	}
 	w.r.rec.done.Add(1)
-	w.buf = append(w.buf, loadSample{
+	w.buf = append(w.buf, sample{
 		latency: int64(lat / time.Microsecond),
 		bucket:  w.r.rec.bucketOf(start.Sub(w.r.start)),
 		outcome: id,
@@ -421,7 +424,8 @@ func (w *loadWorker) do(k int64, start time.Time) {
 	}
 }
 
-func (w *loadWorker) flush() {
+// flush hands the buffered samples to the recorder and empties the buffer.
+func (w *worker) flush() {
 	w.r.rec.flush(w.buf)
 	w.buf = w.buf[:0]
 }
@@ -433,7 +437,7 @@ var (
 
 // httpOutcome classifies an answer by status, the API error code and, for
 // packets, whether it was a repeat.
-func (w *loadWorker) httpOutcome(status int, body []byte, packet bool) uint16 {
+func (w *worker) httpOutcome(status int, body []byte, packet bool) uint16 {
 	ok := status >= 200 && status <= 299
 	var code []byte
 	repeat := false
@@ -457,16 +461,16 @@ func (w *loadWorker) httpOutcome(status int, body []byte, packet bool) uint16 {
 	}
 	example := ""
 	if !ok {
-		example = truncateMsg(string(body), 200)
+		example = truncate(string(body), 200)
 	}
 	id := w.r.rec.outcome(name, ok, example)
-	w.known = append(w.known, cachedOutcome{status: status, code: bytes.Clone(code), repeat: repeat, id: id})
+	w.known = append(w.known, knownOutcome{status: status, code: bytes.Clone(code), repeat: repeat, id: id})
 	return id
 }
 
 // transportOutcome classifies a request that got no answer; the first error
 // message each worker sees is offered as the outcome's sample.
-func (w *loadWorker) transportOutcome(err error) uint16 {
+func (w *worker) transportOutcome(err error) uint16 {
 	w.r.rec.failed.Add(1)
 	status, name := statusTransport, OutcomeTransport
 	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) {
@@ -478,7 +482,7 @@ func (w *loadWorker) transportOutcome(err error) uint16 {
 		}
 	}
 	id := w.r.rec.outcome(name, false, err.Error())
-	w.known = append(w.known, cachedOutcome{status: status, id: id})
+	w.known = append(w.known, knownOutcome{status: status, id: id})
 	return id
 }
 

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"encoding/json"
@@ -21,7 +21,7 @@ const (
 	OutcomeEmpty        = "409 empty"
 	OutcomeRateLimited  = "429 rate_limited"
 	OutcomeUnavailable  = "503 unavailable"
-	OutcomeTimeout      = "timeout"         // no answer within LoadConfig.Timeout
+	OutcomeTimeout      = "timeout"         // no answer within Config.Timeout
 	OutcomeTransport    = "transport_error" // connection refused, reset, ...
 	OutcomeNotSent      = "not_sent"        // open loop: scheduled but never sent (cut off or interrupted)
 )

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"errors"
@@ -26,7 +26,7 @@ var (
 // WritePlot draws the report's latency as an image at path: on top, p50, p99
 // and max over the run; below, the percentile curve. The format follows the
 // file extension (png, jpg, svg, pdf, eps, tif; png if there is none).
-func WritePlot(r *Report, path string) error {
+func (r *Report) WritePlot(path string) error {
 	if r.Requests == 0 || len(r.Percentiles) == 0 {
 		return errors.New("plot: the report has no latency samples")
 	}
@@ -68,27 +68,30 @@ func WritePlot(r *Report, path string) error {
 }
 
 // ms converts a latency to the plots' unit.
-func plotMS(d time.Duration) float64 {
+func ms(d time.Duration) float64 {
 	return float64(d) / float64(time.Millisecond)
 }
 
-// title names the run in the plot's title.
-func plotTitle(r *Report, what string) string {
+// newPlot starts a latency panel: a title naming the run and what the panel
+// shows, the axis labels, a grid, and latency from 0 so that panels of
+// different runs compare by eye.
+func newPlot(r *Report, what, xLabel string) *plot.Plot {
 	mode := "closed loop"
 	if r.Mode == ModeOpen {
 		mode = fmt.Sprintf("open loop %d req/s", r.Rate)
 	}
-	return fmt.Sprintf("flashgrab load — %s, %s, %d workers — %s", r.Scenario, mode, r.Concurrency, what)
+	p := plot.New()
+	p.Title.Text = fmt.Sprintf("flashgrab load — %s, %s, %d workers — %s", r.Scenario, mode, r.Concurrency, what)
+	p.X.Label.Text = xLabel
+	p.Y.Label.Text = "latency (ms)"
+	p.Y.Min = 0
+	p.Add(plotter.NewGrid())
+	return p
 }
 
 // timelinePlot draws p50, p99 and max per interval.
 func timelinePlot(r *Report) (*plot.Plot, error) {
-	p := plot.New()
-	p.Title.Text = plotTitle(r, "latency over time")
-	p.X.Label.Text = "time since start (s)"
-	p.Y.Label.Text = "latency (ms)"
-	p.Y.Min = 0
-	p.Add(plotter.NewGrid())
+	p := newPlot(r, "latency over time", "time since start (s)")
 	series := []struct {
 		name string
 		col  color.Color
@@ -104,7 +107,7 @@ func timelinePlot(r *Report) (*plot.Plot, error) {
 			if iv.Requests == 0 {
 				continue
 			}
-			xys = append(xys, plotter.XY{X: iv.Start.Seconds(), Y: plotMS(s.get(iv))})
+			xys = append(xys, plotter.XY{X: iv.Start.Seconds(), Y: ms(s.get(iv))})
 		}
 		if len(xys) == 0 {
 			continue
@@ -132,23 +135,18 @@ var percentileTicks = plot.ConstantTicks{
 
 // percentilePlot draws the latency percentile curve, marking p50, p99 and the max.
 func percentilePlot(r *Report) (*plot.Plot, error) {
-	p := plot.New()
-	p.Title.Text = plotTitle(r, "latency by percentile")
-	p.X.Label.Text = "percentile"
-	p.Y.Label.Text = "latency (ms)"
-	p.Y.Min = 0
+	p := newPlot(r, "latency by percentile", "percentile")
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = percentileTicks
-	p.Add(plotter.NewGrid())
 	var xys plotter.XYs
 	for _, pt := range r.Percentiles {
 		if pt.Percentile >= 100 {
 			continue // 1/(1-q) is infinite; the max is drawn as a line instead
 		}
-		xys = append(xys, plotter.XY{X: 1 / (1 - pt.Percentile/100), Y: plotMS(pt.Latency)})
+		xys = append(xys, plotter.XY{X: 1 / (1 - pt.Percentile/100), Y: ms(pt.Latency)})
 	}
 	if len(xys) == 0 {
-		xys = plotter.XYs{{X: 1, Y: plotMS(r.Latency.Max)}}
+		xys = plotter.XYs{{X: 1, Y: ms(r.Latency.Max)}}
 	}
 	l, err := plotter.NewLine(xys)
 	if err != nil {
@@ -163,7 +161,7 @@ func percentilePlot(r *Report) (*plot.Plot, error) {
 		col  color.Color
 		v    time.Duration
 	}{{"p50", colorP50, r.Latency.P50}, {"p99", colorP99, r.Latency.P99}, {"max", colorMax, r.Latency.Max}} {
-		h, err := plotter.NewLine(plotter.XYs{{X: 1, Y: plotMS(m.v)}, {X: xmax, Y: plotMS(m.v)}})
+		h, err := plotter.NewLine(plotter.XYs{{X: 1, Y: ms(m.v)}, {X: xmax, Y: ms(m.v)}})
 		if err != nil {
 			return nil, fmt.Errorf("plot: %s line: %w", m.name, err)
 		}

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Scenarios RunLoad knows.
+// Scenario names, as Config.Scenario takes them.
 const (
 	// ScenarioSale grabs one sale with ample stock; every request is a new
 	// purchase (its own Idempotency-Key), so every answer should be a win.
@@ -29,7 +29,7 @@ const (
 // Scenarios lists the scenario names in the order the CLI shows them.
 var Scenarios = []string{ScenarioSale, ScenarioSoldOut, ScenarioPacket, ScenarioMixed}
 
-// Stock used when LoadConfig.Stock is 0 (and always in the mixed scenario).
+// Stock used when Config.Stock is 0 (and always in the mixed scenario).
 const (
 	DefaultSaleStock    = 1_000_000_000
 	DefaultSoldOutStock = 1000
@@ -47,7 +47,7 @@ const (
 )
 
 // target is one kind of grab the hot loop sends.
-type loadTarget struct {
+type target struct {
 	// uris are full URLs; request j of this target goes to uris[(j/perURI) % len].
 	uris   [][]byte
 	perURI int64
@@ -60,19 +60,19 @@ type loadTarget struct {
 }
 
 // uri returns the URL for the j-th request of this target.
-func (t *loadTarget) uri(j int64) []byte {
+func (t *target) uri(j int64) []byte {
 	return t.uris[(j/t.perURI)%int64(len(t.uris))]
 }
 
 // plan is what set-up produced: the targets and how requests cycle over them.
-type loadPlan struct {
-	targets []*loadTarget
+type plan struct {
+	targets []*target
 	cycle   []cycleSlot // one entry per request position in a cycle
 	weights []int64     // per target: positions it has in a cycle
 	notes   []string
 }
 
-// mixSlot is a position in the request cycle: which target, and its rank
+// cycleSlot is a position in the request cycle: which target, and its rank
 // among that target's positions.
 type cycleSlot struct {
 	target int
@@ -80,7 +80,7 @@ type cycleSlot struct {
 }
 
 // add appends target t with weight w positions per cycle.
-func (p *loadPlan) add(t *loadTarget, w int) {
+func (p *plan) add(t *target, w int) {
 	ti := len(p.targets)
 	p.targets = append(p.targets, t)
 	p.weights = append(p.weights, int64(w))
@@ -92,7 +92,7 @@ func (p *loadPlan) add(t *loadTarget, w int) {
 // pick maps the k-th request of the run to a target and to j, the request's
 // number among that target's requests. j drives user rotation and packet
 // choice, so that consecutive grabs of one packet come from distinct users.
-func (p *loadPlan) pick(k int64) (*loadTarget, int64) {
+func (p *plan) pick(k int64) (*target, int64) {
 	n := int64(len(p.cycle))
 	s := p.cycle[k%n]
 	return p.targets[s.target], (k/n)*p.weights[s.target] + s.rank
@@ -100,9 +100,9 @@ func (p *loadPlan) pick(k int64) (*loadTarget, int64) {
 
 // session carries what set-up needs: the client, tokens and names unique to
 // this run, so that repeated runs against one server do not collide.
-type loadSession struct {
-	cfg    *LoadConfig
-	c      *loadClient
+type session struct {
+	cfg    *Config
+	c      *client
 	admin  string
 	users  []string // tokens
 	runID  string
@@ -111,8 +111,8 @@ type loadSession struct {
 }
 
 // setup creates what the scenario needs and returns the request plan.
-func (s *loadSession) setup(ctx context.Context) (*loadPlan, error) {
-	p := &loadPlan{}
+func (s *session) setup(ctx context.Context) (*plan, error) {
+	p := &plan{}
 	switch s.cfg.Scenario {
 	case ScenarioSale:
 		t, err := s.saleTarget("sale", stockOrDefault(s.cfg.Stock, DefaultSaleStock), p)
@@ -154,6 +154,7 @@ func (s *loadSession) setup(ctx context.Context) (*loadPlan, error) {
 	return p, nil
 }
 
+// stockOrDefault returns v, or def when v is 0 (Config.Stock unset).
 func stockOrDefault(v, def int64) int64 {
 	if v > 0 {
 		return v
@@ -164,7 +165,7 @@ func stockOrDefault(v, def int64) int64 {
 // createSale creates a sale that is open for the whole run. per_user_limit is
 // the stock, up to the API's maximum: with Users rotating, no user comes near
 // it, so it does not limit the load.
-func (s *loadSession) createSale(suffix string, stock int64) (string, error) {
+func (s *session) createSale(suffix string, stock int64) (string, error) {
 	id := "load-" + s.runID + "-" + suffix
 	now := time.Now().UTC()
 	body := map[string]any{
@@ -183,23 +184,25 @@ func (s *loadSession) createSale(suffix string, stock int64) (string, error) {
 	return id, nil
 }
 
-func (s *loadSession) grabURL(kind, id string) []byte {
+// grabURL returns the full URL of the grab endpoint of sale or packet id;
+// kind is "sales" or "packets".
+func (s *session) grabURL(kind, id string) []byte {
 	return []byte(s.c.base + "/v1/" + kind + "/" + url.PathEscape(id) + "/grab")
 }
 
 // saleTarget creates a sale with stock and targets its grab endpoint.
-func (s *loadSession) saleTarget(suffix string, stock int64, p *loadPlan) (*loadTarget, error) {
+func (s *session) saleTarget(suffix string, stock int64, p *plan) (*target, error) {
 	id, err := s.createSale(suffix, stock)
 	if err != nil {
 		return nil, err
 	}
 	p.notes = append(p.notes, fmt.Sprintf("sale %s with stock %d", id, stock))
-	return &loadTarget{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
+	return &target{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
 }
 
 // soldOutTarget creates a sale with stock, buys all of it, and targets the
 // now sold-out grab endpoint.
-func (s *loadSession) soldOutTarget(ctx context.Context, stock int64, p *loadPlan) (*loadTarget, error) {
+func (s *session) soldOutTarget(ctx context.Context, stock int64, p *plan) (*target, error) {
 	id, err := s.createSale("soldout", stock)
 	if err != nil {
 		return nil, err
@@ -209,12 +212,12 @@ func (s *loadSession) soldOutTarget(ctx context.Context, stock int64, p *loadPla
 		return nil, err
 	}
 	p.notes = append(p.notes, fmt.Sprintf("sale %s with stock %d, sold out by %d winning grabs", id, stock, wins))
-	return &loadTarget{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
+	return &target{uris: [][]byte{s.grabURL("sales", id)}, perURI: 1, body: []byte(`{"qty":1}`), idempotent: true}, nil
 }
 
 // sellOut grabs sale id from a few goroutines until the server says sold_out,
 // and returns the number of wins.
-func (s *loadSession) sellOut(ctx context.Context, id string, stock int64) (int64, error) {
+func (s *session) sellOut(ctx context.Context, id string, stock int64) (int64, error) {
 	// A server that never sells out (or oversells wildly) must not hang set-up.
 	limit := 2*stock + 10_000
 	var (
@@ -260,7 +263,7 @@ func (s *loadSession) sellOut(ctx context.Context, id string, stock int64) (int6
 // shares in total, and targets their grab endpoints. Request j grabs packet
 // j/count, as user j%Users: a packet's shares go to count distinct users as
 // long as Users ≥ count.
-func (s *loadSession) packetTarget(ctx context.Context, shares int64, p *loadPlan) (*loadTarget, error) {
+func (s *session) packetTarget(ctx context.Context, shares int64, p *plan) (*target, error) {
 	count := min(shares, maxPacketShares)
 	n := (shares + count - 1) / count
 	total := count * centsPerShare
@@ -312,5 +315,5 @@ func (s *loadSession) packetTarget(ctx context.Context, shares int64, p *loadPla
 		return nil, fmt.Errorf("load: create packets: %w", err)
 	}
 	p.notes = append(p.notes, fmt.Sprintf("%d random packets of %d shares (%d fen each) from %s", n, count, total, sender))
-	return &loadTarget{uris: uris, perURI: count, packet: true}, nil
+	return &target{uris: uris, perURI: count, packet: true}, nil
 }

@@ -1,4 +1,4 @@
-package bench
+package loadgen
 
 import (
 	"sync"
@@ -19,7 +19,7 @@ const (
 )
 
 // sample is one finished request as a worker remembers it until it flushes.
-type loadSample struct {
+type sample struct {
 	latency int64 // µs
 	bucket  int32 // timeline slot
 	outcome uint16
@@ -28,7 +28,7 @@ type loadSample struct {
 // recorder aggregates the samples of all workers. Workers buffer samples and
 // flush them in batches, so the lock is taken once per sampleBufferSize
 // requests and a histogram per worker (about 180 KB each) is not needed.
-type loadRecorder struct {
+type recorder struct {
 	highest int64 // µs; larger latencies are clamped to it
 	width   time.Duration
 
@@ -45,11 +45,11 @@ type loadRecorder struct {
 	byName   map[string]uint16
 	perOut   []*hdrhistogram.Histogram
 	samples  []string
-	timeline []*timelineSlot
+	timeline []*slot
 }
 
 // slot is the part of the timeline for one interval.
-type timelineSlot struct {
+type slot struct {
 	hist     *hdrhistogram.Histogram
 	requests int64
 	errors   int64
@@ -57,17 +57,17 @@ type timelineSlot struct {
 
 // newRecorder makes a recorder for a run of duration d whose latencies may
 // reach highest.
-func newLoadRecorder(d, highest time.Duration) *loadRecorder {
+func newRecorder(d, highest time.Duration) *recorder {
 	width := timelineWidth(d)
 	n := int((d + width - 1) / width)
 	if n < 1 {
 		n = 1
 	}
-	r := &loadRecorder{
+	r := &recorder{
 		highest:  max(int64(highest/time.Microsecond), 1000),
 		width:    width,
 		byName:   make(map[string]uint16),
-		timeline: make([]*timelineSlot, n),
+		timeline: make([]*slot, n),
 	}
 	r.all = hdrhistogram.New(histLowest, r.highest, histSigFigs)
 	return r
@@ -89,7 +89,7 @@ func timelineWidth(d time.Duration) time.Duration {
 }
 
 // bucketOf returns the timeline slot for a request scheduled at offset.
-func (r *loadRecorder) bucketOf(offset time.Duration) int32 {
+func (r *recorder) bucketOf(offset time.Duration) int32 {
 	b := int(offset / r.width)
 	switch {
 	case b < 0:
@@ -102,7 +102,7 @@ func (r *loadRecorder) bucketOf(offset time.Duration) int32 {
 
 // outcome returns the id of the outcome called name, registering it on first
 // sight with example as the sample that explains it.
-func (r *loadRecorder) outcome(name string, success bool, example string) uint16 {
+func (r *recorder) outcome(name string, success bool, example string) uint16 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if id, ok := r.byName[name]; ok {
@@ -122,14 +122,14 @@ func (r *loadRecorder) outcome(name string, success bool, example string) uint16
 }
 
 // sent returns how many requests were sent and recorded so far.
-func (r *loadRecorder) sent() int64 {
+func (r *recorder) sent() int64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.all.TotalCount()
 }
 
 // addNotSent counts requests the open loop planned but never sent.
-func (r *loadRecorder) addNotSent(n int64) {
+func (r *recorder) addNotSent(n int64) {
 	if n <= 0 {
 		return
 	}
@@ -140,7 +140,7 @@ func (r *loadRecorder) addNotSent(n int64) {
 }
 
 // flush merges a worker's buffered samples.
-func (r *loadRecorder) flush(buf []loadSample) {
+func (r *recorder) flush(buf []sample) {
 	if len(buf) == 0 {
 		return
 	}
@@ -153,7 +153,7 @@ func (r *loadRecorder) flush(buf []loadSample) {
 		r.counts[s.outcome]++
 		sl := r.timeline[s.bucket]
 		if sl == nil {
-			sl = &timelineSlot{hist: hdrhistogram.New(histLowest, r.highest, timelineSigFigs)}
+			sl = &slot{hist: hdrhistogram.New(histLowest, r.highest, timelineSigFigs)}
 			r.timeline[s.bucket] = sl
 		}
 		_ = sl.hist.RecordValue(v)
@@ -165,7 +165,7 @@ func (r *loadRecorder) flush(buf []loadSample) {
 }
 
 // fill writes the aggregated figures into rep.
-func (r *loadRecorder) fill(rep *Report) {
+func (r *recorder) fill(rep *Report) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	us := func(v int64) time.Duration { return time.Duration(v) * time.Microsecond }
