@@ -16,6 +16,9 @@ type Metrics struct {
 	Batches  prometheus.Histogram   // seconds per committed batch
 	Lag      prometheus.Histogram   // seconds from grab to commit
 	Failures prometheus.Counter
+	// DeadLetters counts events moved to a dead-letter stream: each one is
+	// money or an order that needs a person.
+	DeadLetters prometheus.Counter
 }
 
 // NewMetrics creates the settler's collectors and registers them with reg.
@@ -35,8 +38,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Failures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flashgrab_settle_failures_total", Help: "Failed settler reads or batches (retried).",
 		}),
+		DeadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashgrab_settle_dead_letters_total", Help: "Events the settler could not settle and moved to a dead-letter stream.",
+		}),
 	}
-	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures)
+	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures, m.DeadLetters)
 	return m
 }
 
