@@ -120,8 +120,9 @@ func (s *Settler) Run(ctx context.Context) error {
 //
 // A batch that fails is an outage: flush has already isolated and
 // dead-lettered every event that failed on its own. The loop then retries
-// what is left of that batch from memory, with backoff, and does not read the
-// stream again: re-reading its own pending entries would reset their idle
+// what is left of that batch from memory, with backoff (only the entries
+// still pending for it: XPENDING does not touch idle time), and does not read
+// the stream again: re-reading its own pending entries would reset their idle
 // time on every try, so that a settler that cannot reach MySQL while others
 // can would hold them forever; left idle, they are claimed by a healthy
 // settler after ClaimIdle (a double apply changes nothing). Reading new
@@ -143,7 +144,18 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 		}
 		var msgs []redis.XMessage
 		if len(retry) > 0 {
-			msgs, retry = retry, nil
+			var err error
+			if msgs, err = s.stillOwned(ctx, stream, retry); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				backoff = s.fail(p, "read pending entries", err, backoff)
+				continue
+			}
+			retry = nil
+			if len(msgs) == 0 {
+				continue
+			}
 		} else {
 			var err error
 			msgs, err = s.next(ctx, stream, &ownPending, &nextClaim)
@@ -154,6 +166,10 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 				backoff = s.fail(p, "read stream", err, backoff)
 				continue
 			}
+			// The backoff paces retries after a failure; a read that
+			// worked ends it, or a backoff longer than ClaimIdle/2 would
+			// have every turn claim (and find nothing) instead of read.
+			backoff = 0
 			if len(msgs) == 0 {
 				continue
 			}
@@ -198,6 +214,30 @@ func (s *Settler) next(ctx context.Context, stream string, ownPending *bool, nex
 	default:
 		return s.read(ctx, stream, ">", s.Block)
 	}
+}
+
+// stillOwned returns those of msgs still pending for this consumer: while it
+// retried, another settler may have claimed them, settled or dead-lettered
+// them. XPENDING, unlike a read, leaves their idle time alone.
+func (s *Settler) stillOwned(ctx context.Context, stream string, msgs []redis.XMessage) ([]redis.XMessage, error) {
+	pending, err := s.Redis.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: stream, Group: s.Group, Consumer: s.Consumer,
+		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs)) + s.BatchSize,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("pending entries of %s in %s: %w", s.Consumer, stream, err)
+	}
+	mine := make(map[string]bool, len(pending))
+	for _, x := range pending {
+		mine[x.ID] = true
+	}
+	owned := msgs[:0:0]
+	for _, m := range msgs {
+		if mine[m.ID] {
+			owned = append(owned, m)
+		}
+	}
+	return owned, nil
 }
 
 func (s *Settler) fail(p int, what string, err error, backoff time.Duration) time.Duration {

@@ -472,3 +472,56 @@ func TestSettlerFailingConsumerIsTakenOver(t *testing.T) {
 		t.Fatalf("%d dead letters from an outage", n)
 	}
 }
+
+// TestSettlerRetrySkipsClaimedEntries: a settler that cannot reach MySQL holds
+// an event that can never settle; a healthy settler claims it after ClaimIdle
+// and dead-letters it. When MySQL comes back, the first settler's retry finds
+// the entry no longer its own and leaves it: one dead letter, not two.
+func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if _, err := r.db.Exec(`INSERT INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at)
+		VALUES ('7-0', 's', 'alice', 'm', 1, 100, NOW(3), NOW(3) + INTERVAL 1 HOUR)`); err != nil {
+		t.Fatal(err)
+	}
+	pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
+	proxy.Down()
+	const claimIdle = 3 * time.Second
+	r.settler(t, pdb, "sick", claimIdle)
+	r.addOrder(t, 0, "7-0", "mallory")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
+		if err == nil && x.Consumers["sick"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sick settler never read: %+v %v", x, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pool, err := ants.NewPool(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Release()
+	well := &settle.Settler{Redis: r.rdb, DB: r.db, Keys: r.keys, Pool: pool, Consumer: "well", Books: r.books,
+		ClaimIdle: claimIdle, Block: 20 * time.Millisecond}
+	wctx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() { well.Run(wctx); close(stopped) }()
+	r.waitDrained(t)
+	stop()
+	<-stopped
+	if n := len(r.deadLetters(t, 0)); n != 1 {
+		t.Fatalf("%d dead letters, want 1", n)
+	}
+	// Only the sick settler is left, and it reads new entries only once its
+	// retry is done: when this order is settled, the retry has happened.
+	proxy.Up()
+	r.addOrder(t, 0, "8-0", "bob")
+	waitSettled(t, r.db, 2)
+	if n := len(r.deadLetters(t, 0)); n != 1 {
+		t.Fatalf("%d dead letters after the sick settler's retry, want 1", n)
+	}
+}
