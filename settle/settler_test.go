@@ -345,23 +345,26 @@ func (r *rig) orderUsers(t *testing.T) map[string]string {
 }
 
 // TestSettlerDeadLettersOnlyTheBadEvent: one batch holds 40 good orders, an
-// identical replay of a settled order, and an order whose id another buyer
-// already holds (two engines on one node number). The good ones and the replay
-// settle, the bad one alone goes to the dead-letter stream with its reason and
-// is counted, and orders appended later to the same partition still settle.
+// identical replay of a settled order, and two orders of different buyers
+// under one id (two engines on one node number). The good ones, the replay and
+// the first of the two settle; the second alone goes to the dead-letter
+// stream with its reason and is counted, and orders appended later to the
+// same partition still settle.
 func TestSettlerDeadLettersOnlyTheBadEvent(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
-	// alice's order 7-0 is settled; 3-0 is settled too and will be replayed.
-	for _, o := range []struct{ id, user string }{{"7-0", "alice"}, {"3-0", "u3"}} {
-		if _, err := r.db.Exec(`INSERT INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at)
-			VALUES (?, 's', ?, 'm', 1, 100, NOW(3), NOW(3) + INTERVAL 1 HOUR)`, o.id, o.user); err != nil {
-			t.Fatal(err)
-		}
+	// 3-0 is settled and will be replayed.
+	if _, err := r.db.Exec(`INSERT INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at)
+		VALUES ('3-0', 's', 'u3', 'm', 1, 100, NOW(3), NOW(3) + INTERVAL 1 HOUR)`); err != nil {
+		t.Fatal(err)
 	}
+	// alice wins 7-0, and so, later in the same batch, does mallory.
 	var bad string
 	for i := 0; i < 40; i++ {
-		if i == 20 {
+		switch i {
+		case 5:
+			r.addOrder(t, 0, "7-0", "alice")
+		case 20:
 			bad = r.addOrder(t, 0, "7-0", "mallory")
 		}
 		r.addOrder(t, 0, fmt.Sprintf("%d-0", 100+i), fmt.Sprintf("u%d", i))
