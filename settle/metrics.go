@@ -19,6 +19,9 @@ type Metrics struct {
 	// Refunds counts refunds of late payments that finished, by channel and
 	// outcome (succeeded, failed); failed ones were not paid back.
 	Refunds *prometheus.CounterVec
+	// DeadLetters counts events moved to a dead-letter stream: each one is
+	// money or an order that needs a person.
+	DeadLetters prometheus.Counter
 }
 
 // NewMetrics creates the settler's collectors and registers them with reg.
@@ -41,8 +44,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Refunds: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashgrab_refunds_total", Help: "Refunds of late payments that finished, by channel and outcome (succeeded, failed: not paid back).",
 		}, []string{"channel", "outcome"}),
+		DeadLetters: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashgrab_settle_dead_letters_total", Help: "Events the settler could not settle and moved to a dead-letter stream.",
+		}),
 	}
-	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures, m.Refunds)
+	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures, m.Refunds, m.DeadLetters)
 	return m
 }
 

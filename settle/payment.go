@@ -247,13 +247,17 @@ func (b *Books) Payment(ctx context.Context, outTradeNo string) (Payment, error)
 }
 
 // ensureOrder writes an order the settler has not written yet; it is the
-// settler's own idempotent insert.
+// settler's own idempotent insert, and like it fails with ErrOrderConflict
+// when the id already holds a different order.
 func (b *Books) ensureOrder(ctx context.Context, o engine.Order) error {
 	_, err := b.DB.ExecContext(ctx, `INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents,
 		created_at, expires_at) VALUES (?,?,?,?,?,?,?,?)`, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
 		o.CreatedAt, o.CreatedAt.Add(b.orderTTL()))
 	if err != nil {
 		return fmt.Errorf("write order %s: %w", o.ID, unavailable(err))
+	}
+	if err := checkOrders(ctx, b.DB, []engine.Order{o}); err != nil {
+		return fmt.Errorf("write order %s: %w", o.ID, err)
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-sql-driver/mysql"
 	"github.com/panjf2000/ants/v2"
 	"github.com/redis/go-redis/v9"
 
@@ -24,6 +25,13 @@ import (
 // commit and deletes them, so the streams stay short. Entries left pending by a
 // settler that died are claimed again after ClaimIdle. Run several instances
 // (with distinct Consumer names) for availability.
+//
+// An event that cannot be settled for a reason of its own (an order id taken
+// by another order, a value MySQL rejects) is isolated from its batch and,
+// after Tries, moved to the partition's dead-letter stream, Keys.Events(p) +
+// "-dead", with the reason; the rest of the partition settles. An outage
+// (MySQL unreachable, deadlocks, lock timeouts, conflicts) never
+// dead-letters anything: the batch waits and is retried.
 type Settler struct {
 	Redis redis.UniversalClient
 	DB    *sql.DB
@@ -39,7 +47,10 @@ type Settler struct {
 	// BatchSize before reading again (default 10ms; negative: never), so that
 	// a moderate stream of events becomes a few large transactions rather
 	// than many small ones: fewer fsyncs in MySQL, fewer XACKs in Redis.
-	Linger  time.Duration
+	Linger time.Duration
+	// Tries is how often an event that fails on its own, for a reason other
+	// than an outage, is applied before it is dead-lettered (default 3).
+	Tries   int
 	Logger  *slog.Logger
 	Metrics *Metrics // optional
 	// Books posts the balance changes; nil makes one on DB. Share the
@@ -70,6 +81,9 @@ func (s *Settler) defaults() {
 		if s.Linger == 0 {
 			s.Linger = 10 * time.Millisecond
 		}
+		if s.Tries <= 0 {
+			s.Tries = 3
+		}
 		if s.Logger == nil {
 			s.Logger = slog.Default()
 		}
@@ -98,14 +112,28 @@ func (s *Settler) Run(ctx context.Context) error {
 	return nil
 }
 
-// runPartition is one partition's loop. After a failed batch it reads its own
-// pending entries ("0") before any new ones (">"), so a batch that failed is
-// retried, in order, until it commits.
+// runPartition is one partition's loop.
+//
+// After a restart it first settles its own pending entries ("0"), then new
+// ones (">"), and every ClaimIdle/2 it claims entries another consumer left
+// pending for ClaimIdle.
+//
+// A batch that fails is an outage: flush has already isolated and
+// dead-lettered every event that failed on its own. The loop then retries
+// what is left of that batch from memory, with backoff (only the entries
+// still pending for it: XPENDING does not touch idle time), and does not read
+// the stream again: re-reading its own pending entries would reset their idle
+// time on every try, so that a settler that cannot reach MySQL while others
+// can would hold them forever; left idle, they are claimed by a healthy
+// settler after ClaimIdle (a double apply changes nothing). Reading new
+// entries meanwhile would only fail the same way and pile them up in this
+// consumer's pending list.
 func (s *Settler) runPartition(ctx context.Context, p int) {
 	stream := s.Keys.Events(p)
 	backoff := time.Duration(0)
 	ownPending := true // entries this consumer read before a restart
 	nextClaim := time.Time{}
+	var retry []redis.XMessage // what is left of a batch that failed
 	for ctx.Err() == nil {
 		if backoff > 0 {
 			select {
@@ -114,43 +142,40 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 			case <-time.After(backoff):
 			}
 		}
-		if err := s.ensureGroup(ctx, stream); err != nil {
-			backoff = s.fail(p, "create group", err, backoff)
-			continue
-		}
 		var msgs []redis.XMessage
-		var err error
-		switch {
-		case ownPending:
-			msgs, err = s.read(ctx, stream, "0", -1)
-			if err == nil && len(msgs) == 0 {
-				ownPending = false
+		if len(retry) > 0 {
+			var err error
+			if msgs, err = s.stillOwned(ctx, stream, retry); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				backoff = s.fail(p, "read pending entries", err, backoff)
 				continue
 			}
-		case time.Now().After(nextClaim):
-			nextClaim = time.Now().Add(s.ClaimIdle / 2)
-			msgs, _, err = s.Redis.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-				Stream: stream, Group: s.Group, Consumer: s.Consumer,
-				MinIdle: s.ClaimIdle, Start: "0-0", Count: s.BatchSize,
-			}).Result()
-			if err == nil && len(msgs) == 0 {
+			retry = nil
+			if len(msgs) == 0 {
 				continue
 			}
-		default:
-			msgs, err = s.read(ctx, stream, ">", s.Block)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		} else {
+			var err error
+			msgs, err = s.next(ctx, stream, &ownPending, &nextClaim)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				backoff = s.fail(p, "read stream", err, backoff)
+				continue
 			}
-			backoff = s.fail(p, "read stream", err, backoff)
-			continue
+			// The backoff paces retries after a failure; a read that
+			// worked ends it, or a backoff longer than ClaimIdle/2 would
+			// have every turn claim (and find nothing) instead of read.
+			backoff = 0
+			if len(msgs) == 0 {
+				continue
+			}
 		}
-		if len(msgs) == 0 {
-			continue
-		}
-		if err := s.flush(p, msgs); err != nil {
-			ownPending = true
+		if rest, err := s.flush(p, msgs); err != nil {
+			retry = rest
 			backoff = s.fail(p, "settle batch", err, backoff)
 			continue
 		}
@@ -163,6 +188,56 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 			}
 		}
 	}
+}
+
+// next reads the partition's next batch: this consumer's own pending entries
+// while ownPending, entries idle for ClaimIdle once nextClaim has passed, new
+// entries otherwise. It may return none.
+func (s *Settler) next(ctx context.Context, stream string, ownPending *bool, nextClaim *time.Time) ([]redis.XMessage, error) {
+	if err := s.ensureGroup(ctx, stream); err != nil {
+		return nil, fmt.Errorf("create group %s on %s: %w", s.Group, stream, err)
+	}
+	switch {
+	case *ownPending:
+		msgs, err := s.read(ctx, stream, "0", -1)
+		if err == nil && len(msgs) == 0 {
+			*ownPending = false
+		}
+		return msgs, err
+	case time.Now().After(*nextClaim):
+		*nextClaim = time.Now().Add(s.ClaimIdle / 2)
+		msgs, _, err := s.Redis.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+			Stream: stream, Group: s.Group, Consumer: s.Consumer,
+			MinIdle: s.ClaimIdle, Start: "0-0", Count: s.BatchSize,
+		}).Result()
+		return msgs, err
+	default:
+		return s.read(ctx, stream, ">", s.Block)
+	}
+}
+
+// stillOwned returns those of msgs still pending for this consumer: while it
+// retried, another settler may have claimed them, settled or dead-lettered
+// them. XPENDING, unlike a read, leaves their idle time alone.
+func (s *Settler) stillOwned(ctx context.Context, stream string, msgs []redis.XMessage) ([]redis.XMessage, error) {
+	pending, err := s.Redis.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: stream, Group: s.Group, Consumer: s.Consumer,
+		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs)) + s.BatchSize,
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("pending entries of %s in %s: %w", s.Consumer, stream, err)
+	}
+	mine := make(map[string]bool, len(pending))
+	for _, x := range pending {
+		mine[x.ID] = true
+	}
+	owned := msgs[:0:0]
+	for _, m := range msgs {
+		if mine[m.ID] {
+			owned = append(owned, m)
+		}
+	}
+	return owned, nil
 }
 
 func (s *Settler) fail(p int, what string, err error, backoff time.Duration) time.Duration {
@@ -195,31 +270,108 @@ func (s *Settler) read(ctx context.Context, stream, from string, block time.Dura
 	return res[0].Messages, nil
 }
 
-// flush applies one batch in the ants pool and, only after the commit,
-// acknowledges and deletes its entries. It runs to completion even when Run's
-// context is cancelled, so shutdown never abandons a half-done batch.
-func (s *Settler) flush(p int, msgs []redis.XMessage) error {
-	events := make([]engine.Event, 0, len(msgs))
-	var poison []redis.XMessage
+// entry is a stream entry and the event it carries.
+type entry struct {
+	msg redis.XMessage
+	ev  engine.Event
+}
+
+// flush settles one batch: entries deleted while pending are acknowledged,
+// unreadable ones dead-lettered, and the events applied by settle. It runs to
+// completion even when Run's context is cancelled, so shutdown never abandons
+// a half-done batch. On an outage it returns the entries not yet settled,
+// dead-lettered or acknowledged, for the caller to retry.
+func (s *Settler) flush(p int, msgs []redis.XMessage) ([]redis.XMessage, error) {
+	batch := make([]entry, 0, len(msgs))
+	var gone []string
 	for _, m := range msgs {
 		if m.Values == nil { // deleted while pending: nothing left to settle
-			poison = append(poison, m)
+			gone = append(gone, m.ID)
 			continue
 		}
 		ev, err := engine.ParseEvent(p, m)
 		if err != nil {
-			s.Logger.Error("settler: unreadable event moved to dead-letter stream", "partition", p, "id", m.ID, "err", err)
-			poison = append(poison, m)
+			if err := s.deadLetter(p, m, err); err != nil {
+				return msgs, err
+			}
 			continue
 		}
-		events = append(events, ev)
+		batch = append(batch, entry{m, ev})
+	}
+	if len(gone) > 0 {
+		if err := s.ack(p, gone); err != nil {
+			return msgs, err
+		}
+	}
+	done := make(map[string]bool, len(batch))
+	if err := s.settle(p, batch, done); err != nil {
+		var rest []redis.XMessage
+		for _, e := range batch {
+			if !done[e.msg.ID] {
+				rest = append(rest, e.msg)
+			}
+		}
+		return rest, err
+	}
+	return nil, nil
+}
+
+// settle applies entries in one transaction and acknowledges them. When that
+// fails for a reason other than an outage, some event in it cannot be
+// settled: the halves are settled apart, in stream order, down to the lone
+// event, which is tried Tries times and then dead-lettered, so that one bad
+// event costs its batch about 2·log2(n) extra transactions and never holds
+// the good ones. Every entry settled or dead-lettered is marked in done.
+func (s *Settler) settle(p int, batch []entry, done map[string]bool) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	err := s.apply(p, batch)
+	if err == nil || outage(err) {
+		if err == nil {
+			for _, e := range batch {
+				done[e.msg.ID] = true
+			}
+		}
+		return err
+	}
+	if len(batch) > 1 {
+		half := len(batch) / 2
+		if err := s.settle(p, batch[:half], done); err != nil {
+			return err
+		}
+		return s.settle(p, batch[half:], done)
+	}
+	for try := 1; try < s.Tries; try++ {
+		time.Sleep(time.Duration(try) * 50 * time.Millisecond)
+		if err = s.apply(p, batch); err == nil || outage(err) {
+			if err == nil {
+				done[batch[0].msg.ID] = true
+			}
+			return err
+		}
+	}
+	if err := s.deadLetter(p, batch[0].msg, err); err != nil {
+		return err
+	}
+	done[batch[0].msg.ID] = true
+	return nil
+}
+
+// apply commits entries' events in one transaction through the ants pool
+// and, only after the commit, acknowledges and deletes the entries.
+func (s *Settler) apply(p int, batch []entry) error {
+	events := make([]engine.Event, len(batch))
+	ids := make([]string, len(batch))
+	for i, e := range batch {
+		events[i], ids[i] = e.ev, e.msg.ID
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
 	done := make(chan error, 1)
 	if err := s.Pool.Submit(func() { done <- s.Apply(ctx, events) }); err != nil {
-		return fmt.Errorf("submit batch: %w", err)
+		return fmt.Errorf("submit batch: %w: %v", engine.ErrUnavailable, err)
 	}
 	if err := <-done; err != nil {
 		return err
@@ -227,32 +379,84 @@ func (s *Settler) flush(p int, msgs []redis.XMessage) error {
 	if s.Metrics != nil {
 		s.Metrics.observe(events, time.Since(start))
 	}
-	return s.ack(ctx, p, msgs, poison)
+	return s.ack(p, ids)
 }
 
-func (s *Settler) ack(ctx context.Context, p int, msgs, poison []redis.XMessage) error {
-	stream := s.Keys.Events(p)
-	ids := make([]string, len(msgs))
-	for i, m := range msgs {
-		ids[i] = m.ID
+// outage reports whether err means MySQL (or Redis) could not do the work,
+// rather than that the events themselves cannot be settled: unreachable,
+// timed out, deadlocked, out of compare-and-set attempts, or failing for a
+// reason of the server's own (a missing table, no permission, read-only).
+// Only MySQL's data and integrity errors (SQLSTATE classes 22 and 23) and
+// the settler's own checks (ErrOrderConflict, a missing account) are the
+// events' fault.
+func outage(err error) bool {
+	if errors.Is(err, engine.ErrUnavailable) || errors.Is(err, errConflict) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return true
 	}
+	var me *mysql.MySQLError
+	if errors.As(err, &me) {
+		class := string(me.SQLState[:2])
+		return class != "22" && class != "23"
+	}
+	return false
+}
+
+// ack acknowledges and deletes settled entries. Failing, it reports an
+// outage: the entries stay pending and their replay changes nothing.
+func (s *Settler) ack(p int, ids []string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream := s.Keys.Events(p)
 	_, err := s.Redis.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for _, m := range poison {
-			if m.Values != nil {
-				pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream + "-dead", Values: m.Values})
-			}
-		}
 		pipe.XAck(ctx, stream, s.Group, ids...)
 		pipe.XDel(ctx, stream, ids...)
 		return nil
 	})
 	if err != nil {
-		// The batch is committed; left pending, it is replayed later and the
-		// replay changes nothing.
-		return fmt.Errorf("acknowledge %d entries: %w", len(ids), err)
+		return fmt.Errorf("acknowledge %d entries of %s: %w: %v", len(ids), stream, engine.ErrUnavailable, err)
 	}
 	return nil
 }
+
+// deadLetter moves an entry that cannot be settled to the partition's
+// dead-letter stream, Keys.Events(p) + "-dead", and acknowledges and deletes
+// it in the same MULTI, so that it is never both gone from the stream and
+// missing from the dead letters. The dead letter carries reason (why),
+// id (the entry's id) and the entry's own fields; a field of the entry named
+// reason or id (orders and sales carry their own id) is kept as event_reason
+// or event_id. It is logged at Error level: someone must look at it.
+func (s *Settler) deadLetter(p int, m redis.XMessage, reason error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream := s.Keys.Events(p)
+	values := []any{"reason", reason.Error(), "id", m.ID}
+	for k, v := range m.Values {
+		if k == "reason" || k == "id" {
+			k = "event_" + k
+		}
+		values = append(values, k, v)
+	}
+	_, err := s.Redis.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: deadLetterStream(s.Keys, p), Values: values})
+		pipe.XAck(ctx, stream, s.Group, m.ID)
+		pipe.XDel(ctx, stream, m.ID)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("dead-letter entry %s of %s: %w: %v", m.ID, stream, engine.ErrUnavailable, err)
+	}
+	s.Logger.Error("settler: event cannot be settled; moved to the dead-letter stream",
+		"partition", p, "id", m.ID, "stream", deadLetterStream(s.Keys, p), "reason", reason)
+	if s.Metrics != nil {
+		s.Metrics.DeadLetters.Inc()
+	}
+	return nil
+}
+
+// deadLetterStream is where partition p's settler puts the events it cannot
+// settle; reconcile counts what is there.
+func deadLetterStream(ks engine.Keyspace, p int) string { return ks.Events(p) + "-dead" }
 
 // Apply writes a batch of events to MySQL in one transaction. Every write is
 // keyed by its event, so applying the same events again changes nothing.
@@ -311,11 +515,16 @@ func (s *Settler) insertSales(ctx context.Context, tx *sql.Tx, events []engine.E
 	return unavailable(err)
 }
 
+// insertOrders writes the batch's orders. INSERT IGNORE makes a replay
+// harmless; checkOrders then makes sure that what was ignored was the same
+// order and not another one under the same id.
 func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []engine.Event) error {
 	var args []any
+	var orders []engine.Order
 	for _, e := range events {
 		if e.Kind == engine.EventOrder {
 			o := e.Order
+			orders = append(orders, o)
 			args = append(args, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
 				o.CreatedAt, o.CreatedAt.Add(s.Books.orderTTL()), e.ID)
 		}
@@ -325,5 +534,58 @@ func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []engine.
 	}
 	_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at, event_id) VALUES "+
 		placeholders(len(args)/9, "(?,?,?,?,?,?,?,?,?)"), args...)
-	return unavailable(err)
+	if err != nil {
+		return unavailable(err)
+	}
+	return checkOrders(ctx, tx, orders)
+}
+
+// ErrOrderConflict means an order id is already taken by a different order
+// (another buyer, sale, merchant, quantity or amount): two winners were given
+// one id. Ignoring it would let the second buyer's payment settle the first
+// buyer's order, so it fails the write instead; the settler dead-letters the
+// event.
+var ErrOrderConflict = errors.New("order id taken by a different order")
+
+// queryer is what checkOrders reads through: a transaction or the pool.
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// checkOrders reads back the orders just inserted with INSERT IGNORE and fails
+// with ErrOrderConflict when a row under one of their ids holds a different
+// order. An identical row (a replay) passes.
+func checkOrders(ctx context.Context, q queryer, orders []engine.Order) error {
+	ids := make([]any, len(orders))
+	for i, o := range orders {
+		ids[i] = o.ID
+	}
+	rows, err := q.QueryContext(ctx, "SELECT id, sale_id, user_id, merchant_id, qty, amount_cents FROM orders WHERE id IN ("+
+		placeholders(len(ids), "?")+")", ids...)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer rows.Close()
+	have := make(map[string]engine.Order, len(orders))
+	for rows.Next() {
+		var o engine.Order
+		if err := rows.Scan(&o.ID, &o.SaleID, &o.UserID, &o.MerchantID, &o.Qty, &o.AmountCents); err != nil {
+			return unavailable(err)
+		}
+		have[o.ID] = o
+	}
+	if err := rows.Err(); err != nil {
+		return unavailable(err)
+	}
+	for _, o := range orders {
+		h, ok := have[o.ID]
+		if !ok {
+			return fmt.Errorf("order %s: not found after insert: %w", o.ID, engine.ErrUnavailable)
+		}
+		if h.SaleID != o.SaleID || h.UserID != o.UserID || h.MerchantID != o.MerchantID || h.Qty != o.Qty || h.AmountCents != o.AmountCents {
+			return fmt.Errorf("order %s for user %s (sale %s, merchant %s, qty %d, %d fen): id held by user %s (sale %s, merchant %s, qty %d, %d fen): %w",
+				o.ID, o.UserID, o.SaleID, o.MerchantID, o.Qty, o.AmountCents, h.UserID, h.SaleID, h.MerchantID, h.Qty, h.AmountCents, ErrOrderConflict)
+		}
+	}
+	return nil
 }

@@ -3,12 +3,15 @@ package settle_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/panjf2000/ants/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgrab/flashgrab/engine"
@@ -250,8 +253,278 @@ func TestSettlerMySQLOutage(t *testing.T) {
 	proxy.Up()
 	waitSettled(t, r.db, len(orders))
 	r.checkExactlyOnce(t, orders, 2)
+	for p := 0; p < r.keys.Partitions; p++ {
+		if n := len(r.deadLetters(t, p)); n != 0 {
+			t.Fatalf("partition %d: %d dead letters from an outage", p, n)
+		}
+	}
 }
 
 func redisZ(score int64, member string) redis.Z {
 	return redis.Z{Score: float64(score), Member: member}
+}
+
+// addEvent appends a settlement event to partition p's stream, as a script
+// would, and returns its entry id.
+func (r *rig) addEvent(t *testing.T, p int, fields ...any) string {
+	t.Helper()
+	id, err := r.rdb.XAdd(context.Background(), &redis.XAddArgs{Stream: r.keys.Events(p), Values: fields}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// addOrder appends an order event of 100 fen to partition p.
+func (r *rig) addOrder(t *testing.T, p int, id, user string) string {
+	t.Helper()
+	return r.addEvent(t, p, "k", engine.EventOrder, "id", id, "sale", "s", "user", user, "mch", "m",
+		"qty", 1, "amt", 100, "at", time.Now().UnixMilli())
+}
+
+// meteredSettler starts a settler on r.db whose metrics the test can read.
+func (r *rig) meteredSettler(t *testing.T, consumer string, claimIdle time.Duration) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	pool, err := ants.NewPool(4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &settle.Settler{Redis: r.rdb, DB: r.db, Keys: r.keys, Pool: pool, Consumer: consumer, Books: r.books,
+		ClaimIdle: claimIdle, Block: 20 * time.Millisecond, BatchSize: 50, Metrics: settle.NewMetrics(reg)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done; pool.Release() })
+	return reg
+}
+
+// counter reads a counter from reg; 0 when it was never incremented.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+// deadLetters returns partition p's dead letters.
+func (r *rig) deadLetters(t *testing.T, p int) []redis.XMessage {
+	t.Helper()
+	msgs, err := r.rdb.XRange(context.Background(), r.keys.Events(p)+"-dead", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msgs
+}
+
+// orderUsers returns each order's buyer as MySQL has it.
+func (r *rig) orderUsers(t *testing.T) map[string]string {
+	t.Helper()
+	rows, err := r.db.Query("SELECT id, user_id FROM orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	users := map[string]string{}
+	for rows.Next() {
+		var id, user string
+		if err := rows.Scan(&id, &user); err != nil {
+			t.Fatal(err)
+		}
+		users[id] = user
+	}
+	return users
+}
+
+// TestSettlerDeadLettersOnlyTheBadEvent: one batch holds 40 good orders, an
+// identical replay of a settled order, and two orders of different buyers
+// under one id (two engines on one node number). The good ones, the replay and
+// the first of the two settle; the second alone goes to the dead-letter
+// stream with its reason and is counted, and orders appended later to the
+// same partition still settle.
+func TestSettlerDeadLettersOnlyTheBadEvent(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	// 3-0 is settled and will be replayed.
+	if _, err := r.db.Exec(`INSERT INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at)
+		VALUES ('3-0', 's', 'u3', 'm', 1, 100, NOW(3), NOW(3) + INTERVAL 1 HOUR)`); err != nil {
+		t.Fatal(err)
+	}
+	// alice wins 7-0, and so, later in the same batch, does mallory.
+	var bad string
+	for i := 0; i < 40; i++ {
+		switch i {
+		case 5:
+			r.addOrder(t, 0, "7-0", "alice")
+		case 20:
+			bad = r.addOrder(t, 0, "7-0", "mallory")
+		}
+		r.addOrder(t, 0, fmt.Sprintf("%d-0", 100+i), fmt.Sprintf("u%d", i))
+	}
+	r.addOrder(t, 0, "3-0", "u3")
+	reg := r.meteredSettler(t, "a", time.Minute)
+	waitSettled(t, r.db, 42)
+	r.waitDrained(t)
+
+	dead := r.deadLetters(t, 0)
+	if len(dead) != 1 {
+		t.Fatalf("%d dead letters, want 1: %v", len(dead), dead)
+	}
+	v := dead[0].Values
+	if v["id"] != bad || v["event_id"] != "7-0" || v["user"] != "mallory" || v["k"] != engine.EventOrder ||
+		!strings.Contains(v["reason"].(string), "held by user alice") || !strings.Contains(v["reason"].(string), settle.ErrOrderConflict.Error()) {
+		t.Fatalf("dead letter %v, want entry %s, order 7-0 of mallory, reason naming alice's order", v, bad)
+	}
+	if n := counter(t, reg, "flashgrab_settle_dead_letters_total"); n != 1 {
+		t.Fatalf("dead-letter counter %v, want 1", n)
+	}
+	users := r.orderUsers(t)
+	if len(users) != 42 || users["7-0"] != "alice" || users["3-0"] != "u3" || users["119-0"] != "u19" {
+		t.Fatalf("MySQL orders %v: want 40 new, alice's 7-0 and u3's 3-0", users)
+	}
+
+	// The partition goes on settling.
+	for i := 0; i < 10; i++ {
+		r.addOrder(t, 0, fmt.Sprintf("%d-0", 200+i), fmt.Sprintf("v%d", i))
+	}
+	waitSettled(t, r.db, 52)
+	r.waitDrained(t)
+	if n := len(r.deadLetters(t, 0)); n != 1 {
+		t.Fatalf("%d dead letters after more orders, want 1", n)
+	}
+	if x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result(); err != nil || x.Count != 0 {
+		t.Fatalf("pending after settling: %+v %v", x, err)
+	}
+}
+
+// TestEnsureOrderRefusesTakenID: paying an order whose id MySQL holds for
+// another buyer fails with ErrOrderConflict and changes nothing; paying the
+// very order MySQL holds works.
+func TestEnsureOrderRefusesTakenID(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	p, _ := newPayments(t, r)
+	alice := engine.Order{ID: "9-0", SaleID: "s", UserID: "alice", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
+	if _, err := p.PayOrder(ctx, alice, "alipay"); err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []engine.Order{
+		{ID: "9-0", SaleID: "s", UserID: "mallory", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: alice.CreatedAt},
+		{ID: "9-0", SaleID: "s", UserID: "alice", MerchantID: "m", Qty: 2, AmountCents: 600, CreatedAt: alice.CreatedAt},
+	} {
+		if _, err := p.PayOrder(ctx, other, "alipay"); !errors.Is(err, settle.ErrOrderConflict) {
+			t.Fatalf("paying %+v over alice's order: %v, want ErrOrderConflict", other, err)
+		}
+	}
+	if users := r.orderUsers(t); len(users) != 1 || users["9-0"] != "alice" {
+		t.Fatalf("orders %v, want only alice's 9-0", users)
+	}
+	var payments int
+	r.db.QueryRow("SELECT COUNT(*) FROM payments").Scan(&payments)
+	if payments != 1 {
+		t.Fatalf("%d payments, want alice's 1", payments)
+	}
+	if _, err := p.PayOrder(ctx, alice, "alipay"); err != nil {
+		t.Fatalf("alice paying her own order again: %v", err)
+	}
+}
+
+// TestSettlerFailingConsumerIsTakenOver: a settler that cannot reach MySQL
+// holds a batch it read; it retries without re-reading, so the entries grow
+// idle and a healthy settler claims and settles them after ClaimIdle. Nothing
+// is dead-lettered: an outage is not the events' fault. (Before, the sick
+// settler re-read its pending entries on every retry, resetting their idle
+// time below ClaimIdle, and they were never settled.)
+func TestSettlerFailingConsumerIsTakenOver(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
+	proxy.Down()
+	const claimIdle = 5 * time.Second // beyond the retry backoff's 2 s cap
+	r.settler(t, pdb, "sick", claimIdle)
+	for i := 0; i < 30; i++ {
+		r.addOrder(t, 0, fmt.Sprintf("%d-0", i), fmt.Sprintf("u%d", i))
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
+		if err == nil && x.Consumers["sick"] > 0 {
+			t.Logf("the sick settler holds %d entries", x.Consumers["sick"])
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sick settler never read: %+v %v", x, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	r.settler(t, r.db, "well", claimIdle)
+	waitSettled(t, r.db, 30)
+	r.waitDrained(t)
+	if users := r.orderUsers(t); len(users) != 30 || users["29-0"] != "u29" {
+		t.Fatalf("orders %v, want the 30", users)
+	}
+	if n := len(r.deadLetters(t, 0)); n != 0 {
+		t.Fatalf("%d dead letters from an outage", n)
+	}
+}
+
+// TestSettlerRetrySkipsClaimedEntries: a settler that cannot reach MySQL holds
+// an event that can never settle; a healthy settler claims it after ClaimIdle
+// and dead-letters it. When MySQL comes back, the first settler's retry finds
+// the entry no longer its own and leaves it: one dead letter, not two.
+func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	if _, err := r.db.Exec(`INSERT INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at)
+		VALUES ('7-0', 's', 'alice', 'm', 1, 100, NOW(3), NOW(3) + INTERVAL 1 HOUR)`); err != nil {
+		t.Fatal(err)
+	}
+	pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
+	proxy.Down()
+	const claimIdle = 3 * time.Second
+	r.settler(t, pdb, "sick", claimIdle)
+	r.addOrder(t, 0, "7-0", "mallory")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
+		if err == nil && x.Consumers["sick"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sick settler never read: %+v %v", x, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	pool, err := ants.NewPool(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Release()
+	well := &settle.Settler{Redis: r.rdb, DB: r.db, Keys: r.keys, Pool: pool, Consumer: "well", Books: r.books,
+		ClaimIdle: claimIdle, Block: 20 * time.Millisecond}
+	wctx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() { well.Run(wctx); close(stopped) }()
+	r.waitDrained(t)
+	stop()
+	<-stopped
+	if n := len(r.deadLetters(t, 0)); n != 1 {
+		t.Fatalf("%d dead letters, want 1", n)
+	}
+	// Only the sick settler is left, and it reads new entries only once its
+	// retry is done: when this order is settled, the retry has happened.
+	proxy.Up()
+	r.addOrder(t, 0, "8-0", "bob")
+	waitSettled(t, r.db, 2)
+	if n := len(r.deadLetters(t, 0)); n != 1 {
+		t.Fatalf("%d dead letters after the sick settler's retry, want 1", n)
+	}
 }
