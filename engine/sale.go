@@ -167,7 +167,11 @@ func (e *Engine) Grab(ctx context.Context, r GrabRequest) (GrabResult, error) {
 	}
 	sentAt := e.soldOut.now()
 	h := e.saleHead(r.SaleID)
-	orderKey, oid := h.orderKey(e.ids.Next())
+	id, err := e.ids.Next()
+	if err != nil {
+		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
+	}
+	orderKey, oid := h.orderKey(id)
 	v, err := e.batch.do(ctx, &h.call, []string{orderKey}, r.UserID, r.Key, r.Qty, oid)
 	if err != nil {
 		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)

@@ -136,9 +136,9 @@ func TestIDsAreUniqueAndOrdered(t *testing.T) {
 	g := engine.NewIDs(7)
 	var prev int64
 	for i := 0; i < 100000; i++ {
-		id := g.Next()
-		if id <= prev {
-			t.Fatalf("id %d after %d: not increasing", id, prev)
+		id, err := g.Next()
+		if err != nil || id <= prev {
+			t.Fatalf("id %d (%v) after %d: not increasing", id, err, prev)
 		}
 		prev = id
 	}
@@ -249,5 +249,28 @@ func TestCreateSaleIsIdempotent(t *testing.T) {
 	}
 	if created != 1 {
 		t.Fatalf("%d sale creation events for s1, want 1", created)
+	}
+}
+
+// TestLeasedIDsRefuseOutsideLease: a leased generator hands out ids only
+// while it holds a node whose time is not up (issue 13 item 3).
+func TestLeasedIDsRefuseOutsideLease(t *testing.T) {
+	g := engine.NewLeasedIDs()
+	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("before any lease: %v, want ErrUnavailable", err)
+	}
+	g.Hold(5, time.Now().Add(time.Hour))
+	id, err := g.Next()
+	if err != nil || id>>12&1023 != 5 {
+		t.Fatalf("under a lease on node 5: %d %v", id, err)
+	}
+	g.Hold(5, time.Now().Add(-time.Millisecond))
+	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("past the lease's time: %v, want ErrUnavailable", err)
+	}
+	g.Hold(6, time.Now().Add(time.Hour))
+	g.Drop()
+	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("after Drop: %v, want ErrUnavailable", err)
 	}
 }
