@@ -92,7 +92,11 @@ func (s *Server) topup(ctx *fasthttp.RequestCtx, _ params) error {
 	}
 	c, cancel := s.reqContext()
 	defer cancel()
-	pay, err := s.Payments.Topup(c, "T"+s.Engine.NewID(), p.UserID, req.AmountCents, req.Channel)
+	id, err := s.Engine.NewID()
+	if err != nil {
+		return err
+	}
+	pay, err := s.Payments.Topup(c, "T"+id, p.UserID, req.AmountCents, req.Channel)
 	if err != nil {
 		return err
 	}

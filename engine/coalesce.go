@@ -188,6 +188,13 @@ func (b *batcher) do(ctx context.Context, c *batchCall, userKeys []string, userA
 	case <-w.done:
 		return b.recycle(w)
 	case <-ctx.Done():
+		// select picks at random among ready cases: an answer that arrived
+		// before or with the deadline (a won grab) must not be lost to it.
+		select {
+		case <-w.done:
+			return b.recycle(w)
+		default:
+		}
 		// The waiter may still be delivered to later; it is not reused.
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
 	}

@@ -40,7 +40,8 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 	// waiterFor makes the waiter Grab would queue for r.
 	waiterFor := func(sale string, r GrabRequest) *waiter {
 		h := e.saleHead(sale)
-		key, oid := h.orderKey(e.ids.Next())
+		id, _ := e.ids.Next()
+		key, oid := h.orderKey(id)
 		if p, ok := e.keys.orderPartition(oid); !ok || p != h.p || key != e.keys.Order(h.p, oid) {
 			t.Fatalf("order %q in partition %d has key %q, want partition %d and key %q", oid, p, key, h.p, e.keys.Order(h.p, oid))
 		}

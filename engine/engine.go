@@ -22,7 +22,10 @@ const DefaultRetention = 7 * 24 * time.Hour
 type Config struct {
 	Redis redis.UniversalClient
 	Keys  Keyspace
-	// IDs generates order and packet ids; nil claims a node from Redis.
+	// IDs generates order and packet ids. A deployment passes a generator
+	// whose node is leased (NewLeasedIDs, held by cmd/flashgrab with
+	// settle.NodeLease); nil gives a fixed node distinct among this
+	// process's engines, enough for tests and benchmarks.
 	IDs *IDs
 	// Retention is how long Redis keeps an order's record, and a red packet
 	// once emptied or expired (default 7 days). It must outlast the
@@ -104,11 +107,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		soldOut:      newSoldOutMarks(cfg),
 	}
 	if e.ids == nil {
-		node, err := ClaimNode(ctx, cfg.Redis, cfg.Keys)
-		if err != nil {
-			return nil, wrapRedis(err)
-		}
-		e.ids = NewIDs(node)
+		e.ids = localIDs()
 	}
 	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease, e.packetCreate, e.packetGrab, e.packetExpire} {
 		if err := s.Load(ctx, e.rdb).Err(); err != nil {

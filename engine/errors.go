@@ -14,6 +14,9 @@ var (
 	ErrExpired           = errors.New("packet expired")
 	ErrInsufficientFunds = errors.New("insufficient funds")
 	ErrNotPayable        = errors.New("order not payable")
+	// ErrSaleGone reports an order whose sale is no longer in Redis, so its
+	// stock and the buyer's limit cannot be returned (the order is stranded).
+	ErrSaleGone = errors.New("sale gone from redis")
 	// ErrUnavailable wraps a failure of a backing store (Redis, MySQL):
 	// the request may be retried later.
 	ErrUnavailable = errors.New("unavailable")

@@ -1,14 +1,12 @@
 package engine
 
 import (
-	"context"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // epoch is the origin of id timestamps (2024-01-01 UTC); it leaves 69 years of ids.
@@ -22,36 +20,65 @@ const (
 )
 
 // IDs generates time-ordered 63-bit ids, unique across instances: 41 bits of
-// milliseconds, 10 bits of node number (handed out by Redis INCR at start-up,
-// so no two live instances share one) and 12 bits of sequence.
+// milliseconds, 10 bits of node number and 12 bits of sequence. Uniqueness
+// rests on no two live instances sharing a node number: in production the
+// number is leased (settle.NodeLease, a MySQL row with an expiry, renewed
+// while the instance runs), and the generator refuses ids once the lease
+// may have run out (NewLeasedIDs); tests and benchmarks use a fixed node.
 type IDs struct {
 	mu   sync.Mutex
 	node int64
 	last int64
 	seq  int64
 	now  func() time.Time
+	// leased generators hand out ids only before until, by this process's
+	// clock (zero: no lease held).
+	leased bool
+	until  time.Time
 }
 
-// NewIDs returns a generator for node (0..1023).
+// NewIDs returns a generator for a fixed node (0..1023), for an instance
+// that knows no other instance uses the number (tests, benchmarks).
 func NewIDs(node int64) *IDs {
 	return &IDs{node: node & maxNode, now: time.Now}
 }
 
-// ClaimNode takes the next node number from Redis.
-func ClaimNode(ctx context.Context, rdb redis.UniversalClient, ks Keyspace) (int64, error) {
-	n, err := rdb.Incr(ctx, ks.NodeCounter()).Result()
-	if err != nil {
-		return 0, fmt.Errorf("claim id node: %w", err)
-	}
-	return n & maxNode, nil
+// NewLeasedIDs returns a generator that holds no node yet: Next fails with
+// ErrUnavailable until Hold gives it a leased node.
+func NewLeasedIDs() *IDs {
+	return &IDs{leased: true, now: time.Now}
+}
+
+// Hold makes node the generator's number until until (this process's
+// clock); it is called on each claim and renewal of the node's lease, with a
+// time safely before the lease can expire. Past until, Next fails until the
+// next Hold: a renewal that keeps failing stops ids rather than risk a
+// second holder of the node.
+func (g *IDs) Hold(node int64, until time.Time) {
+	g.mu.Lock()
+	g.node, g.until = node&maxNode, until
+	g.mu.Unlock()
+}
+
+// Drop stops the generator at once: the lease is lost or released.
+func (g *IDs) Drop() {
+	g.mu.Lock()
+	g.until = time.Time{}
+	g.mu.Unlock()
 }
 
 // Next returns a new id. Within one millisecond it hands out 4096 ids, then
 // borrows from the next millisecond rather than sleeping, so a burst never
-// stalls the grab path and ids stay strictly increasing.
-func (g *IDs) Next() int64 {
+// stalls the grab path and ids stay strictly increasing. A leased generator
+// whose lease may have run out returns ErrUnavailable.
+func (g *IDs) Next() (int64, error) {
 	g.mu.Lock()
-	ms := g.now().UnixMilli() - epoch
+	now := g.now()
+	if g.leased && !now.Before(g.until) {
+		g.mu.Unlock()
+		return 0, fmt.Errorf("%w: no valid lease on an id node", ErrUnavailable)
+	}
+	ms := now.UnixMilli() - epoch
 	if ms > g.last {
 		g.last, g.seq = ms, 0
 	} else {
@@ -63,8 +90,15 @@ func (g *IDs) Next() int64 {
 	}
 	id := g.last<<(nodeBits+seqBits) | g.node<<seqBits | g.seq
 	g.mu.Unlock()
-	return id
+	return id, nil
 }
+
+// localNodes numbers the engines of this process that were given no IDs, so
+// that two of them (a test's second instance) never share a node.
+var localNodes atomic.Int64
+
+// localIDs returns a fixed-node generator of the next process-local number.
+func localIDs() *IDs { return NewIDs((localNodes.Add(1) - 1) & maxNode) }
 
 // An order lives in its sale's partition, so that the grab script can write it
 // in the same atomic step; the partition therefore travels inside the order id
@@ -87,5 +121,11 @@ func (k Keyspace) orderPartition(orderID string) (int, bool) {
 }
 
 // NewID returns a fresh time-ordered id, for entities the engine does not
-// keep in Redis (top-ups).
-func (e *Engine) NewID() string { return strconv.FormatInt(e.ids.Next(), 10) }
+// keep in Redis (top-ups); ErrUnavailable while the engine holds no node.
+func (e *Engine) NewID() (string, error) {
+	id, err := e.ids.Next()
+	if err != nil {
+		return "", err
+	}
+	return strconv.FormatInt(id, 10), nil
+}

@@ -51,6 +51,3 @@ func (k Keyspace) PacketExpiry(p int) string { return k.tag(p) + "pkt-expiry" }
 func (k Keyspace) Events(p int) string { return k.tag(p) + "events" }
 
 // Global keys are not tied to a partition and never touched by a script.
-
-// NodeCounter is the counter that hands every engine instance its node number.
-func (k Keyspace) NodeCounter() string { return k.Prefix + ":node-seq" }

@@ -20,7 +20,7 @@ func (e *Engine) Order(ctx context.Context, id string) (Order, error) {
 		return Order{}, fmt.Errorf("order %q: %w", id, ErrNotFound)
 	}
 	rec, err := e.rdb.Get(ctx, e.keys.Order(p, id)).Result()
-	if errors.Is(err, redis.Nil) {
+	if errors.Is(err, redis.Nil) || rec == releasedTombstone {
 		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
 	}
 	if err != nil {
@@ -36,23 +36,33 @@ func (e *Engine) Order(ctx context.Context, id string) (Order, error) {
 		CreatedAt: time.UnixMilli(n(5)).UTC()}, nil
 }
 
+// releasedTombstone stands in for an order record that was gone when the
+// order was released from the caller's facts (see order_release.lua).
+const releasedTombstone = "~rel"
+
 // ReleaseOrder returns a cancelled order's stock to its sale and frees the
 // buyer to grab again. It is idempotent: released reports whether this call
 // did the release.
+//
+// When Redis no longer has the order's record, o's SaleID, UserID and Qty
+// (the order as MySQL has it) say what to return, still exactly once. When
+// the sale's own keys are gone too nothing can be returned: ErrSaleGone.
 func (e *Engine) ReleaseOrder(ctx context.Context, o Order) (released bool, err error) {
 	p, ok := e.keys.orderPartition(o.ID)
 	if !ok {
 		return false, fmt.Errorf("release order %q: %w", o.ID, ErrNotFound)
 	}
 	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID)}
-	r, err := e.orderRelease.Run(ctx, e.rdb, keys).Int()
+	r, err := e.orderRelease.Run(ctx, e.rdb, keys, o.UserID, o.Qty, o.ID, e.retention.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("release order %s: %w", o.ID, wrapRedis(err))
 	}
-	if r < 0 {
-		return false, fmt.Errorf("release order %s: %w", o.ID, ErrNotFound)
-	}
-	if r == 1 {
+	switch r {
+	case -1:
+		return false, fmt.Errorf("release order %s: no record in Redis and no user and qty given: %w", o.ID, ErrNotFound)
+	case -2:
+		return false, fmt.Errorf("release order %s of sale %s (user %s, qty %d): %w", o.ID, o.SaleID, o.UserID, o.Qty, ErrSaleGone)
+	case 1:
 		// Stock is back: this instance stops answering "sold out" at once
 		// (other instances within their mark's TTL).
 		e.soldOut.observe(o.SaleID, p, max(o.Qty, 1), e.soldOut.now())

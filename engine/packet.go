@@ -71,8 +71,12 @@ func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl t
 	case ttl < MinPacketTTL || ttl > MaxPacketTTL:
 		return Packet{}, Invalid("expires_in_s", fmt.Sprintf("must be in [%d, %d]", int(MinPacketTTL.Seconds()), int(MaxPacketTTL.Seconds())))
 	}
+	id, err := e.ids.Next()
+	if err != nil {
+		return Packet{}, fmt.Errorf("new packet of %s: %w", sender, err)
+	}
 	now := time.Now().UTC().Truncate(time.Millisecond)
-	return Packet{ID: strconv.FormatInt(e.ids.Next(), 10), SenderID: sender, TotalCents: total, Count: count,
+	return Packet{ID: strconv.FormatInt(id, 10), SenderID: sender, TotalCents: total, Count: count,
 		Mode: mode, CreatedAt: now, ExpiresAt: now.Add(ttl), RemainingCents: total, RemainingCount: count}, nil
 }
 

@@ -67,7 +67,10 @@ func (s *Sale) Validate() error {
 	return nil
 }
 
-// CreateSale makes a sale grabbable. It fails with ErrExists when the id is taken.
+// CreateSale makes a sale grabbable. It is idempotent for identical terms: a
+// create sent again (a retry after a lost reply) returns the sale as the
+// first call did, and records no second creation. It fails with ErrExists
+// when the id is taken by other terms.
 func (e *Engine) CreateSale(ctx context.Context, s Sale) (Sale, error) {
 	if err := s.Validate(); err != nil {
 		return Sale{}, err
@@ -81,7 +84,7 @@ func (e *Engine) CreateSale(ctx context.Context, s Sale) (Sale, error) {
 		return Sale{}, fmt.Errorf("create sale %s: %w", s.ID, wrapRedis(err))
 	}
 	if created == 0 {
-		return Sale{}, fmt.Errorf("create sale %s: %w", s.ID, ErrExists)
+		return Sale{}, fmt.Errorf("create sale %s: other terms under this id: %w", s.ID, ErrExists)
 	}
 	s.StartsAt, s.EndsAt = s.StartsAt.Truncate(time.Millisecond), s.EndsAt.Truncate(time.Millisecond)
 	return s, nil
@@ -164,7 +167,11 @@ func (e *Engine) Grab(ctx context.Context, r GrabRequest) (GrabResult, error) {
 	}
 	sentAt := e.soldOut.now()
 	h := e.saleHead(r.SaleID)
-	orderKey, oid := h.orderKey(e.ids.Next())
+	id, err := e.ids.Next()
+	if err != nil {
+		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
+	}
+	orderKey, oid := h.orderKey(id)
 	v, err := e.batch.do(ctx, &h.call, []string{orderKey}, r.UserID, r.Key, r.Qty, oid)
 	if err != nil {
 		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)

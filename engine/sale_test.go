@@ -78,8 +78,10 @@ func TestGrabWindowAndMissing(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.CreateSale(ctx, future); !errors.Is(err, engine.ErrExists) {
-		t.Fatalf("duplicate create: %v, want ErrExists", err)
+	moved := future
+	moved.EndsAt = moved.EndsAt.Add(time.Hour)
+	if _, err := e.CreateSale(ctx, moved); !errors.Is(err, engine.ErrExists) {
+		t.Fatalf("create under a taken id with other terms: %v, want ErrExists", err)
 	}
 	for id, want := range map[string]error{"later": engine.ErrNotStarted, "over": engine.ErrEnded, "nope": engine.ErrNotFound} {
 		if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: id, UserID: "u", Qty: 1}); !errors.Is(err, want) {
@@ -134,9 +136,9 @@ func TestIDsAreUniqueAndOrdered(t *testing.T) {
 	g := engine.NewIDs(7)
 	var prev int64
 	for i := 0; i < 100000; i++ {
-		id := g.Next()
-		if id <= prev {
-			t.Fatalf("id %d after %d: not increasing", id, prev)
+		id, err := g.Next()
+		if err != nil || id <= prev {
+			t.Fatalf("id %d (%v) after %d: not increasing", id, err, prev)
 		}
 		prev = id
 	}
@@ -197,5 +199,78 @@ func TestOrderRecordsExpire(t *testing.T) {
 	ttl := rdb.PTTL(ctx, e.Keys().Order(e.Keys().Partition("s"), r.OrderID)).Val()
 	if ttl <= 0 || ttl > time.Hour {
 		t.Fatalf("order record TTL %v, want within (0, 1h]", ttl)
+	}
+}
+
+// TestCreateSaleIsIdempotent is issue 13 item 10: a create sent again with
+// identical terms (go-redis resends once when a reply is lost) returns the
+// sale as the first did and records one creation event, not two; any other
+// terms under the id fail with ErrExists and change nothing.
+func TestCreateSaleIsIdempotent(t *testing.T) {
+	e, rdb := newEngine(t)
+	ctx := context.Background()
+	s := openSale("s1", 10, 2)
+	first, err := e.CreateSale(ctx, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.CreateSale(ctx, s)
+	if err != nil || again != first {
+		t.Fatalf("identical create again: %+v %v, want %+v", again, err, first)
+	}
+	for name, change := range map[string]func(*engine.Sale){
+		"merchant": func(s *engine.Sale) { s.MerchantID = "m2" },
+		"price":    func(s *engine.Sale) { s.PriceCents++ },
+		"stock":    func(s *engine.Sale) { s.Stock++ },
+		"limit":    func(s *engine.Sale) { s.PerUserLimit++ },
+		"start":    func(s *engine.Sale) { s.StartsAt = s.StartsAt.Add(-time.Second) },
+		"end":      func(s *engine.Sale) { s.EndsAt = s.EndsAt.Add(time.Second) },
+	} {
+		other := s
+		change(&other)
+		if _, err := e.CreateSale(ctx, other); !errors.Is(err, engine.ErrExists) {
+			t.Errorf("create with another %s: %v, want ErrExists", name, err)
+		}
+	}
+	got, err := e.Sale(ctx, "s1")
+	if err != nil || got.Stock != 10 || got.PerUserLimit != 2 || got.MerchantID != "m1" || got.PriceCents != 150 {
+		t.Fatalf("sale after the creates: %+v %v", got, err)
+	}
+	ks := e.Keys()
+	msgs, err := rdb.XRange(ctx, ks.Events(ks.Partition("s1")), "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := 0
+	for _, m := range msgs {
+		if m.Values["k"] == "sale" && m.Values["id"] == "s1" {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d sale creation events for s1, want 1", created)
+	}
+}
+
+// TestLeasedIDsRefuseOutsideLease: a leased generator hands out ids only
+// while it holds a node whose time is not up (issue 13 item 3).
+func TestLeasedIDsRefuseOutsideLease(t *testing.T) {
+	g := engine.NewLeasedIDs()
+	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("before any lease: %v, want ErrUnavailable", err)
+	}
+	g.Hold(5, time.Now().Add(time.Hour))
+	id, err := g.Next()
+	if err != nil || id>>12&1023 != 5 {
+		t.Fatalf("under a lease on node 5: %d %v", id, err)
+	}
+	g.Hold(5, time.Now().Add(-time.Millisecond))
+	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("past the lease's time: %v, want ErrUnavailable", err)
+	}
+	g.Hold(6, time.Now().Add(time.Hour))
+	g.Drop()
+	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("after Drop: %v, want ErrUnavailable", err)
 	}
 }

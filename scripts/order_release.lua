@@ -2,32 +2,68 @@
 -- so the buyer may grab again. Runs at most once per order: the record gets
 -- a "|rel" suffix.
 --
+-- The record may be gone (past its retention, or Redis lost it) while MySQL
+-- still holds the order: then the caller's facts (user, qty) say what to
+-- return, and a tombstone ("~rel", kept as long as a record) stands in for
+-- the record so that a second call returns nothing more.
+--
 -- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] order record
 --   ("sale|user|merchant|qty|amount|at_ms|key", see sale_grab.lua)
+-- ARGV[1] user, ARGV[2] qty, ARGV[3] order id, ARGV[4] tombstone retention ms
 -- Returns 1 when released now, 0 when it was released before, -1 when the
--- order is unknown (or past its retention).
+-- record is gone and the facts are missing, -2 when the sale's keys are gone
+-- (nothing can be returned).
 local rec = redis.call('GET', KEYS[3])
-if not rec then
-  return -1
-end
--- Split on '|', keeping empty fields (the default attempt's key is "").
-local f, from = {}, 1
-while true do
-  local at = string.find(rec, '|', from, true)
-  if not at then
-    f[#f + 1] = string.sub(rec, from)
-    break
-  end
-  f[#f + 1] = string.sub(rec, from, at - 1)
-  from = at + 1
-end
-if f[8] == 'rel' then
+if rec == '~rel' then
   return 0
 end
-local user, qty, key = f[2], tonumber(f[4]), f[7]
+local user, qty, key
+if rec then
+  -- Split on '|', keeping empty fields (the default attempt's key is "").
+  local f, from = {}, 1
+  while true do
+    local at = string.find(rec, '|', from, true)
+    if not at then
+      f[#f + 1] = string.sub(rec, from)
+      break
+    end
+    f[#f + 1] = string.sub(rec, from, at - 1)
+    from = at + 1
+  end
+  if f[8] == 'rel' then
+    return 0
+  end
+  user, qty, key = f[2], tonumber(f[4]), f[7]
+else
+  user, qty = ARGV[1], tonumber(ARGV[2])
+  if user == '' or not qty or qty < 1 then
+    return -1
+  end
+end
+-- HINCRBY on a missing sale would make up a sale of qty units.
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -2
+end
 redis.call('HINCRBY', KEYS[1], 'stock', qty)
 redis.call('HINCRBY', KEYS[1], 'sold', -qty)
 redis.call('HINCRBY', KEYS[2], 'u:' .. user, -qty)
-redis.call('HDEL', KEYS[2], 'k:' .. user .. ':' .. key)
-redis.call('SET', KEYS[3], rec .. '|rel', 'KEEPTTL')
+if key then
+  redis.call('HDEL', KEYS[2], 'k:' .. user .. ':' .. key)
+  redis.call('SET', KEYS[3], rec .. '|rel', 'KEEPTTL')
+  return 1
+end
+-- The attempt's key went with the record: find the user's attempt field
+-- that names this order ("order_id|qty|amount"). User ids are
+-- [A-Za-z0-9_-], no glob characters. A rare path: it walks the buyers hash.
+local mark, cursor = ARGV[3] .. '|', '0'
+repeat
+  local r = redis.call('HSCAN', KEYS[2], cursor, 'MATCH', 'k:' .. user .. ':*', 'COUNT', 1000)
+  cursor = r[1]
+  for i = 1, #r[2], 2 do
+    if string.sub(r[2][i + 1], 1, #mark) == mark then
+      redis.call('HDEL', KEYS[2], r[2][i])
+    end
+  end
+until cursor == '0'
+redis.call('SET', KEYS[3], '~rel', 'PX', ARGV[4])
 return 1

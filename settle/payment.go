@@ -627,10 +627,15 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 			}
 			cancelled++
 		}
-		if err := release(ctx, o.Order); err != nil && !errors.Is(err, engine.ErrNotFound) {
+		released := 1
+		if err := release(ctx, o.Order); errors.Is(err, engine.ErrSaleGone) {
+			// Stranded: nothing in Redis to return the stock to; reconcile reports released = 2.
+			released = 2
+			p.logger().Error("expired order's stock stranded", "order", o.ID, "sale", o.SaleID, "user", o.UserID, "qty", o.Qty, "err", err)
+		} else if err != nil && !errors.Is(err, engine.ErrNotFound) {
 			return cancelled, err
 		}
-		if _, err := p.Books.DB.ExecContext(ctx, `UPDATE orders SET released = 1 WHERE id = ?`, o.ID); err != nil {
+		if _, err := p.Books.DB.ExecContext(ctx, `UPDATE orders SET released = ? WHERE id = ?`, released, o.ID); err != nil {
 			return cancelled, unavailable(err)
 		}
 		for _, pay := range toClose {

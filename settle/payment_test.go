@@ -184,3 +184,61 @@ func TestExpiryRacesPayment(t *testing.T) {
 		t.Fatalf("%d paid + %d refunded of %d; merchant %d fen; %d refunds", paid, refunded, orders, a.BalanceCents, nrefunds)
 	}
 }
+
+// TestExpiryOfOrderWithGoneSaleIsStranded is issue 13 item 11 on the MySQL
+// side: an expired order whose sale Redis no longer has cannot get its stock
+// back; it is cancelled and marked released = 2 (stranded, for reconcile),
+// not 1, and the next sweep does not pick it up again.
+func TestExpiryOfOrderWithGoneSaleIsStranded(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	p, _ := newPayments(t, r)
+	now := time.Now()
+	if _, err := r.eng.CreateSale(ctx, engine.Sale{ID: "s1", MerchantID: "m", PriceCents: 100, Stock: 5, PerUserLimit: 1,
+		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	var orders []engine.Order
+	for _, u := range []string{"alice", "bob"} {
+		won, err := r.eng.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: u, Qty: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := r.eng.Order(ctx, won.OrderID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := p.PayOrder(ctx, o, "alipay"); err != nil { // writes the order to MySQL
+			t.Fatal(err)
+		}
+		orders = append(orders, o)
+	}
+	// bob's record is gone (released from MySQL's facts); then the whole sale.
+	pt := r.keys.Partition("s1")
+	if err := r.rdb.Del(ctx, r.keys.Order(pt, orders[1].ID)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.db.Exec("UPDATE orders SET expires_at = ?", now.Add(-time.Second).UTC()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.rdb.Del(ctx, r.keys.Sale(pt, "s1"), r.keys.Buyers(pt, "s1")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	release := func(ctx context.Context, o engine.Order) error { _, err := r.eng.ReleaseOrder(ctx, o); return err }
+	if n, err := p.ExpireOrders(ctx, release); err != nil || n != 2 {
+		t.Fatalf("expire: %d %v, want 2 cancelled", n, err)
+	}
+	if n, err := p.ExpireOrders(ctx, release); err != nil || n != 0 {
+		t.Fatalf("second sweep: %d %v, want nothing", n, err)
+	}
+	for _, o := range orders {
+		var status string
+		var released int
+		if err := r.db.QueryRow("SELECT status, released FROM orders WHERE id = ?", o.ID).Scan(&status, &released); err != nil {
+			t.Fatal(err)
+		}
+		if status != settle.OrderCancelled || released != 2 {
+			t.Errorf("order %s of %s: %s released=%d, want cancelled and released=2", o.ID, o.UserID, status, released)
+		}
+	}
+}

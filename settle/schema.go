@@ -111,6 +111,13 @@ var schema = []string{
 		KEY payments_order (order_id),
 		KEY payments_status (status)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	// One row per id node number (0..1023), leased by a live engine until
+	// expires_at (the server's clock); see node.go.
+	`CREATE TABLE IF NOT EXISTS node_leases (
+		node       INT          PRIMARY KEY,
+		owner      VARCHAR(128) NOT NULL,
+		expires_at DATETIME(3)  NOT NULL
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 }
 
 // Migrate creates the schema when it is missing, and converts tables made

@@ -49,6 +49,9 @@ func openRedis(ctx context.Context, addrs string, poolSize int) (redis.Universal
 		PoolTimeout:  time.Second,
 		MaxRetries:   1,
 		PoolSize:     poolSize,
+		// A request's deadline bounds its reads: without it a grab with
+		// 100 ms left would wait out the whole ReadTimeout.
+		ContextTimeoutEnabled: true,
 	})
 	c, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()

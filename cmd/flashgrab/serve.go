@@ -83,7 +83,10 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		return fmt.Errorf("--retention %v must exceed --order-ttl %v (by a minute at least): expiry reads the record to return the stock",
 			cmd.Duration("retention"), cmd.Duration("order-ttl"))
 	}
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, Retention: cmd.Duration("retention")})
+	// The id node is leased once the listener is open (below): until then
+	// the engine hands out no ids.
+	ids := engine.NewLeasedIDs()
+	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, Retention: cmd.Duration("retention"), IDs: ids})
 	if err != nil {
 		return err
 	}
@@ -101,6 +104,24 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	// Claimed only now, so a start that fails earlier (a crash loop) takes
+	// no number; a crashed instance's lease expires by itself.
+	host, _ := os.Hostname()
+	lease, err := settle.ClaimNode(ctx, db, fmt.Sprintf("%s:%d:%s", host, os.Getpid(), ln.Addr()), settle.DefaultNodeTTL)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	lease.Logger = log
+	ids.Hold(lease.Node(), lease.Until())
+	leaseCtx, stopLease := context.WithCancel(context.Background())
+	leaseDone := make(chan struct{})
+	go func() {
+		defer close(leaseDone)
+		lease.Keep(leaseCtx, ids)
+	}()
+	// Released last, once no request can take an id.
+	defer func() { stopLease(); <-leaseDone }()
 	ch, err := openChannels(cmd, ln.Addr().String(), cmd.Bool("dev"), log)
 	if err != nil {
 		ln.Close()
@@ -112,7 +133,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
 		Payments: payments, Alipay: ch.alipay, WeChat: ch.wechat}
 	hs := srv.HTTPServer()
-	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions)
+	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions, "id_node", lease.Node())
 
 	sweeper := &settle.Sweeper{Engine: eng, Books: books, Payments: payments, Logger: log}
 

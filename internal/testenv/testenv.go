@@ -47,7 +47,9 @@ func Name(prefix string) string {
 // the prefix is deleted when the test ends.
 func Redis(t testing.TB) (*redis.Client, string) {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: RedisAddr(), PoolSize: 64})
+	// ContextTimeoutEnabled as in cmd/flashgrab: a request's deadline bounds
+	// its reads, not only go-redis's ReadTimeout.
+	rdb := redis.NewClient(&redis.Options{Addr: RedisAddr(), PoolSize: 64, ContextTimeoutEnabled: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := rdb.Ping(ctx).Err(); err != nil {
