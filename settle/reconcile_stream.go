@@ -153,7 +153,7 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 
 // salesMatchOrders: invariant 1, checked against MySQL rather than by
 // construction. Per sale, Redis's sold counter equals the units MySQL's
-// orders hold (pending, paid, or cancelled with the stock not returned yet)
+// orders hold (pending, paid, or cancelled with the stock not returned: released 0 or 2)
 // up to the partition's stream position at the snapshot, plus the orders
 // still in flight; Redis's stock equals MySQL's initial stock minus the same.
 // An order in flight in another sale or partition hides nothing. A partition
@@ -221,7 +221,7 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 		// event_id is the order's stream entry id ('' when the pay path
 		// wrote it first, from an order already in Redis).
 		rows, err := r.DB.QueryContext(ctx, `SELECT sale_id, COALESCE(SUM(qty), 0) FROM orders
-			WHERE sale_id IN (`+placeholders(n, "?")+`) AND (status IN (?, ?) OR (status IN (?, ?) AND released = 0))
+			WHERE sale_id IN (`+placeholders(n, "?")+`) AND (status IN (?, ?) OR (status IN (?, ?) AND released <> 1))
 			AND (CAST(SUBSTRING_INDEX(event_id, '-', 1) AS UNSIGNED), CAST(SUBSTRING_INDEX(event_id, '-', -1) AS UNSIGNED)) <= (?, ?)
 			GROUP BY sale_id`, args...)
 		if err != nil {
