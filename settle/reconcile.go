@@ -276,30 +276,39 @@ func (r *Reconciler) packetsAddUp(ctx context.Context, st *state) (Check, error)
 }
 
 // ordersSettled: invariant 4 for sales, every order Redis decided is in MySQL
-// (or still in its stream).
+// (or still in its stream). An order the scan finds missing may have been
+// won after the snapshot: its partition's stream is read again, then MySQL,
+// and only an order in neither is a difference.
 func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error) {
 	fl := st.fl
 	c := Check{Name: "every order in Redis is in MySQL (inv. 4)"}
-	var batch []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
+	var batch, missing []string
+	inMySQL := func(ids []string) (map[string]bool, error) {
 		have := map[string]bool{}
-		rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(len(batch), "?")+")", anys(batch)...)
+		rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(len(ids), "?")+")", anys(ids)...)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		defer rows.Close()
 		for rows.Next() {
 			var id string
 			rows.Scan(&id)
 			have[id] = true
 		}
-		rows.Close()
+		return have, rows.Err()
+	}
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		have, err := inMySQL(batch)
+		if err != nil {
+			return err
+		}
 		for _, id := range batch {
 			c.Checked++
 			if _, flying := fl.orders[id]; !have[id] && !flying {
-				c.Diffs = append(c.Diffs, fmt.Sprintf("order %s: in Redis, not in MySQL nor in flight", id))
+				missing = append(missing, id)
 			}
 		}
 		batch = batch[:0]
@@ -321,7 +330,40 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 	if err := iter.Err(); err != nil {
 		return c, err
 	}
-	return c, flush()
+	if err := flush(); err != nil {
+		return c, err
+	}
+	if len(missing) == 0 {
+		return c, nil
+	}
+	again := &inflight{orders: map[string]engine.Order{}, grabs: map[string]bool{}}
+	read := map[int]bool{}
+	for _, id := range missing {
+		p, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])
+		if err != nil || p < 0 || p >= r.Keys.Partitions || read[p] {
+			continue
+		}
+		read[p] = true
+		s, err := r.snapshot(ctx, p, nil)
+		if err != nil {
+			return c, err
+		}
+		again.add(s)
+	}
+	for len(missing) > 0 {
+		n := min(len(missing), 500)
+		have, err := inMySQL(missing[:n])
+		if err != nil {
+			return c, err
+		}
+		for _, id := range missing[:n] {
+			if _, flying := again.orders[id]; !have[id] && !flying {
+				c.Diffs = append(c.Diffs, fmt.Sprintf("order %s: in Redis, not in MySQL nor in flight", id))
+			}
+		}
+		missing = missing[n:]
+	}
+	return c, nil
 }
 
 // grabsSettled: invariant 4 for packets, every share Redis handed out is in

@@ -2,6 +2,7 @@ package settle
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strconv"
 	"strings"
@@ -195,10 +196,18 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 	for id := range flying {
 		ids = append(ids, id)
 	}
+	// One read-only transaction: InnoDB's consistent read makes both
+	// queries see MySQL at one instant, so an order settling between them
+	// is counted once.
+	tx, err := r.DB.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
 	settledFlying := map[string]bool{} // settled since the snapshot: MySQL counts them
 	for len(ids) > 0 {
 		n := min(len(ids), 500)
-		rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(n, "?")+")", anys(ids[:n])...)
+		rows, err := tx.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(n, "?")+")", anys(ids[:n])...)
 		if err != nil {
 			return nil, fmt.Errorf("read orders in flight: %w", err)
 		}
@@ -220,7 +229,7 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 		args = append(args, OrderPending, OrderPaid, OrderCancelled, OrderRefunded, s.last.ms, s.last.seq)
 		// event_id is the order's stream entry id ('' when the pay path
 		// wrote it first, from an order already in Redis).
-		rows, err := r.DB.QueryContext(ctx, `SELECT sale_id, COALESCE(SUM(qty), 0) FROM orders
+		rows, err := tx.QueryContext(ctx, `SELECT sale_id, COALESCE(SUM(qty), 0) FROM orders
 			WHERE sale_id IN (`+placeholders(n, "?")+`) AND (status IN (?, ?) OR (status IN (?, ?) AND released <> 1))
 			AND (CAST(SUBSTRING_INDEX(event_id, '-', 1) AS UNSIGNED), CAST(SUBSTRING_INDEX(event_id, '-', -1) AS UNSIGNED)) <= (?, ?)
 			GROUP BY sale_id`, args...)
