@@ -154,9 +154,9 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 
 // salesMatchOrders: invariant 1, checked against MySQL rather than by
 // construction. Per sale, Redis's sold counter equals the units MySQL's
-// orders hold (pending, paid, or cancelled with the stock not returned: released 0 or 2)
-// up to the partition's stream position at the snapshot, plus the orders
-// still in flight; Redis's stock equals MySQL's initial stock minus the same.
+// orders hold (pending, paid, or cancelled with the stock not returned:
+// released 0 or 2) up to the partition's stream position at the snapshot,
+// plus the orders still in flight; Redis's stock equals MySQL's initial stock minus the same.
 // An order in flight in another sale or partition hides nothing. A partition
 // that differs is read again once, so an expiry that returned stock between
 // the Redis and the MySQL read does not count as a difference.
