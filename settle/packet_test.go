@@ -142,8 +142,16 @@ func TestPacketBooksBalance(t *testing.T) {
 	if !rep.OK() {
 		t.Fatalf("reconcile found differences: %+v", rep.Checks)
 	}
+	// This test makes no payments and lets no order expire; every other
+	// check has something to look at.
+	nothingToCheck := map[string]bool{
+		"every sale/topup credit is a paid payment (inv. 6)": true,
+		"every paid payment credited exactly once (inv. 6)":  true,
+		"expired orders returned their stock":                true,
+		"every refund reached its buyer":                     true,
+	}
 	for _, c := range rep.Checks {
-		if c.Checked == 0 {
+		if c.Checked == 0 && !nothingToCheck[c.Name] {
 			t.Errorf("check %q looked at nothing", c.Name)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -23,8 +24,13 @@ type Check struct {
 
 // Report is the outcome of Reconcile.
 type Report struct {
-	Checks   []Check
-	InFlight int // stream entries not settled yet; their wins are not counted missing
+	Checks []Check
+	// InFlight counts stream entries not settled yet (pending or unread, none
+	// older than StuckAfter); their wins are not counted missing.
+	InFlight int
+	// RefundsInProgress counts payments refunding for less than
+	// RefundStuckAfter: asked of the provider, not yet confirmed.
+	RefundsInProgress int
 }
 
 // OK reports whether no check found a difference.
@@ -37,12 +43,16 @@ func (r *Report) OK() bool {
 	return true
 }
 
-// Print writes what was checked and every difference.
+// Print writes what was checked and every difference. A check that found
+// nothing to look at says so rather than "ok".
 func (r *Report) Print(w io.Writer) {
 	for _, c := range r.Checks {
 		status := "ok"
-		if len(c.Diffs) > 0 {
+		switch {
+		case len(c.Diffs) > 0:
 			status = fmt.Sprintf("%d DIFFERENCES", len(c.Diffs))
+		case c.Checked == 0:
+			status = "nothing to check"
 		}
 		fmt.Fprintf(w, "%-50s checked %-8d %s\n", c.Name, c.Checked, status)
 		for i, d := range c.Diffs {
@@ -54,6 +64,7 @@ func (r *Report) Print(w io.Writer) {
 		}
 	}
 	fmt.Fprintf(w, "in flight (in the streams, not settled yet): %d\n", r.InFlight)
+	fmt.Fprintf(w, "refunds in progress (asked, not yet confirmed): %d\n", r.RefundsInProgress)
 }
 
 // Reconciler proves the books against DESIGN.md's invariants.
@@ -61,63 +72,95 @@ type Reconciler struct {
 	DB    *sql.DB
 	Redis redis.UniversalClient
 	Keys  engine.Keyspace
-}
 
-// inflight is what the streams still hold: wins Redis decided that MySQL
-// cannot have yet.
-type inflight struct {
-	orders map[string]bool
-	grabs  map[string]bool // packet/user
-	n      int
+	// Group is the settlers' consumer group (Settler.Group); default
+	// "settlers". Entries it has acknowledged are settled even while they
+	// still wait for their XDEL.
+	Group string
+	// StuckAfter is how old the oldest unsettled entry of a partition may be
+	// before its settlement counts as stuck rather than in flight; default 5m.
+	StuckAfter time.Duration
+	// RefundStuckAfter is how long a payment may stay refunding before it
+	// counts as a failed refund rather than one in progress; default 1h.
+	RefundStuckAfter time.Duration
 }
 
 // Reconcile runs every check. An error means a check could not run; a
 // difference is reported in the Report, not as an error.
 func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
-	fl, err := r.inflight(ctx)
+	if r.Group == "" {
+		r.Group = "settlers"
+	}
+	if r.StuckAfter <= 0 {
+		r.StuckAfter = 5 * time.Minute
+	}
+	if r.RefundStuckAfter <= 0 {
+		r.RefundStuckAfter = time.Hour
+	}
+	sales, err := r.salesByPartition(ctx)
 	if err != nil {
 		return nil, err
 	}
-	rep := &Report{InFlight: fl.n}
-	for _, check := range []func(context.Context, *inflight) (Check, error){
-		r.balancesMatchLedger, r.moneyConserved, r.packetsAddUp, r.salesAddUp, r.ordersSettled, r.grabsSettled,
-	} {
-		c, err := check(ctx, fl)
-		if err != nil {
+	snaps := make([]*snapshot, r.Keys.Partitions)
+	fl := &inflight{orders: map[string]engine.Order{}, grabs: map[string]bool{}}
+	for p := range snaps {
+		if snaps[p], err = r.snapshot(ctx, p, sales[p]); err != nil {
 			return nil, err
+		}
+		fl.add(snaps[p])
+	}
+	rep := &Report{InFlight: fl.n}
+	st := &state{snaps: snaps, sales: sales, fl: fl, rep: rep}
+	for _, check := range []func(context.Context, *state) (Check, error){
+		r.balancesMatchLedger, r.creditsArePaid, r.paymentsCreditedOnce, r.moneyConserved, r.packetsAddUp,
+		r.salesMatchOrders, r.noStrandedStock, r.ordersSettled, r.grabsSettled,
+		r.settlementNotStuck, r.noDeadLetters, r.refundsReachBuyers,
+	} {
+		c, err := check(ctx, st)
+		if err != nil {
+			return nil, fmt.Errorf("reconcile %q: %w", c.Name, err)
 		}
 		rep.Checks = append(rep.Checks, c)
 	}
 	return rep, nil
 }
 
-func (r *Reconciler) inflight(ctx context.Context) (*inflight, error) {
-	fl := &inflight{orders: map[string]bool{}, grabs: map[string]bool{}}
-	for p := 0; p < r.Keys.Partitions; p++ {
-		msgs, err := r.Redis.XRange(ctx, r.Keys.Events(p), "-", "+").Result()
+// state is what every check may consult: the Redis snapshot taken first and
+// the report being written.
+type state struct {
+	snaps []*snapshot
+	sales [][]saleRow
+	fl    *inflight
+	rep   *Report
+}
+
+// inflight is what the streams still hold unsettled: wins Redis decided that
+// MySQL cannot have yet.
+type inflight struct {
+	orders map[string]engine.Order
+	grabs  map[string]bool // packet/user
+	n      int
+}
+
+func (fl *inflight) add(s *snapshot) {
+	for _, m := range s.unsettled {
+		fl.n++
+		ev, err := engine.ParseEvent(s.p, m)
 		if err != nil {
-			return nil, fmt.Errorf("read stream %d: %w", p, err)
+			continue
 		}
-		for _, m := range msgs {
-			fl.n++
-			ev, err := engine.ParseEvent(p, m)
-			if err != nil {
-				continue
-			}
-			switch ev.Kind {
-			case engine.EventOrder:
-				fl.orders[ev.Order.ID] = true
-			case engine.EventGrab:
-				fl.grabs[ev.Grab.PacketID+"/"+ev.Grab.UserID] = true
-			}
+		switch ev.Kind {
+		case engine.EventOrder:
+			fl.orders[ev.Order.ID] = ev.Order
+		case engine.EventGrab:
+			fl.grabs[ev.Grab.PacketID+"/"+ev.Grab.UserID] = true
 		}
 	}
-	return fl, nil
 }
 
 // balancesMatchLedger: invariant 5, every balance is the sum of its ledger
 // and equals the balance_after of its last ledger row.
-func (r *Reconciler) balancesMatchLedger(ctx context.Context, _ *inflight) (Check, error) {
+func (r *Reconciler) balancesMatchLedger(ctx context.Context, _ *state) (Check, error) {
 	c := Check{Name: "balance = sum of ledger (invariant 5)"}
 	rows, err := r.DB.QueryContext(ctx, `SELECT a.id, a.balance_cents, COALESCE(SUM(l.delta_cents), 0),
 		COALESCE((SELECT balance_after FROM ledger WHERE account_id = a.id ORDER BY seq DESC LIMIT 1), 0)
@@ -140,30 +183,36 @@ func (r *Reconciler) balancesMatchLedger(ctx context.Context, _ *inflight) (Chec
 	return c, rows.Err()
 }
 
-// moneyConserved: invariant 6, what came in by payment or admin credit equals
-// all balances plus what open packets still hold.
-func (r *Reconciler) moneyConserved(ctx context.Context, _ *inflight) (Check, error) {
+// moneyConserved: invariant 6, what came in equals all balances plus what
+// open packets still hold. Money in is read from outside the ledger: the
+// payments the providers confirmed (paid) and the admin credits, so that a
+// credit nobody paid for shows as money out of nowhere.
+func (r *Reconciler) moneyConserved(ctx context.Context, _ *state) (Check, error) {
 	c := Check{Name: "money in = balances + held in packets (inv. 6)", Checked: 1}
-	var in, balances, packets, shares, refunds int64
+	var paid, credits, balances, packets, shares, refunds int64
 	err := r.DB.QueryRowContext(ctx, `SELECT
-		(SELECT COALESCE(SUM(delta_cents), 0) FROM ledger WHERE kind IN ('credit', 'topup', 'sale')),
+		(SELECT COALESCE(SUM(amount_cents), 0) FROM payments WHERE status = ?),
+		(SELECT COALESCE(SUM(delta_cents), 0) FROM ledger WHERE kind = 'credit'),
 		(SELECT COALESCE(SUM(balance_cents), 0) FROM accounts),
 		(SELECT COALESCE(SUM(total_cents), 0) FROM packets),
 		(SELECT COALESCE(SUM(amount_cents), 0) FROM packet_grabs),
-		(SELECT COALESCE(SUM(refunded_cents), 0) FROM packets)`).Scan(&in, &balances, &packets, &shares, &refunds)
+		(SELECT COALESCE(SUM(refunded_cents), 0) FROM packets)`, PaymentPaid).
+		Scan(&paid, &credits, &balances, &packets, &shares, &refunds)
 	if err != nil {
 		return c, err
 	}
 	held := packets - shares - refunds
-	if in != balances+held {
-		c.Diffs = append(c.Diffs, fmt.Sprintf("money in %d fen, balances %d + held in packets %d = %d", in, balances, held, balances+held))
+	if in := paid + credits; in != balances+held {
+		c.Diffs = append(c.Diffs, fmt.Sprintf("money in %d fen (paid %d + admin credits %d), balances %d + held in packets %d = %d",
+			in, paid, credits, balances, held, balances+held))
 	}
 	return c, nil
 }
 
 // packetsAddUp: invariant 3, a packet's settled shares plus its refund never
 // exceed its total and equal it once the packet is finished; Redis agrees.
-func (r *Reconciler) packetsAddUp(ctx context.Context, fl *inflight) (Check, error) {
+func (r *Reconciler) packetsAddUp(ctx context.Context, st *state) (Check, error) {
+	fl := st.fl
 	c := Check{Name: "packet shares + refund = total (invariant 3)"}
 	rows, err := r.DB.QueryContext(ctx, `SELECT p.id, p.total_cents, p.count, p.status, p.refunded_cents,
 		COALESCE(SUM(g.amount_cents), 0), COUNT(g.user_id), COALESCE(MIN(g.amount_cents), 1)
@@ -226,69 +275,40 @@ func (r *Reconciler) packetsAddUp(ctx context.Context, fl *inflight) (Check, err
 	return c, rows.Err()
 }
 
-// salesAddUp: invariant 1, stock + sold = initial stock in Redis, and the
-// settled, uncancelled orders add up to sold.
-func (r *Reconciler) salesAddUp(ctx context.Context, fl *inflight) (Check, error) {
-	c := Check{Name: "sale stock + sold = initial (invariant 1)"}
-	rows, err := r.DB.QueryContext(ctx, `SELECT s.id, s.stock, COALESCE(SUM(CASE WHEN o.status IN ('pending', 'paid') THEN o.qty END), 0)
-		FROM sales s LEFT JOIN orders o ON o.sale_id = s.id GROUP BY s.id`)
-	if err != nil {
-		return c, err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var id string
-		var initial, settled int64
-		if err := rows.Scan(&id, &initial, &settled); err != nil {
-			return c, err
-		}
-		c.Checked++
-		p := r.Keys.Partition(id)
-		v, err := r.Redis.HMGet(ctx, r.Keys.Sale(p, id), "stock", "sold", "init").Result()
-		if err != nil {
-			return c, err
-		}
-		if v[0] == nil {
-			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: in MySQL, missing in Redis", id))
-			continue
-		}
-		stock, sold, init := atoi(v[0]), atoi(v[1]), atoi(v[2])
-		switch {
-		case stock < 0:
-			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: stock %d is negative", id, stock))
-		case stock+sold != init || init != initial:
-			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: stock %d + sold %d != initial %d (MySQL %d)", id, stock, sold, init, initial))
-		case len(fl.orders) == 0 && settled != sold:
-			c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: Redis sold %d, MySQL holds %d in open or paid orders", id, sold, settled))
-		}
-	}
-	return c, rows.Err()
-}
-
 // ordersSettled: invariant 4 for sales, every order Redis decided is in MySQL
-// (or still in its stream).
-func (r *Reconciler) ordersSettled(ctx context.Context, fl *inflight) (Check, error) {
+// (or still in its stream). An order the scan finds missing may have been
+// won after the snapshot: its partition's stream is read again, then MySQL,
+// and only an order in neither is a difference.
+func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error) {
+	fl := st.fl
 	c := Check{Name: "every order in Redis is in MySQL (inv. 4)"}
-	var batch []string
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
+	var batch, missing []string
+	inMySQL := func(ids []string) (map[string]bool, error) {
 		have := map[string]bool{}
-		rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(len(batch), "?")+")", anys(batch)...)
+		rows, err := r.DB.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(len(ids), "?")+")", anys(ids)...)
 		if err != nil {
-			return err
+			return nil, err
 		}
+		defer rows.Close()
 		for rows.Next() {
 			var id string
 			rows.Scan(&id)
 			have[id] = true
 		}
-		rows.Close()
+		return have, rows.Err()
+	}
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		have, err := inMySQL(batch)
+		if err != nil {
+			return err
+		}
 		for _, id := range batch {
 			c.Checked++
-			if !have[id] && !fl.orders[id] {
-				c.Diffs = append(c.Diffs, fmt.Sprintf("order %s: in Redis, not in MySQL nor in flight", id))
+			if _, flying := fl.orders[id]; !have[id] && !flying {
+				missing = append(missing, id)
 			}
 		}
 		batch = batch[:0]
@@ -310,12 +330,46 @@ func (r *Reconciler) ordersSettled(ctx context.Context, fl *inflight) (Check, er
 	if err := iter.Err(); err != nil {
 		return c, err
 	}
-	return c, flush()
+	if err := flush(); err != nil {
+		return c, err
+	}
+	if len(missing) == 0 {
+		return c, nil
+	}
+	again := &inflight{orders: map[string]engine.Order{}, grabs: map[string]bool{}}
+	read := map[int]bool{}
+	for _, id := range missing {
+		p, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])
+		if err != nil || p < 0 || p >= r.Keys.Partitions || read[p] {
+			continue
+		}
+		read[p] = true
+		s, err := r.snapshot(ctx, p, nil)
+		if err != nil {
+			return c, err
+		}
+		again.add(s)
+	}
+	for len(missing) > 0 {
+		n := min(len(missing), 500)
+		have, err := inMySQL(missing[:n])
+		if err != nil {
+			return c, err
+		}
+		for _, id := range missing[:n] {
+			if _, flying := again.orders[id]; !have[id] && !flying {
+				c.Diffs = append(c.Diffs, fmt.Sprintf("order %s: in Redis, not in MySQL nor in flight", id))
+			}
+		}
+		missing = missing[n:]
+	}
+	return c, nil
 }
 
 // grabsSettled: invariant 4 for packets, every share Redis handed out is in
 // MySQL with the same amount (or still in its stream).
-func (r *Reconciler) grabsSettled(ctx context.Context, fl *inflight) (Check, error) {
+func (r *Reconciler) grabsSettled(ctx context.Context, st *state) (Check, error) {
+	fl := st.fl
 	c := Check{Name: "every packet share in Redis is in MySQL (inv. 4)"}
 	rows, err := r.DB.QueryContext(ctx, `SELECT id FROM packets WHERE status <> ?`, PacketFunded)
 	if err != nil {

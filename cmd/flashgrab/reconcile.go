@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/urfave/cli/v3"
 
@@ -13,9 +14,15 @@ import (
 
 func reconcileCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "reconcile",
-		Usage: "prove the books: balances = ledger, packets and sales add up, every win reached MySQL; exit 1 on a difference",
-		Flags: []cli.Flag{redisFlag, mysqlFlag, partitionsFlag, prefixFlag},
+		Name: "reconcile",
+		Usage: "prove the books: balances = ledger, credits = paid payments, packets and sales add up, every win reached MySQL, " +
+			"nothing stuck, dead or unrefunded; exit 1 on a difference",
+		Flags: []cli.Flag{redisFlag, mysqlFlag, partitionsFlag, prefixFlag,
+			&cli.DurationFlag{Name: "stuck-after", Value: 5 * time.Minute,
+				Usage: "a partition whose oldest unsettled event is older than this is stuck, not in flight"},
+			&cli.DurationFlag{Name: "refund-stuck-after", Value: time.Hour,
+				Usage: "a payment refunding longer than this is a failed refund, not one in progress"},
+		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			ks, err := keyspace(cmd)
 			if err != nil {
@@ -31,7 +38,8 @@ func reconcileCommand() *cli.Command {
 				return err
 			}
 			defer db.Close()
-			rep, err := (&settle.Reconciler{DB: db, Redis: rdb, Keys: ks}).Reconcile(ctx)
+			rep, err := (&settle.Reconciler{DB: db, Redis: rdb, Keys: ks,
+				StuckAfter: cmd.Duration("stuck-after"), RefundStuckAfter: cmd.Duration("refund-stuck-after")}).Reconcile(ctx)
 			if err != nil {
 				return fmt.Errorf("reconcile: %w", err)
 			}

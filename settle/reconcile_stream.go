@@ -1,0 +1,326 @@
+package settle
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab/engine"
+)
+
+// snapshot is one partition's Redis state read in a single MULTI (every key
+// carries the partition's hash tag), so the sales' counters, the stream and
+// the consumer group's progress are seen at one instant.
+type snapshot struct {
+	p         int
+	now       time.Time // Redis's clock, which also stamps stream ids
+	last      streamID  // the last id the stream generated; later orders are not in this snapshot
+	unsettled []redis.XMessage
+	dead      int64
+	firstDead map[string]any
+	sales     map[string][]any // sale id → HMGET stock, sold, init
+}
+
+// saleRow is a sale as MySQL holds it.
+type saleRow struct {
+	id      string
+	initial int64
+}
+
+// streamID is a stream entry id, "<ms>-<seq>", compared numerically.
+type streamID struct{ ms, seq uint64 }
+
+func parseStreamID(s string) streamID {
+	ms, seq, _ := strings.Cut(s, "-")
+	a, _ := strconv.ParseUint(ms, 10, 64)
+	b, _ := strconv.ParseUint(seq, 10, 64)
+	return streamID{a, b}
+}
+
+func (a streamID) after(b streamID) bool {
+	return a.ms > b.ms || (a.ms == b.ms && a.seq > b.seq)
+}
+
+func (a streamID) String() string { return fmt.Sprintf("%d-%d", a.ms, a.seq) }
+
+// salesByPartition lists MySQL's sales by partition; the snapshot reads
+// their counters.
+func (r *Reconciler) salesByPartition(ctx context.Context) ([][]saleRow, error) {
+	out := make([][]saleRow, r.Keys.Partitions)
+	rows, err := r.DB.QueryContext(ctx, `SELECT id, stock FROM sales`)
+	if err != nil {
+		return nil, fmt.Errorf("list sales: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s saleRow
+		if err := rows.Scan(&s.id, &s.initial); err != nil {
+			return nil, fmt.Errorf("list sales: %w", err)
+		}
+		p := r.Keys.Partition(s.id)
+		out[p] = append(out[p], s)
+	}
+	return out, rows.Err()
+}
+
+// snapshot reads partition p. An entry is unsettled while it is pending in
+// the settlers' group or not yet delivered to it (or there is no group yet);
+// one the group acknowledged is settled even if its XDEL has not happened.
+func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*snapshot, error) {
+	stream := r.Keys.Events(p)
+	var (
+		timeCmd   *redis.TimeCmd
+		exists    *redis.IntCmd
+		info      *redis.XInfoStreamCmd
+		groups    *redis.XInfoGroupsCmd
+		pending   *redis.XPendingExtCmd
+		entries   *redis.XMessageSliceCmd
+		deadLen   *redis.IntCmd
+		deadFirst *redis.XMessageSliceCmd
+		saleCmds  = make([]*redis.SliceCmd, len(sales))
+	)
+	// Per-command errors (no stream, no group yet) are read from each
+	// command below; TxPipelined's own error is the first of them.
+	r.Redis.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		timeCmd = pipe.Time(ctx)
+		exists = pipe.Exists(ctx, stream)
+		info = pipe.XInfoStream(ctx, stream)
+		groups = pipe.XInfoGroups(ctx, stream)
+		pending = pipe.XPendingExt(ctx, &redis.XPendingExtArgs{Stream: stream, Group: r.Group, Start: "-", End: "+", Count: 1 << 20})
+		entries = pipe.XRange(ctx, stream, "-", "+")
+		deadLen = pipe.XLen(ctx, stream+"-dead")
+		deadFirst = pipe.XRangeN(ctx, stream+"-dead", "-", "+", 1)
+		for i, s := range sales {
+			saleCmds[i] = pipe.HMGet(ctx, r.Keys.Sale(p, s.id), "stock", "sold", "init")
+		}
+		return nil
+	})
+	if err := timeCmd.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot partition %d: %w", p, err)
+	}
+	s := &snapshot{p: p, now: timeCmd.Val(), sales: map[string][]any{}}
+	for i, c := range saleCmds {
+		if err := c.Err(); err != nil {
+			return nil, fmt.Errorf("snapshot partition %d: sale %s: %w", p, sales[i].id, err)
+		}
+		s.sales[sales[i].id] = c.Val()
+	}
+	if err := deadLen.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot partition %d: dead letters: %w", p, err)
+	}
+	if s.dead = deadLen.Val(); s.dead > 0 && len(deadFirst.Val()) > 0 {
+		s.firstDead = deadFirst.Val()[0].Values
+	}
+	if exists.Val() == 0 {
+		return s, nil
+	}
+	if err := info.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot partition %d: stream: %w", p, err)
+	}
+	if err := entries.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot partition %d: stream: %w", p, err)
+	}
+	s.last = parseStreamID(info.Val().LastGeneratedID)
+	var delivered *streamID
+	for _, g := range groups.Val() {
+		if g.Name == r.Group {
+			id := parseStreamID(g.LastDeliveredID)
+			delivered = &id
+		}
+	}
+	if delivered == nil {
+		s.unsettled = entries.Val()
+		return s, nil
+	}
+	if err := pending.Err(); err != nil {
+		return nil, fmt.Errorf("snapshot partition %d: pending entries: %w", p, err)
+	}
+	isPending := make(map[string]bool, len(pending.Val()))
+	for _, e := range pending.Val() {
+		isPending[e.ID] = true
+	}
+	for _, m := range entries.Val() {
+		if isPending[m.ID] || parseStreamID(m.ID).after(*delivered) {
+			s.unsettled = append(s.unsettled, m)
+		}
+	}
+	return s, nil
+}
+
+// salesMatchOrders: invariant 1, checked against MySQL rather than by
+// construction. Per sale, Redis's sold counter equals the units MySQL's
+// orders hold (pending, paid, or cancelled with the stock not returned:
+// released 0 or 2) up to the partition's stream position at the snapshot,
+// plus the orders still in flight; Redis's stock equals MySQL's initial stock minus the same.
+// An order in flight in another sale or partition hides nothing. A partition
+// that differs is read again once, so an expiry that returned stock between
+// the Redis and the MySQL read does not count as a difference.
+func (r *Reconciler) salesMatchOrders(ctx context.Context, st *state) (Check, error) {
+	c := Check{Name: "sale sold/stock in Redis = MySQL orders (inv. 1)"}
+	for p, sales := range st.sales {
+		if len(sales) == 0 {
+			continue
+		}
+		c.Checked += len(sales)
+		diffs, err := r.compareSales(ctx, st.snaps[p], sales)
+		if err != nil {
+			return c, err
+		}
+		if len(diffs) > 0 {
+			again, err := r.snapshot(ctx, p, sales)
+			if err != nil {
+				return c, err
+			}
+			if diffs, err = r.compareSales(ctx, again, sales); err != nil {
+				return c, err
+			}
+		}
+		c.Diffs = append(c.Diffs, diffs...)
+	}
+	return c, nil
+}
+
+func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []saleRow) ([]string, error) {
+	flying := map[string]engine.Order{}
+	for _, m := range s.unsettled {
+		if ev, err := engine.ParseEvent(s.p, m); err == nil && ev.Kind == engine.EventOrder {
+			flying[ev.Order.ID] = ev.Order
+		}
+	}
+	ids := make([]string, 0, len(flying))
+	for id := range flying {
+		ids = append(ids, id)
+	}
+	// One read-only transaction: InnoDB's consistent read makes both
+	// queries see MySQL at one instant, so an order settling between them
+	// is counted once.
+	tx, err := r.DB.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("begin read: %w", err)
+	}
+	defer tx.Rollback()
+	settledFlying := map[string]bool{} // settled since the snapshot: MySQL counts them
+	for len(ids) > 0 {
+		n := min(len(ids), 500)
+		rows, err := tx.QueryContext(ctx, "SELECT id FROM orders WHERE id IN ("+placeholders(n, "?")+")", anys(ids[:n])...)
+		if err != nil {
+			return nil, fmt.Errorf("read orders in flight: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			rows.Scan(&id)
+			settledFlying[id] = true
+		}
+		rows.Close()
+		ids = ids[n:]
+	}
+	held := map[string]int64{}
+	for rest := sales; len(rest) > 0; {
+		n := min(len(rest), 500)
+		args := make([]any, 0, n+4)
+		for _, sr := range rest[:n] {
+			args = append(args, sr.id)
+		}
+		args = append(args, OrderPending, OrderPaid, OrderCancelled, OrderRefunded, s.last.ms, s.last.seq)
+		// event_id is the order's stream entry id ('' when the pay path
+		// wrote it first, from an order already in Redis).
+		rows, err := tx.QueryContext(ctx, `SELECT sale_id, COALESCE(SUM(qty), 0) FROM orders
+			WHERE sale_id IN (`+placeholders(n, "?")+`) AND (status IN (?, ?) OR (status IN (?, ?) AND released <> 1))
+			AND (CAST(SUBSTRING_INDEX(event_id, '-', 1) AS UNSIGNED), CAST(SUBSTRING_INDEX(event_id, '-', -1) AS UNSIGNED)) <= (?, ?)
+			GROUP BY sale_id`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("sum orders of sales: %w", err)
+		}
+		for rows.Next() {
+			var id string
+			var q int64
+			if err := rows.Scan(&id, &q); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("sum orders of sales: %w", err)
+			}
+			held[id] = q
+		}
+		rows.Close()
+		rest = rest[n:]
+	}
+	inFlight := map[string]int64{}
+	for id, o := range flying {
+		if !settledFlying[id] {
+			inFlight[o.SaleID] += o.Qty
+		}
+	}
+	var diffs []string
+	for _, sr := range sales {
+		v := s.sales[sr.id]
+		if v[0] == nil {
+			diffs = append(diffs, fmt.Sprintf("sale %s: in MySQL, missing in Redis", sr.id))
+			continue
+		}
+		stock, sold, init := atoi(v[0]), atoi(v[1]), atoi(v[2])
+		units := held[sr.id] + inFlight[sr.id]
+		if init != sr.initial {
+			diffs = append(diffs, fmt.Sprintf("sale %s: initial stock %d in Redis, %d in MySQL", sr.id, init, sr.initial))
+		}
+		if sold != units {
+			diffs = append(diffs, fmt.Sprintf("sale %s: Redis sold %d, MySQL orders hold %d (%d settled + %d in flight)",
+				sr.id, sold, units, held[sr.id], inFlight[sr.id]))
+		}
+		if stock != sr.initial-units {
+			diffs = append(diffs, fmt.Sprintf("sale %s: Redis stock %d, MySQL initial %d - %d held = %d",
+				sr.id, stock, sr.initial, units, sr.initial-units))
+		}
+	}
+	return diffs, nil
+}
+
+// settlementNotStuck: a partition whose oldest unsettled entry is older than
+// StuckAfter is failing to settle (settler down, a batch MySQL keeps
+// refusing); its entries are reported with their age, not as in flight.
+func (r *Reconciler) settlementNotStuck(_ context.Context, st *state) (Check, error) {
+	c := Check{Name: "settlement not stuck in any partition"}
+	for _, s := range st.snaps {
+		c.Checked++
+		if len(s.unsettled) == 0 {
+			continue
+		}
+		oldest := s.unsettled[0].ID // XRANGE is in id order
+		age := s.now.Sub(time.UnixMilli(int64(parseStreamID(oldest).ms)))
+		if age > r.StuckAfter {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("partition %d: settlement stuck, oldest unsettled event %s is %s old (%d unsettled)",
+				s.p, oldest, age.Round(time.Second), len(s.unsettled)))
+			st.rep.InFlight -= len(s.unsettled)
+		}
+	}
+	return c, nil
+}
+
+// noDeadLetters: an event the settler could not settle went to the
+// partition's "-dead" stream; until someone settles it by hand, what it
+// carries is missing from MySQL.
+func (r *Reconciler) noDeadLetters(_ context.Context, st *state) (Check, error) {
+	c := Check{Name: "no dead letters in any partition"}
+	var total int64
+	var parts []string
+	var first map[string]any
+	for _, s := range st.snaps {
+		c.Checked++
+		if s.dead > 0 {
+			total += s.dead
+			parts = append(parts, fmt.Sprintf("%d (%d)", s.p, s.dead))
+			if first == nil {
+				first = s.firstDead
+			}
+		}
+	}
+	if total > 0 {
+		reason, _ := first["reason"].(string)
+		c.Diffs = append(c.Diffs, fmt.Sprintf("%d dead letters in partitions %s; first reason: %q",
+			total, strings.Join(parts, ", "), reason))
+	}
+	return c, nil
+}
