@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"reflect"
 	"slices"
 	"strconv"
 	"syscall"
@@ -124,4 +125,30 @@ func (lm *limiter[K]) size() int {
 		sh.mu.Unlock()
 	}
 	return n
+}
+
+// TestCheckKeysAllocationFree: the key scan added to every decode, the
+// grab's included, allocates nothing on a good body.
+func TestCheckKeysAllocationFree(t *testing.T) {
+	body := []byte(`{"qty": 2}`)
+	typ := reflect.TypeFor[grabSaleRequest]()
+	fieldsOf(typ)
+	if a := testing.AllocsPerRun(1000, func() {
+		if err := checkKeys(body, fieldsOf(typ)); err != nil {
+			t.Fatal(err)
+		}
+	}); a != 0 {
+		t.Fatalf("checkKeys allocates %v times per body", a)
+	}
+	for body, want := range map[string]string{
+		`{"qty":1,"qty":2}`:                 `field "qty" appears more than once`,
+		`{"QTY":2}`:                         `unknown field "QTY": field names are case-sensitive; did you mean "qty"?`,
+		`{"n":{"qty":1,"qty":2},"qty":1}`:   `unknown field "n": the fields are qty`,
+		` { "qty" : [1,{"a":"}"}] , "x":1}`: `unknown field "x": the fields are qty`,
+	} {
+		err := checkKeys([]byte(body), fieldsOf(typ))
+		if err == nil || err.Error() != "bad_request: "+want {
+			t.Errorf("%s: %v; want %s", body, err, want)
+		}
+	}
 }
