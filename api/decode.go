@@ -128,6 +128,9 @@ func unknownField(key []byte, fields []requestField) error {
 			return badRequest(fmt.Sprintf("unknown field %q: field names are case-sensitive; did you mean %q?", key, f.name))
 		}
 	}
+	if len(fields) == 0 {
+		return badRequest(fmt.Sprintf("unknown field %q: this request takes no fields; send {} or no body", key))
+	}
 	names := make([]string, len(fields))
 	for i, f := range fields {
 		names[i] = f.name

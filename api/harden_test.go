@@ -292,7 +292,7 @@ func TestBadInputMessages(t *testing.T) {
 		{"grab escaped key", "/v1/sales/x/grab", user, `{"q\u0074y":2}`, `unknown field "q\\u0074y"`},
 		{"packet duplicate", "/v1/packets", user, `{"total_cents":100,"count":2,"mode":"random","count":3}`, `field "count" appears more than once`},
 		{"packet wrong type", "/v1/packets", user, `{"total_cents":100,"count":2,"mode":7}`, `field "mode" must be a string`},
-		{"packet grab body", "/v1/packets/p/grab", user, `{"x":1}`, `unknown field "x"`},
+		{"packet grab body", "/v1/packets/p/grab", user, `{"x":1}`, `unknown field "x": this request takes no fields; send {} or no body`},
 		{"topup case variant", "/v1/topups", user, `{"Amount_cents":100,"channel":"alipay"}`, `did you mean "amount_cents"?`},
 		{"credit duplicate", "/v1/admin/accounts/alice/credit", h.admin, `{"amount_cents":100,"amount_cents":1000000}`, `field "amount_cents" appears more than once`},
 		{"credit wrong type", "/v1/admin/accounts/alice/credit", h.admin, `{"amount_cents":true}`, `field "amount_cents" must be an integer`},

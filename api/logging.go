@@ -14,7 +14,7 @@ type fasthttpLogger struct{ log *slog.Logger }
 
 // Printf logs one fasthttp message with its secrets removed.
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn("http", "msg", scrubSecrets(fmt.Sprintf(format, args...)))
+	l.log.Warn("http server", "detail", scrubSecrets(fmt.Sprintf(format, args...)))
 }
 
 // secretPatterns match what must never reach a log: the value of an
