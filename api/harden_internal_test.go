@@ -152,3 +152,31 @@ func TestCheckKeysAllocationFree(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLimiterAllow is the grab limit's cost per grab, users spread
+// over the shards as in a sale.
+func BenchmarkLimiterAllow(b *testing.B) {
+	lm := newLimiter[string](RateLimit{Rate: 1e9, Burst: 1}, maxLimited)
+	users := make([]string, 10_000)
+	for i := range users {
+		users[i] = "u" + strconv.Itoa(i)
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			lm.allow(users[i%len(users)], time.Now())
+			i++
+		}
+	})
+}
+
+// BenchmarkCheckKeys is the key scan's cost on a grab body.
+func BenchmarkCheckKeys(b *testing.B) {
+	body := []byte(`{"qty":2}`)
+	fs := fieldsOf(reflect.TypeFor[grabSaleRequest]())
+	b.ReportAllocs()
+	for b.Loop() {
+		checkKeys(body, fs)
+	}
+}
