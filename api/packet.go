@@ -111,6 +111,9 @@ func (s *Server) grabPacket(ctx *fasthttp.RequestCtx, ps params) error {
 	if err != nil {
 		return err
 	}
+	if !s.admitGrab(ctx, "packet", p.UserID) {
+		return nil
+	}
 	if err := decode(ctx, &struct{}{}, true); err != nil {
 		return err
 	}

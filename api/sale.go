@@ -94,6 +94,9 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 	if err != nil {
 		return err
 	}
+	if !s.admitGrab(ctx, "sale", p.UserID) {
+		return nil
+	}
 	qty := int64(1)
 	if len(bytes.TrimSpace(ctx.PostBody())) > 0 {
 		var req grabSaleRequest

@@ -5,11 +5,10 @@ package api
 import (
 	"bytes"
 	"context"
-	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -56,7 +55,28 @@ type Server struct {
 	// and ops endpoints are never refused.
 	MaxInFlight int64
 
+	// MaxConns caps the connections served at once (fasthttp's Concurrency;
+	// 0 keeps its default, 262,144); beyond it a connection is answered 503
+	// and closed. Keep it under the file descriptor limit.
+	MaxConns int
+	// MaxConnsPerIP caps one client address's connections (0: no cap);
+	// beyond it a connection is answered 429 and closed.
+	MaxConnsPerIP int
+	// IdleTimeout closes a keep-alive connection that has sent nothing for
+	// this long (default 60s), so idle clients cannot hold descriptors.
+	IdleTimeout time.Duration
+	// GrabLimit is each user's token bucket of grabs, sales and packets
+	// together; a grab beyond it is answered 429 rate_limited without
+	// touching Redis. The zero value turns it off.
+	GrabLimit RateLimit
+	// IPLimit is each client address's token bucket on the routes that need
+	// no token (reading a sale or a packet). Zero turns it off. Notifies and
+	// ops endpoints are never limited.
+	IPLimit RateLimit
+
 	inFlight atomic.Int64
+	grabs    *limiter[string]
+	ips      *limiter[netip.Addr]
 
 	routes  []route
 	metrics *metrics
@@ -71,24 +91,32 @@ type route struct {
 	handle  func(*fasthttp.RequestCtx, params) error
 	obs     prometheus.Observer
 	exempt  bool // from MaxInFlight: ops endpoints and provider notifies
+	public  bool // needs no token: limited per client address by IPLimit
 }
 
 // params are a route's "*" segments, in order.
 type params [2]string
 
-// HTTPServer returns the fasthttp server for the API, with body limits and
-// read/write/idle timeouts.
+// HTTPServer returns the fasthttp server for the API, with body limits,
+// read/write/idle timeouts, connection caps, and fasthttp's own log
+// messages scrubbed of credentials into Logger.
 func (s *Server) HTTPServer() *fasthttp.Server {
 	if s.MaxBodyBytes <= 0 {
 		s.MaxBodyBytes = 64 << 10
 	}
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 60 * time.Second
+	}
 	return &fasthttp.Server{
+		Concurrency:           s.MaxConns,
+		MaxConnsPerIP:         s.MaxConnsPerIP,
+		Logger:                fasthttpLogger{s.logger()},
 		Handler:               s.Handler(),
 		Name:                  "flashgrab",
 		MaxRequestBodySize:    s.MaxBodyBytes,
 		ReadTimeout:           5 * time.Second,
 		WriteTimeout:          5 * time.Second,
-		IdleTimeout:           60 * time.Second,
+		IdleTimeout:           s.IdleTimeout,
 		NoDefaultServerHeader: true,
 		NoDefaultDate:         true,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
@@ -114,6 +142,8 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		s.MaxInFlight = 10_000
 	}
 	s.metrics = newMetrics(s.Registry)
+	s.grabs = newLimiter[string](s.GrabLimit, maxLimited)
+	s.ips = newLimiter[netip.Addr](s.IPLimit, maxLimited)
 	s.promH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	// The grab routes come first: routes are matched in order, and these
 	// take almost all the traffic.
@@ -124,14 +154,14 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		{method: "GET", pattern: "/readyz", name: "readyz", handle: s.readyz, exempt: true},
 		{method: "GET", pattern: "/metrics", name: "metrics", handle: s.serveMetrics, exempt: true},
 		{method: "POST", pattern: "/v1/sales", name: "create_sale", handle: s.createSale},
-		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale},
+		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale, public: true},
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
 		{method: "POST", pattern: "/v1/orders/*/pay", name: "pay_order", handle: s.payOrder},
 		{method: "POST", pattern: "/v1/topups", name: "topup", handle: s.topup},
 		{method: "POST", pattern: "/v1/notify/alipay", name: "notify_alipay", handle: s.notifyAlipay, exempt: true},
 		{method: "POST", pattern: "/v1/notify/wechat", name: "notify_wechat", handle: s.notifyWeChat, exempt: true},
 		{method: "POST", pattern: "/v1/packets", name: "create_packet", handle: s.createPacket},
-		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket},
+		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket, public: true},
 		{method: "GET", pattern: "/v1/accounts/*", name: "get_account", handle: s.getAccount},
 		{method: "POST", pattern: "/v1/admin/accounts/*/credit", name: "credit", handle: s.credit},
 	}
@@ -150,6 +180,10 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 		s.inFlight.Add(-1)
 		name = r.name
 		writeErrorBody(ctx, fasthttp.StatusTooManyRequests, "rate_limited", "too many requests in progress; retry shortly")
+	case r != nil && r.public && !s.ips.allow(clientAddr(ctx), start):
+		s.inFlight.Add(-1)
+		name = r.name
+		writeErrorBody(ctx, fasthttp.StatusTooManyRequests, "rate_limited", "too many requests from this address; retry shortly")
 	case r != nil:
 		name = r.name
 		if err := r.handle(ctx, ps); err != nil {
@@ -166,6 +200,23 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 		writeErrorBody(ctx, fasthttp.StatusNotFound, "not_found", fmt.Sprintf("no route %s", ctx.Path()))
 	}
 	s.metrics.requests.WithLabelValues(name, statusClass(ctx.Response.StatusCode())).Inc()
+}
+
+// clientAddr is the request's peer address, IPv4 unmapped, as a map key.
+func clientAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	a, _ := netip.AddrFromSlice(ctx.RemoteIP())
+	return a.Unmap()
+}
+
+// admitGrab takes a token from user's grab bucket; without one it answers
+// 429 rate_limited and reports false.
+func (s *Server) admitGrab(ctx *fasthttp.RequestCtx, kind, user string) bool {
+	if s.grabs.allow(user, time.Now()) {
+		return true
+	}
+	s.metrics.grabs.WithLabelValues(kind, "rate_limited").Inc()
+	writeErrorFast(ctx, fasthttp.StatusTooManyRequests, "rate_limited", "too many grabs from this user; retry shortly")
+	return false
 }
 
 // match finds the route for method and path. allowed reports that the path
@@ -259,40 +310,6 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx) (Principal, error) {
 		err = forbidden("admin role required")
 	}
 	return p, err
-}
-
-// decode reads a JSON body into v strictly: malformed JSON, wrong types and
-// unknown fields are bad requests. An empty body leaves v at its zero value
-// when allowEmpty.
-func decode(ctx *fasthttp.RequestCtx, v any, allowEmpty bool) error {
-	body := ctx.PostBody()
-	if len(bytes.TrimSpace(body)) == 0 {
-		if allowEmpty {
-			return nil
-		}
-		return badRequest("request body is empty; a JSON object is required")
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		return badRequest("invalid JSON body: " + explain(body, v, err))
-	}
-	return nil
-}
-
-// explain words a decoding error the way encoding/json does ("cannot
-// unmarshal string into Go struct field .stock of type int64"), which names
-// the field plainly; sonic's own message quotes the raw input. It runs only on
-// the error path.
-func explain(body []byte, v any, err error) string {
-	dec := stdjson.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if serr := dec.Decode(reflect.New(reflect.TypeOf(v).Elem()).Interface()); serr != nil {
-		err = serr
-	}
-	msg := err.Error()
-	if i := strings.IndexByte(msg, '\n'); i > 0 {
-		msg = msg[:i]
-	}
-	return msg
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/urfave/cli/v3"
 
+	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/settle"
 )
@@ -105,4 +106,62 @@ func migrateCommand() *cli.Command {
 			return db.Close()
 		},
 	}
+}
+
+// limitFlags are serve's defences against one client taking the server
+// down (issue 9): connection caps, the idle timeout and rate limits.
+func limitFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.IntFlag{Name: "max-conns", Value: 50_000, Sources: cli.EnvVars("FLASHGRAB_MAX_CONNS"),
+			Usage: "connections served at once; more are answered 503 and closed (lowered to fit the open file limit)"},
+		&cli.IntFlag{Name: "max-conns-per-ip", Value: 1_000, Sources: cli.EnvVars("FLASHGRAB_MAX_CONNS_PER_IP"),
+			Usage: "connections one client address may hold; more are answered 429 and closed (0: no cap)"},
+		&cli.DurationFlag{Name: "idle-timeout", Value: 60 * time.Second, Sources: cli.EnvVars("FLASHGRAB_IDLE_TIMEOUT"),
+			Usage: "close a keep-alive connection idle this long"},
+		&cli.FloatFlag{Name: "grab-rate", Value: 20, Sources: cli.EnvVars("FLASHGRAB_GRAB_RATE"),
+			Usage: "grabs a second one user may make, sales and packets together; beyond it 429 rate_limited (0: off)"},
+		&cli.IntFlag{Name: "grab-burst", Value: 40, Sources: cli.EnvVars("FLASHGRAB_GRAB_BURST"),
+			Usage: "grabs one user may make at once before --grab-rate applies"},
+		&cli.FloatFlag{Name: "ip-rate", Value: 200, Sources: cli.EnvVars("FLASHGRAB_IP_RATE"),
+			Usage: "requests a second one client address may make to the routes that need no token (0: off)"},
+		&cli.IntFlag{Name: "ip-burst", Value: 400, Sources: cli.EnvVars("FLASHGRAB_IP_BURST"),
+			Usage: "requests one address may make at once before --ip-rate applies"},
+	}
+}
+
+// serveLimits are the values of limitFlags, checked.
+type serveLimits struct {
+	maxConns, maxConnsPerIP int
+	idle                    time.Duration
+	grab, ip                api.RateLimit
+}
+
+// fdReserve is how many descriptors serve keeps beyond its connections: Redis
+// and MySQL pools, the settler's clients, provider calls, files.
+const fdReserve = 1024
+
+// limits reads and checks limitFlags. --max-conns above what the open file
+// limit nofile allows (less fdReserve) is lowered to it: past it accepts
+// would fail with EMFILE anyway, while the cap answers 503 cleanly.
+func limits(cmd *cli.Command, nofile uint64) (serveLimits, error) {
+	l := serveLimits{maxConns: int(cmd.Int("max-conns")), maxConnsPerIP: int(cmd.Int("max-conns-per-ip")),
+		idle: cmd.Duration("idle-timeout"),
+		grab: api.RateLimit{Rate: cmd.Float("grab-rate"), Burst: int(cmd.Int("grab-burst"))},
+		ip:   api.RateLimit{Rate: cmd.Float("ip-rate"), Burst: int(cmd.Int("ip-burst"))}}
+	switch {
+	case l.maxConns < 1:
+		return l, fmt.Errorf("--max-conns %d: must be positive", l.maxConns)
+	case l.maxConnsPerIP < 0:
+		return l, fmt.Errorf("--max-conns-per-ip %d: must be 0 (no cap) or positive", l.maxConnsPerIP)
+	case l.idle <= 0:
+		return l, fmt.Errorf("--idle-timeout %v: must be positive", l.idle)
+	case l.grab.Rate < 0 || l.grab.Rate > 0 && l.grab.Burst < 1:
+		return l, fmt.Errorf("--grab-rate %v --grab-burst %d: the rate must be 0 (off) or positive, with a positive burst", l.grab.Rate, l.grab.Burst)
+	case l.ip.Rate < 0 || l.ip.Rate > 0 && l.ip.Burst < 1:
+		return l, fmt.Errorf("--ip-rate %v --ip-burst %d: the rate must be 0 (off) or positive, with a positive burst", l.ip.Rate, l.ip.Burst)
+	}
+	if nofile > fdReserve && uint64(l.maxConns) > nofile-fdReserve {
+		l.maxConns = int(nofile - fdReserve)
+	}
+	return l, nil
 }

@@ -34,7 +34,7 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "order-ttl", Value: 15 * time.Minute, Sources: cli.EnvVars("FLASHGRAB_ORDER_TTL"), Usage: "unpaid orders expire after this"},
 			&cli.DurationFlag{Name: "retention", Value: engine.DefaultRetention, Sources: cli.EnvVars("FLASHGRAB_RETENTION"),
 				Usage: "how long Redis keeps order records and closed red packets (MySQL keeps them for good); must exceed --order-ttl"},
-		}, paymentFlags()...),
+		}, append(limitFlags(), paymentFlags()...)...),
 		Action: serve,
 	}
 }
@@ -100,10 +100,21 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	books := &settle.Books{DB: db, OrderTTL: cmd.Duration("order-ttl")}
 	settler := &settle.Settler{Redis: srdb, DB: db, Books: books, Keys: ks, Pool: pool, Logger: log,
 		Metrics: settle.NewMetrics(reg)}
-	ln, err := net.Listen("tcp", cmd.String("addr"))
+	nofile, err := api.RaiseFileLimit()
+	if err != nil {
+		log.Warn("could not raise the open file limit", "err", err)
+	}
+	lim, err := limits(cmd, nofile)
 	if err != nil {
 		return err
 	}
+	tcp, err := net.Listen("tcp", cmd.String("addr"))
+	if err != nil {
+		return err
+	}
+	// Out of descriptors, accept fails; the listener waits and retries
+	// rather than letting Serve return and the process exit.
+	ln := &api.RetryListener{Listener: tcp, Logger: log}
 	// Claimed only now, so a start that fails earlier (a crash loop) takes
 	// no number; a crashed instance's lease expires by itself.
 	host, _ := os.Hostname()
@@ -131,9 +142,12 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	payments := &settle.Payments{Books: books, Providers: ch.providers, Logger: log, Metrics: settler.Metrics}
 	defer payments.Close()
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
-		Payments: payments, Alipay: ch.alipay, WeChat: ch.wechat}
+		Payments: payments, Alipay: ch.alipay, WeChat: ch.wechat,
+		MaxConns: lim.maxConns, MaxConnsPerIP: lim.maxConnsPerIP, IdleTimeout: lim.idle,
+		GrabLimit: lim.grab, IPLimit: lim.ip}
 	hs := srv.HTTPServer()
-	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions, "id_node", lease.Node())
+	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions, "id_node", lease.Node(),
+		"open_file_limit", nofile, "max_conns", lim.maxConns, "max_conns_per_ip", lim.maxConnsPerIP)
 
 	sweeper := &settle.Sweeper{Engine: eng, Books: books, Payments: payments, Logger: log}
 
