@@ -42,7 +42,7 @@ func loadCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Value: loadgen.DefaultTimeout, Usage: "per-request timeout"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "write a latency plot to this file (.png, .svg or .pdf)"},
-			&cli.BoolFlag{Name: "no-progress", Usage: "do not show a progress bar on stderr"},
+			&cli.BoolFlag{Name: "no-progress", Usage: "do not show the progress bar (it is drawn only when stderr is a terminal)"},
 		},
 		Action: loadAction,
 	}
