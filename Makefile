@@ -35,13 +35,18 @@ BENCHTIME ?= 2s
 BENCH_TIMEOUT ?= 10m
 FUZZTIME ?= 30s
 
-.PHONY: help run build test vet lint bench fuzz services services-status stop-services clean
+.PHONY: help run demo build test vet lint bench fuzz services services-status stop-services clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-15s %s\n", $$1, $$2 }'
 
+# The dev JWT secret survives restarts in .flashgrab-dev/secret (git-ignored, 0600), so tokens
+# stay valid and `flashgrab token` in another shell finds it without an export.
 run: services ## start the dev server (serve --dev) against local Redis and MariaDB
 	$(GO) run ./cmd/flashgrab serve --dev
+
+demo: ## run the README walkthrough against the server `make run` started (fresh ids each time)
+	$(GO) run ./cmd/flashgrab demo
 
 build: ## build bin/flashgrab
 	$(GO) build -trimpath -o bin/flashgrab ./cmd/flashgrab

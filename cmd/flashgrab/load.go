@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -26,7 +25,8 @@ func loadCommand() *cli.Command {
 			&cli.StringFlag{Name: "url", Value: "http://127.0.0.1:8080", Sources: cli.EnvVars("FLASHGRAB_URL"),
 				Usage: "base URL of the flashgrab server"},
 			&cli.StringFlag{Name: "secret", Aliases: []string{"jwt-secret"}, Sources: cli.EnvVars("FLASHGRAB_JWT_SECRET"),
-				Usage: "HS256 secret of the server, to mint admin and user tokens"},
+				Usage: "HS256 secret of the server, to mint admin and user tokens (default: the file serve --dev keeps)"},
+			devSecretFlag,
 			&cli.StringFlag{Name: "scenario", Value: loadgen.ScenarioSale,
 				Usage: "one of " + strings.Join(loadgen.Scenarios, ", ")},
 			&cli.IntFlag{Name: "concurrency", Aliases: []string{"c"}, Value: 64,
@@ -42,7 +42,7 @@ func loadCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Value: loadgen.DefaultTimeout, Usage: "per-request timeout"},
 			&cli.BoolFlag{Name: "json", Usage: "print the report as JSON instead of a table"},
 			&cli.StringFlag{Name: "plot", Usage: "write a latency plot to this file (.png, .svg or .pdf)"},
-			&cli.BoolFlag{Name: "no-progress", Usage: "do not show a progress bar on stderr"},
+			&cli.BoolFlag{Name: "no-progress", Usage: "do not show the progress bar (it is drawn only when stderr is a terminal)"},
 		},
 		Action: loadAction,
 	}
@@ -51,9 +51,9 @@ func loadCommand() *cli.Command {
 // loadAction runs the load and prints the report before plotting, so that a
 // plot that cannot be written does not cost the figures.
 func loadAction(ctx context.Context, cmd *cli.Command) error {
-	secret := cmd.String("secret")
-	if secret == "" {
-		return errors.New("load: no secret: set FLASHGRAB_JWT_SECRET or --secret")
+	secret, err := clientSecret(cmd, "secret")
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
 	}
 	cfg := loadgen.Config{
 		BaseURL:     cmd.String("url"),

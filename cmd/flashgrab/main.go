@@ -1,5 +1,5 @@
 // Command flashgrab is the one binary of the flash-sale and red-packet engine:
-// serve, migrate, sandbox, load, reconcile and token.
+// serve, migrate, sandbox, load, reconcile, token and demo.
 package main
 
 import (
@@ -32,6 +32,7 @@ func rootCommand() *cli.Command {
 			loadCommand(),
 			reconcileCommand(),
 			sandboxCommand(),
+			demoCommand(),
 		},
 	}
 }

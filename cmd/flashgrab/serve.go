@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -28,8 +25,8 @@ func serveCommand() *cli.Command {
 		Usage: "run the HTTP API and the settler",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Sources: cli.EnvVars("FLASHGRAB_ADDR"), Usage: "listen address"},
-			redisFlag, mysqlFlag, partitionsFlag, prefixFlag, secretFlag,
-			&cli.BoolFlag{Name: "dev", Usage: "development mode: make a JWT secret when none is set and print an admin token; sandbox payments"},
+			redisFlag, mysqlFlag, partitionsFlag, prefixFlag, secretFlag, devSecretFlag,
+			&cli.BoolFlag{Name: "dev", Usage: "development mode: without a JWT secret, keep one in --dev-secret-file and print it with an admin token; sandbox payments"},
 			&cli.IntFlag{Name: "settle-workers", Value: 8, Sources: cli.EnvVars("FLASHGRAB_SETTLE_WORKERS"), Usage: "concurrent MySQL batches (ants pool size)"},
 			&cli.DurationFlag{Name: "order-ttl", Value: 15 * time.Minute, Sources: cli.EnvVars("FLASHGRAB_ORDER_TTL"), Usage: "unpaid orders expire after this"},
 			&cli.DurationFlag{Name: "retention", Value: engine.DefaultRetention, Sources: cli.EnvVars("FLASHGRAB_RETENTION"),
@@ -45,21 +42,11 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	secret := cmd.String("jwt-secret")
-	auth := api.Auth{Secret: []byte(secret)}
-	if secret == "" {
-		if !cmd.Bool("dev") {
-			return errors.New("no JWT secret: set FLASHGRAB_JWT_SECRET (or run with --dev)")
-		}
-		var b [32]byte
-		rand.Read(b[:])
-		auth.Secret = []byte(hex.EncodeToString(b[:]))
-		tok, err := auth.Mint("admin", true, 24*time.Hour)
-		if err != nil {
-			return err
-		}
-		fmt.Printf("dev mode: generated a JWT secret for this run.\n  FLASHGRAB_JWT_SECRET=%s\n  admin token (24h): %s\n", auth.Secret, tok)
+	secret, err := serverSecret(ctx, cmd)
+	if err != nil {
+		return err
 	}
+	auth := api.Auth{Secret: []byte(secret)}
 
 	rdb, err := openRedis(ctx, cmd.String("redis-addrs"), 0)
 	if err != nil {

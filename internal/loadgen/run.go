@@ -16,6 +16,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/valyala/fasthttp"
+	"golang.org/x/term"
 
 	"github.com/flashgrab/flashgrab/api"
 )
@@ -63,7 +64,9 @@ type Config struct {
 	Stock int64
 	// Timeout bounds each request; 0 means DefaultTimeout.
 	Timeout time.Duration
-	// Progress receives a progress bar; nil shows none.
+	// Progress receives a progress bar when it is a terminal (an *os.File
+	// such as os.Stderr on a tty); nil, a pipe, a file or any other writer
+	// shows none, since redrawn frames would pile up in a log.
 	Progress io.Writer
 }
 
@@ -260,22 +263,39 @@ func (r *runner) run(ctx context.Context, rep *Report) {
 	r.rec.fill(rep)
 }
 
-// progress shows a bar over the measured duration on cfg.Progress until done
-// is closed; the returned channel closes when the bar is finished.
+// isTerminal reports whether w is a terminal, where a redrawn bar makes
+// sense. A variable so that tests can stand in for a terminal.
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(interface{ Fd() uintptr })
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// progress shows a bar over the measured duration on cfg.Progress, if it is
+// a terminal, until done is closed; the returned channel closes when the bar
+// is finished. A run that lasted its duration ends the bar at 100%, one that
+// was interrupted where it stopped.
 func (r *runner) progress(done <-chan struct{}) <-chan struct{} {
 	finished := make(chan struct{})
-	if r.cfg.Progress == nil {
+	if r.cfg.Progress == nil || !isTerminal(r.cfg.Progress) {
 		close(finished)
 		return finished
 	}
-	bar := progressbar.NewOptions64(r.cfg.Duration.Milliseconds(),
-		progressbar.OptionSetWriter(r.cfg.Progress),
+	w := r.cfg.Progress
+	total := r.cfg.Duration.Milliseconds()
+	bar := progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionSetElapsedTime(true),
 		progressbar.OptionSetPredictTime(false),
 		progressbar.OptionShowDescriptionAtLineEnd(),
-		progressbar.OptionClearOnFinish(),
 		progressbar.OptionSetDescription(r.cfg.Scenario))
+	describe := func() time.Duration {
+		el := time.Since(r.start)
+		n := r.rec.done.Load()
+		bar.Describe(fmt.Sprintf("%s: %d req, %.0f req/s, %d failed", r.cfg.Scenario, n,
+			float64(n)/el.Seconds(), r.rec.failed.Load()))
+		return el
+	}
 	go func() {
 		defer close(finished)
 		t := time.NewTicker(200 * time.Millisecond)
@@ -283,14 +303,17 @@ func (r *runner) progress(done <-chan struct{}) <-chan struct{} {
 		for {
 			select {
 			case <-done:
-				_ = bar.Finish()
+				if el := describe(); el.Milliseconds() >= total {
+					_ = bar.Finish()
+				} else {
+					_ = bar.Set64(el.Milliseconds())
+				}
+				// The last frame stays on screen, above the report.
+				fmt.Fprintln(w)
 				return
 			case <-t.C:
-				el := time.Since(r.start)
-				n := r.rec.done.Load()
-				bar.Describe(fmt.Sprintf("%s: %d req, %.0f req/s, %d failed", r.cfg.Scenario, n,
-					float64(n)/el.Seconds(), r.rec.failed.Load()))
-				_ = bar.Set64(min(el.Milliseconds(), r.cfg.Duration.Milliseconds()))
+				el := describe()
+				_ = bar.Set64(min(el.Milliseconds(), total))
 			}
 		}
 	}()
