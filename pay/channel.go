@@ -29,11 +29,27 @@ func (a Alipay) Create(ctx context.Context, t settle.Trade) (string, error) {
 	return a.Client.Precreate(ctx, alipay.Trade{OutTradeNo: t.OutTradeNo, AmountCents: t.AmountCents, Subject: t.Subject, Expire: t.Expire})
 }
 
-// Close closes the trade; a trade Alipay never saw (page pay not yet opened)
-// or closed already needs nothing more.
+// Close closes the trade. A trade Alipay does not know (a precreate trade
+// nobody has scanned yet) or closed already needs nothing more. Alipay
+// answers ACQ.TRADE_STATUS_ERROR both for a paid trade and for one closed by
+// a full refund, so that answer is decided by a query: paid wraps
+// settle.ErrTradePaid.
 func (a Alipay) Close(ctx context.Context, outTradeNo string) error {
 	err := a.Client.Close(ctx, outTradeNo)
-	if errors.Is(err, alipay.ErrTradeNotExist) || errors.Is(err, alipay.ErrTradeHasClose) {
+	if err == nil || errors.Is(err, alipay.ErrTradeNotExist) || errors.Is(err, alipay.ErrTradeHasClose) {
+		return nil
+	}
+	if !errors.Is(err, alipay.ErrTradeStatus) {
+		return err
+	}
+	st, qerr := a.Client.Query(ctx, outTradeNo)
+	if qerr != nil {
+		return fmt.Errorf("%w; and the query to decide it: %v", err, qerr)
+	}
+	if st.Paid {
+		return fmt.Errorf("alipay close %s: trade is %s: %w", outTradeNo, st.Status, settle.ErrTradePaid)
+	}
+	if st.Status == alipay.StatusTradeClosed {
 		return nil
 	}
 	return err
@@ -42,6 +58,10 @@ func (a Alipay) Close(ctx context.Context, outTradeNo string) error {
 // Query asks alipay.trade.query for the trade's state.
 func (a Alipay) Query(ctx context.Context, outTradeNo string) (settle.TradeState, error) {
 	st, err := a.Client.Query(ctx, outTradeNo)
+	if errors.Is(err, alipay.ErrTradeNotExist) {
+		// Nobody scanned the QR code: nothing was paid.
+		return settle.TradeState{}, nil
+	}
 	if err != nil {
 		return settle.TradeState{}, err
 	}
@@ -49,18 +69,33 @@ func (a Alipay) Query(ctx context.Context, outTradeNo string) (settle.TradeState
 }
 
 // Refund refunds through alipay.trade.refund, idempotent by refundNo.
-// TODO(issue 13.4): check fund_change, query when in doubt.
+// fund_change Y means this call moved the money. N means it did not: a
+// repeat of a refund already made, or one Alipay has not finished; the
+// refund query tells which.
 func (a Alipay) Refund(ctx context.Context, outTradeNo string, refundCents, _ int64, refundNo string) (settle.RefundState, error) {
-	_, err := a.Client.Refund(ctx, outTradeNo, refundCents, refundNo)
+	r, err := a.Client.Refund(ctx, outTradeNo, refundCents, refundNo)
 	if err != nil {
 		return "", err
 	}
-	return settle.RefundSucceeded, nil
+	if r.FundChange {
+		return settle.RefundSucceeded, nil
+	}
+	return a.QueryRefund(ctx, outTradeNo, refundNo)
 }
 
-// QueryRefund asks where a refund stands. TODO(issue 13.4): alipay.trade.fastpay.refund.query.
+// QueryRefund asks alipay.trade.fastpay.refund.query where a refund stands:
+// REFUND_SUCCESS is done; anything else is still processing (Alipay has no
+// final failure for a refund it accepted, and repeating alipay.trade.refund
+// with the same refundNo is safe).
 func (a Alipay) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (settle.RefundState, error) {
-	return "", errors.New("alipay: refund query not implemented")
+	st, err := a.Client.QueryRefund(ctx, outTradeNo, refundNo)
+	if err != nil {
+		return "", err
+	}
+	if st.Succeeded {
+		return settle.RefundSucceeded, nil
+	}
+	return settle.RefundProcessing, nil
 }
 
 // WeChat is the WeChat Pay channel: native pay, the payer scans code_url.

@@ -639,11 +639,21 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 			return cancelled, unavailable(err)
 		}
 		for _, pay := range toClose {
-			if pr, err := p.provider(pay.Channel); err == nil {
-				if err := pr.Close(ctx, pay.OutTradeNo); err != nil {
-					// A payment that still arrives is refunded by Paid.
-					p.logger().Warn("close trade failed", "out_trade_no", pay.OutTradeNo, "err", err)
-				}
+			pr, err := p.provider(pay.Channel)
+			if err != nil {
+				continue
+			}
+			err = pr.Close(ctx, pay.OutTradeNo)
+			if errors.Is(err, ErrTradePaid) {
+				// Paid, and its notify not applied yet: settle it from a
+				// query now, which refunds it, instead of trusting a notify
+				// that may never arrive.
+				_, err = p.settleFromQuery(ctx, pr, pay.Channel, pay.OutTradeNo)
+			}
+			if err != nil {
+				// A payment that still arrives is refunded by Paid, and
+				// QueryStale asks about the trade again later.
+				p.logger().Warn("close trade failed", "out_trade_no", pay.OutTradeNo, "err", err)
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package settle
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/flashgrab/flashgrab/engine"
@@ -11,7 +12,8 @@ import (
 // Sweeper runs the periodic work that time triggers: it closes expired red
 // packets (their refunds then settle like any event), finishes packet creates
 // that were interrupted between the debit and Redis, expires unpaid orders
-// (returning their stock) and retries refunds of late payments. Every
+// (returning their stock), retries refunds of late payments and asks the
+// providers about payments whose notify never came. Every
 // instance may run one: the scripts and the status checks make each step
 // happen once.
 type Sweeper struct {
@@ -22,9 +24,22 @@ type Sweeper struct {
 	// Grace is how long a funded packet may stay unpublished before the
 	// sweeper publishes it (default 30s): the create path normally does it
 	// within milliseconds.
-	Grace  time.Duration
-	Logger *slog.Logger
+	Grace time.Duration
+	// StaleAge is how old a created or closed payment must be before the
+	// sweeper asks its provider whether it was paid after all (default
+	// DefaultStaleAge); StaleEvery is how often it asks (default 1m).
+	StaleAge, StaleEvery time.Duration
+	Logger               *slog.Logger
+
+	staleMu   sync.Mutex
+	staleNext time.Time // when to ask next
+	staleUpTo time.Time // payments created up to here have been asked about
 }
+
+// staleBackfill is how far back the first stale query of a process reaches,
+// so that payments that came of age while no sweeper ran are still asked
+// about: Alipay's notify window (~25 h) and then some.
+const staleBackfill = 26 * time.Hour
 
 // Run sweeps every Interval until ctx is cancelled.
 func (w *Sweeper) Run(ctx context.Context) {
@@ -68,8 +83,44 @@ func (w *Sweeper) Sweep(ctx context.Context) error {
 		_, err := w.Payments.ExpireOrders(ctx, w.release)
 		keep(err)
 		keep(w.Payments.RetryRefunds(ctx))
+		keep(w.queryStale(ctx))
 	}
 	return first
+}
+
+// queryStale asks, every StaleEvery, about the payments that have come of
+// age since the last time: the window (previous upper bound − StaleEvery,
+// now − StaleAge] overlaps the last one a little, so a payment committed
+// with a slightly older created_at is not missed, and moves on only after a
+// round without errors.
+func (w *Sweeper) queryStale(ctx context.Context) error {
+	w.staleMu.Lock()
+	defer w.staleMu.Unlock()
+	age, every := w.StaleAge, w.StaleEvery
+	if age <= 0 {
+		age = DefaultStaleAge
+	}
+	if every <= 0 {
+		every = time.Minute
+	}
+	now := time.Now()
+	if now.Before(w.staleNext) {
+		return nil
+	}
+	before := now.Add(-age)
+	// A window that failed is asked again, but reaches back no further than
+	// staleBackfill: one trade the provider keeps failing on must not grow
+	// every round for ever.
+	after := w.staleUpTo.Add(-every)
+	if floor := before.Add(-staleBackfill); after.Before(floor) {
+		after = floor
+	}
+	if _, err := w.Payments.QueryStale(ctx, after, before); err != nil {
+		w.staleNext = now.Add(every) // ask again later, over the same window
+		return err
+	}
+	w.staleUpTo, w.staleNext = before, now.Add(every)
+	return nil
 }
 
 func (w *Sweeper) publishFunded(ctx context.Context) error {

@@ -36,7 +36,7 @@ func paymentFlags() []cli.Flag {
 			Usage: "listen address of the in-process sandbox"},
 		env("FLASHGRAB_PUBLIC_URL", "base URL at which the providers reach this server's /v1/notify/* (default http://<addr>)"),
 		env("FLASHGRAB_ALIPAY_APP_ID", "Alipay app id; empty turns Alipay off"),
-		env("FLASHGRAB_ALIPAY_SELLER_ID", "Alipay seller (partner) id, checked on notifies"),
+		env("FLASHGRAB_ALIPAY_SELLER_ID", "Alipay seller (partner) id, checked on every notify; required with the app id outside sandbox mode"),
 		env("FLASHGRAB_ALIPAY_PRIVATE_KEY_FILE", "PEM file of the app's RSA2 private key"),
 		env("FLASHGRAB_ALIPAY_PUBLIC_KEY_FILE", "PEM file of Alipay's public key (not the app's)"),
 		&cli.StringFlag{Name: "alipay-gateway", Value: "http://127.0.0.1:8081/alipay/gateway.do", Sources: cli.EnvVars("FLASHGRAB_ALIPAY_GATEWAY"),
@@ -120,9 +120,16 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 	return ch, nil
 }
 
+// alipayFromFlags builds the Alipay client of a real deployment (sandbox
+// mode off). The seller id is required there: without it a notify signed by
+// Alipay for another merchant of the same app would be accepted.
 func alipayFromFlags(cmd *cli.Command, public string) (*alipay.Client, error) {
 	if cmd.String("alipay-app-id") == "" {
 		return nil, nil
+	}
+	if cmd.String("alipay-seller-id") == "" {
+		return nil, errors.New("--alipay-seller-id (FLASHGRAB_ALIPAY_SELLER_ID) is required with --alipay-app-id outside sandbox mode: " +
+			"every notify's seller_id is checked against it (your 2088… partner id)")
 	}
 	priv, err := readPEM(cmd.String("alipay-private-key-file"), "alipay-private-key-file")
 	if err != nil {

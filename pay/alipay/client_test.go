@@ -198,3 +198,39 @@ func TestPagePayURLIsSignedAndCarriesReturnURL(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefundQueryDecode: only refund_status REFUND_SUCCESS is a finished
+// refund. Alipay answers code 10000 without refund_status for a refund it has
+// not received or not finished, and one for another out_request_no or with
+// an unreadable amount is refused.
+func TestRefundQueryDecode(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		succeeded   bool
+		cents       int64
+		wantErr     bool
+	}{
+		{"done", `{"code":"10000","msg":"Success","out_trade_no":"O1","trade_no":"T1","out_request_no":"R1","total_amount":"12.30","refund_amount":"12.30","refund_status":"REFUND_SUCCESS"}`, true, 1230, false},
+		{"unknown", `{"code":"10000","msg":"Success","out_trade_no":"O1","trade_no":"T1"}`, false, 0, false},
+		{"no status", `{"code":"10000","msg":"Success","out_trade_no":"O1","out_request_no":"R1","refund_amount":"12.30"}`, false, 1230, false},
+		{"other request", `{"code":"10000","msg":"Success","out_trade_no":"O1","out_request_no":"R2","refund_amount":"12.30","refund_status":"REFUND_SUCCESS"}`, false, 0, true},
+		{"bad amount", `{"code":"10000","msg":"Success","out_trade_no":"O1","out_request_no":"R1","refund_amount":"12.3x","refund_status":"REFUND_SUCCESS"}`, false, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sig := mustSign(t, tc.value)
+			c := fakeGateway(t, func() string {
+				return `{"alipay_trade_fastpay_refund_query_response":` + tc.value + `,"sign":"` + sig + `"}`
+			})
+			st, err := c.QueryRefund(context.Background(), "O1", "R1")
+			if tc.wantErr {
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("QueryRefund = %+v, %v; want ErrMalformed", st, err)
+				}
+				return
+			}
+			if err != nil || st.Succeeded != tc.succeeded || st.RefundedCents != tc.cents {
+				t.Fatalf("QueryRefund = %+v, %v; want succeeded %v, %d fen", st, err, tc.succeeded, tc.cents)
+			}
+		})
+	}
+}

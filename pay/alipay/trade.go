@@ -232,3 +232,56 @@ func (c *Client) Refund(ctx context.Context, outTradeNo string, refundCents int6
 	}
 	return &RefundResult{OutTradeNo: out.OutTradeNo, TradeNo: out.TradeNo, FundChange: out.FundChange == "Y", RefundedCents: fee}, nil
 }
+
+// RefundStatusSuccess is the refund_status of a refund that has finished.
+const RefundStatusSuccess = "REFUND_SUCCESS"
+
+// RefundStatus is the answer to QueryRefund.
+type RefundStatus struct {
+	OutTradeNo   string
+	OutRequestNo string
+	// Status is refund_status: REFUND_SUCCESS once the money went back.
+	// Alipay leaves it out while it has not received the request or has not
+	// finished it, so empty means "not (yet) refunded", never success.
+	Status        string
+	RefundedCents int64 // refund_amount of this request; 0 when Alipay does not know it
+	Succeeded     bool
+}
+
+// QueryRefund asks where the refund outRequestNo of a trade stands
+// (alipay.trade.fastpay.refund.query). It is how to decide a refund whose
+// alipay.trade.refund answered fund_change N: a repeat of a finished refund
+// and a refund that moved no money yet look the same there.
+func (c *Client) QueryRefund(ctx context.Context, outTradeNo, outRequestNo string) (*RefundStatus, error) {
+	if err := validateOutTradeNo(outTradeNo); err != nil {
+		return nil, err
+	}
+	if outRequestNo == "" || len(outRequestNo) > maxOutTradeNoLen {
+		return nil, fmt.Errorf("alipay refund query %s: out_request_no must be 1 to %d characters", outTradeNo, maxOutTradeNoLen)
+	}
+	var out struct {
+		OutTradeNo   string `json:"out_trade_no"`
+		OutRequestNo string `json:"out_request_no"`
+		RefundAmount string `json:"refund_amount"`
+		RefundStatus string `json:"refund_status"`
+	}
+	if err := c.call(ctx, "alipay.trade.fastpay.refund.query", struct {
+		OutTradeNo   string `json:"out_trade_no"`
+		OutRequestNo string `json:"out_request_no"`
+	}{outTradeNo, outRequestNo}, false, &out); err != nil {
+		return nil, fmt.Errorf("alipay refund query %s/%s: %w", outTradeNo, outRequestNo, err)
+	}
+	st := &RefundStatus{OutTradeNo: outTradeNo, OutRequestNo: outRequestNo, Status: out.RefundStatus}
+	if out.OutRequestNo != "" && out.OutRequestNo != outRequestNo {
+		return nil, fmt.Errorf("alipay refund query %s/%s: %w: answer is for out_request_no %q", outTradeNo, outRequestNo, ErrMalformed, out.OutRequestNo)
+	}
+	if out.RefundAmount != "" {
+		amt, err := ParseYuan(out.RefundAmount)
+		if err != nil {
+			return nil, fmt.Errorf("alipay refund query %s/%s: %w: refund_amount: %v", outTradeNo, outRequestNo, ErrMalformed, err)
+		}
+		st.RefundedCents = amt
+	}
+	st.Succeeded = out.RefundStatus == RefundStatusSuccess
+	return st, nil
+}

@@ -113,10 +113,14 @@ type aliTrade struct {
 	returnURL           string
 	quitURL             string
 	created, paidAt     time.Time
-	expire              time.Time        // zero: never
-	refunds             map[string]int64 // out_request_no → fen
-	refunded            int64
-	delivery            *notifyRun
+	expire              time.Time // zero: never
+	// scanned: the buyer opened the cashier (scanned the QR code). Alipay
+	// creates a precreate trade only then: before it, query and close answer
+	// ACQ.TRADE_NOT_EXIST.
+	scanned  bool
+	refunds  map[string]int64 // out_request_no → fen
+	refunded int64
+	delivery *notifyRun
 }
 
 // NewAlipay returns a simulator moving money between the buyer and seller in
@@ -174,6 +178,7 @@ func (a *Alipay) Pay(outTradeNo string, opts ...PayOption) error {
 	if tr == nil {
 		return fmt.Errorf("sandbox alipay: pay %q: %w", outTradeNo, errAliNoTrade)
 	}
+	tr.scanned = true // paying starts with scanning
 	a.expireLocked(tr)
 	if tr.status != alipay.StatusWaitBuyerPay {
 		return fmt.Errorf("sandbox alipay: pay %q: trade is %s", outTradeNo, tr.status)
@@ -183,7 +188,7 @@ func (a *Alipay) Pay(outTradeNo string, opts ...PayOption) error {
 	}
 	tr.status = alipay.StatusTradeSuccess
 	tr.paidAt = a.cfg.Now()
-	if tr.notifyURL == "" {
+	if tr.notifyURL == "" || o.NoNotify {
 		return nil
 	}
 	body, err := a.notifyBody(tr, o)
@@ -361,6 +366,7 @@ func aliInvalidArg(subCode, subMsg string) *alipay.Error {
 var aliAPIMethods = map[string]bool{
 	"alipay.trade.precreate": true, "alipay.trade.query": true, "alipay.trade.close": true,
 	"alipay.trade.refund": true, "alipay.trade.page.pay": true, "alipay.trade.wap.pay": true,
+	"alipay.trade.fastpay.refund.query": true,
 }
 
 func (a *Alipay) serveGateway(w http.ResponseWriter, r *http.Request) {
@@ -396,6 +402,7 @@ func (a *Alipay) serveGateway(w http.ResponseWriter, r *http.Request) {
 			fail(e)
 			return
 		}
+		a.scan(tr)
 		a.renderCashier(w, tr)
 		return
 	case "alipay.trade.query":
@@ -404,6 +411,8 @@ func (a *Alipay) serveGateway(w http.ResponseWriter, r *http.Request) {
 		resp, e = a.closeTrade(biz)
 	case "alipay.trade.refund":
 		resp, e = a.refund(biz)
+	case "alipay.trade.fastpay.refund.query":
+		resp, e = a.refundQuery(biz)
 	}
 	if e != nil {
 		fail(e)
@@ -566,7 +575,7 @@ func (a *Alipay) lookupLocked(biz *aliBizContent) (*aliTrade, *alipay.Error) {
 			}
 		}
 	}
-	if tr == nil || (biz.TradeNo != "" && tr.tradeNo != biz.TradeNo) {
+	if tr == nil || !tr.scanned || (biz.TradeNo != "" && tr.tradeNo != biz.TradeNo) {
 		return nil, aliBizErr(alipay.SubCodeTradeNotExist, "交易不存在")
 	}
 	a.expireLocked(tr)
@@ -656,7 +665,36 @@ func (a *Alipay) refund(biz *aliBizContent) (map[string]string, *alipay.Error) {
 	return resp("Y"), nil
 }
 
+// refundQuery answers alipay.trade.fastpay.refund.query: a refund it made
+// carries refund_status REFUND_SUCCESS; one it never received answers
+// success without refund_status or amounts, as Alipay does.
+func (a *Alipay) refundQuery(biz *aliBizContent) (map[string]string, *alipay.Error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	tr, e := a.lookupLocked(biz)
+	if e != nil {
+		return nil, e
+	}
+	if biz.OutRequestNo == "" {
+		return nil, aliBizErr("ACQ.INVALID_PARAMETER", "out_request_no 不能为空")
+	}
+	resp := map[string]string{"out_trade_no": tr.outTradeNo, "trade_no": tr.tradeNo, "out_request_no": biz.OutRequestNo}
+	if amount, ok := tr.refunds[biz.OutRequestNo]; ok {
+		resp["total_amount"] = alipay.FormatYuan(tr.amount)
+		resp["refund_amount"] = alipay.FormatYuan(amount)
+		resp["refund_status"] = alipay.RefundStatusSuccess
+	}
+	return resp, nil
+}
+
 // ---- cashier and pay endpoint ----
+
+// scan marks a trade as opened by the buyer: from now on the gateway knows it.
+func (a *Alipay) scan(tr *aliTrade) {
+	a.mu.Lock()
+	tr.scanned = true
+	a.mu.Unlock()
+}
 
 var aliCashierPage = template.Must(template.New("cashier").Parse(`<!doctype html>
 <html><head><meta charset="utf-8"><title>Sandbox Alipay cashier</title></head>
@@ -713,6 +751,7 @@ func (a *Alipay) serveCashier(w http.ResponseWriter, r *http.Request) {
 		a.renderError(w, aliBizErr(alipay.SubCodeTradeNotExist, "交易不存在"))
 		return
 	}
+	a.scan(tr)
 	a.renderCashier(w, tr)
 }
 

@@ -275,7 +275,7 @@ func TestAlipayNotifyGivesUpAfterSchedule(t *testing.T) {
 func TestAlipayCloseThenPayFails(t *testing.T) {
 	e := newAliEnv(t, aliFastRetry)
 	ctx := context.Background()
-	e.order(t, "O4", 900)
+	aliGet(t, e.order(t, "O4", 900)) // scanned: Alipay knows the trade
 	if err := e.client.Close(ctx, "O4"); err != nil {
 		t.Fatal(err)
 	}
@@ -306,6 +306,50 @@ func TestAlipayCloseThenPayFails(t *testing.T) {
 	}
 }
 
+// TestAlipayPrecreateExistsOnlyOnceScanned: like the real gateway, a
+// precreate trade nobody has scanned is unknown to query and close; the
+// QR code stays payable, and once scanned the trade is there.
+func TestAlipayPrecreateExistsOnlyOnceScanned(t *testing.T) {
+	e := newAliEnv(t, aliFastRetry)
+	ctx := context.Background()
+	qr := e.order(t, "O10", 700)
+	if _, err := e.client.Query(ctx, "O10"); !errors.Is(err, alipay.ErrTradeNotExist) {
+		t.Fatalf("query before the scan: %v, want ACQ.TRADE_NOT_EXIST", err)
+	}
+	if err := e.client.Close(ctx, "O10"); !errors.Is(err, alipay.ErrTradeNotExist) {
+		t.Fatalf("close before the scan: %v, want ACQ.TRADE_NOT_EXIST", err)
+	}
+	aliGet(t, qr)
+	st, err := e.client.Query(ctx, "O10")
+	if err != nil || st.Status != alipay.StatusWaitBuyerPay || st.TotalCents != 700 {
+		t.Fatalf("query after the scan = %+v, %v", st, err)
+	}
+}
+
+// TestAlipayPayWithoutNotify: WithoutNotify pays and moves the money but
+// never notifies; the merchant finds the payment only by querying.
+func TestAlipayPayWithoutNotify(t *testing.T) {
+	e := newAliEnv(t, aliFastRetry)
+	ctx := context.Background()
+	e.order(t, "O11", 300)
+	if err := e.sb.Pay("O11", WithoutNotify()); err != nil {
+		t.Fatal(err)
+	}
+	if e.sb.Deliveries("O11") != nil {
+		t.Fatal("notified although told not to")
+	}
+	if calls, _, _ := e.merchant.snapshot(); calls != 0 {
+		t.Fatalf("merchant got %d calls", calls)
+	}
+	st, err := e.client.Query(ctx, "O11")
+	if err != nil || !st.Paid || st.TotalCents != 300 {
+		t.Fatalf("query = %+v, %v", st, err)
+	}
+	if got := e.wallets.Balance(SellerAccount); got != 300 {
+		t.Fatalf("seller balance %d", got)
+	}
+}
+
 func TestAlipayExpiredTradeCannotBePaid(t *testing.T) {
 	e := newAliEnv(t, aliFastRetry)
 	ctx := context.Background()
@@ -324,7 +368,7 @@ func TestAlipayExpiredTradeCannotBePaid(t *testing.T) {
 func TestAlipayRefundIdempotent(t *testing.T) {
 	e := newAliEnv(t, aliFastRetry)
 	ctx := context.Background()
-	e.order(t, "O6", 1000)
+	aliGet(t, e.order(t, "O6", 1000))
 	if _, err := e.client.Refund(ctx, "O6", 1000, "R0"); !errors.Is(err, alipay.ErrTradeStatus) {
 		t.Fatalf("refunding an unpaid trade: %v", err)
 	}
@@ -361,6 +405,13 @@ func TestAlipayRefundIdempotent(t *testing.T) {
 	}
 	if changed != 1 {
 		t.Fatalf("%d calls report fund_change, want 1", changed)
+	}
+	// fund_change N is decided by the refund query.
+	if st, err := e.client.QueryRefund(ctx, "O6", "R1"); err != nil || !st.Succeeded || st.RefundedCents != 400 || st.Status != alipay.RefundStatusSuccess {
+		t.Fatalf("refund query R1 = %+v, %v", st, err)
+	}
+	if st, err := e.client.QueryRefund(ctx, "O6", "R9"); err != nil || st.Succeeded || st.RefundedCents != 0 {
+		t.Fatalf("refund query of a refund never asked = %+v, %v", st, err)
 	}
 	if got := e.wallets.Balance(SellerAccount); got != 600 {
 		t.Fatalf("seller balance %d, want 600", got)

@@ -197,6 +197,9 @@ type PayOptions struct {
 	// SignTestProbe (WeChat) sends a WECHATPAY/SIGNTEST/ probe in place of
 	// the notify's signature: the merchant must refuse it as a payment.
 	SignTestProbe bool
+	// NoNotify (Alipay) pays without ever sending the notify, as when every
+	// delivery is lost: the merchant learns of the payment only by asking.
+	NoNotify bool
 	// StaleTimestamp (WeChat) signs the notify with a timestamp 10 minutes
 	// old, beyond the 5-minute window a merchant accepts.
 	StaleTimestamp bool
@@ -207,6 +210,9 @@ type PayOption func(*PayOptions)
 
 // WithDuplicates delivers n copies of the notify concurrently.
 func WithDuplicates(n int) PayOption { return func(o *PayOptions) { o.Duplicates = n } }
+
+// WithoutNotify pays without sending the notify (Alipay).
+func WithoutNotify() PayOption { return func(o *PayOptions) { o.NoNotify = true } }
 
 // WithForgedSignature tampers with the notify after signing it.
 func WithForgedSignature() PayOption { return func(o *PayOptions) { o.ForgeSignature = true } }
