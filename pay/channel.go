@@ -92,6 +92,11 @@ func (a Alipay) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (s
 	if err != nil {
 		return "", err
 	}
+	// Alipay answers a refund it does not know, or has not done, with no
+	// refund data at all; its advice is to ask again with the same number.
+	if !st.Succeeded && st.RefundedCents == 0 {
+		return "", fmt.Errorf("alipay refund %s of %s: %w", refundNo, outTradeNo, settle.ErrRefundNotFound)
+	}
 	if st.Succeeded {
 		return settle.RefundSucceeded, nil
 	}
@@ -152,6 +157,9 @@ func (w WeChat) Refund(ctx context.Context, outTradeNo string, refundCents, tota
 // QueryRefund asks GET /v3/refund/domestic/refunds/{refundNo}.
 func (w WeChat) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (settle.RefundState, error) {
 	r, err := w.Client.QueryRefund(ctx, refundNo)
+	if wechat.IsCode(err, "RESOURCE_NOT_EXISTS") {
+		return "", fmt.Errorf("wechat refund %s of %s: %w: %v", refundNo, outTradeNo, settle.ErrRefundNotFound, err)
+	}
 	if err != nil {
 		return "", err
 	}

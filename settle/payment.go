@@ -36,6 +36,9 @@ var (
 	// ErrTradePaid is what Provider.Close wraps when the provider refuses to
 	// close because the buyer has paid (WeChat ORDERPAID, Alipay TRADE_SUCCESS).
 	ErrTradePaid = errors.New("trade is paid")
+	// ErrRefundNotFound is what Provider.QueryRefund wraps when the provider
+	// does not know the refund.
+	ErrRefundNotFound = errors.New("refund not found")
 )
 
 // RefundState is where a provider refund stands.
@@ -72,7 +75,10 @@ type Provider interface {
 	// Refund asks to return refundCents of a paid trade of totalCents;
 	// refundNo makes it idempotent. The answer is often RefundProcessing.
 	Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) (RefundState, error)
-	// QueryRefund asks where the refund refundNo of a trade stands.
+	// QueryRefund asks where the refund refundNo of a trade stands. A refund
+	// the provider does not know (never asked, or lost) gives an error
+	// wrapping ErrRefundNotFound, never RefundProcessing: the caller then
+	// asks for it, which refundNo makes safe.
 	QueryRefund(ctx context.Context, outTradeNo, refundNo string) (RefundState, error)
 }
 

@@ -69,7 +69,7 @@ func (q *queriedProvider) QueryRefund(_ context.Context, _, refundNo string) (se
 	if _, ok := q.refunds[refundNo]; ok {
 		return settle.RefundSucceeded, nil
 	}
-	return settle.RefundProcessing, nil
+	return "", fmt.Errorf("refund %s: %w", refundNo, settle.ErrRefundNotFound)
 }
 
 func (q *queriedProvider) snapshot() (queries map[string]int, refunded int64, refunds int) {
