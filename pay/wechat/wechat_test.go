@@ -176,16 +176,22 @@ func TestPEMRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	k2, err := ParsePrivateKey(p)
-	if err != nil || !k2.Equal(k) {
+	if err != nil {
 		t.Fatalf("private key round trip: %v", err)
+	}
+	if !k2.Equal(k) {
+		t.Fatal("private key round trip: the key read back differs")
 	}
 	pp, err := EncodePublicKeyPEM(&k.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pub, err := ParsePublicKey(pp)
-	if err != nil || !pub.Equal(&k.PublicKey) {
+	if err != nil {
 		t.Fatalf("public key round trip: %v", err)
+	}
+	if !pub.Equal(&k.PublicKey) {
+		t.Fatal("public key round trip: the key read back differs")
 	}
 	if _, err := ParsePrivateKey(pp); err == nil {
 		t.Fatal("a PUBLIC KEY block parsed as a private key")
