@@ -5,20 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/valyala/fasthttp"
+
+	"github.com/flashgrab/flashgrab/engine"
 )
-
-// userIDPattern is the shape of every user id the API accepts (DESIGN.md).
-var userIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidUserID reports whether id is an acceptable user (or account) id.
-func ValidUserID(id string) bool { return userIDPattern.MatchString(id) }
 
 // Claims are the JWT claims flashgrab issues and accepts: the user id in
 // "sub", a mandatory "exp", and "role":"admin" for administrators.
@@ -43,8 +38,8 @@ var ErrUnauthorized = errors.New("unauthorized")
 
 // Mint returns a signed token for user that expires after ttl.
 func (a Auth) Mint(user string, admin bool, ttl time.Duration) (string, error) {
-	if !ValidUserID(user) {
-		return "", fmt.Errorf("mint token: user id %q does not match [A-Za-z0-9_-]{1,64}", user)
+	if !engine.ValidID(user) {
+		return "", fmt.Errorf("mint token: user id %q: %w", user, engine.InvalidID("user"))
 	}
 	if ttl <= 0 {
 		return "", fmt.Errorf("mint token: ttl %v must be positive", ttl)
@@ -78,7 +73,7 @@ func (a Auth) Verify(token string) (Principal, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.Secret, nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(func() time.Time { return now }))
-	if err != nil || !ValidUserID(c.Subject) || c.ExpiresAt == nil {
+	if err != nil || !engine.ValidID(c.Subject) || c.ExpiresAt == nil {
 		return Principal{}, ErrUnauthorized
 	}
 	p := Principal{UserID: c.Subject, Admin: c.Role == "admin"}

@@ -59,7 +59,7 @@ func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl t
 	}
 	switch {
 	case !ValidID(sender):
-		return Packet{}, Invalid("sender", "must be 1-64 of [A-Za-z0-9_-]")
+		return Packet{}, InvalidID("sender")
 	case count < 1 || count > MaxPacketCount:
 		return Packet{}, Invalid("count", fmt.Sprintf("must be in [1, %d]", MaxPacketCount))
 	case total < count || total > MaxPacketCents:
@@ -159,7 +159,7 @@ type PacketGrabResult struct {
 // ErrNotFound.
 func (e *Engine) GrabPacket(ctx context.Context, packetID, user string) (PacketGrabResult, error) {
 	if !ValidID(user) {
-		return PacketGrabResult{}, Invalid("user", "must be 1-64 of [A-Za-z0-9_-]")
+		return PacketGrabResult{}, InvalidID("user")
 	}
 	if !ValidID(packetID) {
 		return PacketGrabResult{}, fmt.Errorf("packet %q: %w", packetID, ErrNotFound)

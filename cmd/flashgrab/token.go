@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/engine"
 )
 
 func tokenCommand() *cli.Command {
@@ -17,7 +18,7 @@ func tokenCommand() *cli.Command {
 		Usage: "print a signed JWT for a user (or an admin)",
 		Flags: []cli.Flag{
 			secretFlag,
-			&cli.StringFlag{Name: "user", Required: true, Usage: "user id, [A-Za-z0-9_-]{1,64}"},
+			&cli.StringFlag{Name: "user", Required: true, Usage: "user id, " + engine.IDRule},
 			&cli.BoolFlag{Name: "admin", Usage: `add "role":"admin"`},
 			&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "lifetime of the token"},
 		},
