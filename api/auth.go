@@ -28,9 +28,19 @@ type Principal struct {
 	Admin  bool
 }
 
-// Auth mints and verifies HS256 tokens with one shared secret.
+// Auth mints and verifies HS256 tokens with one shared secret. An Auth made
+// by NewAuth remembers the tokens it verified (copies share what it
+// remembers); a bare Auth{Secret: s} mints and verifies alike, checking every
+// token afresh, which is all a command that only mints needs.
 type Auth struct {
 	Secret []byte
+	tokens *tokenCache // nil: nothing remembered
+}
+
+// NewAuth returns an Auth for secret that remembers verified tokens, as a
+// server's should: see Verify.
+func NewAuth(secret []byte) Auth {
+	return Auth{Secret: secret, tokens: newTokenCache(maxCachedTokens)}
 }
 
 // ErrUnauthorized is returned by Verify for a missing, forged, malformed or expired token.
@@ -63,11 +73,11 @@ func (a Auth) Mint(user string, admin bool, ttl time.Duration) (string, error) {
 //
 // A client sends the same token with every request, and checking it (JSON
 // decoding, HMAC) costs more than the rest of a grab's CPU in this process,
-// so successful verifications are remembered (see verifiedTokens) until the
-// token expires. Failures are never remembered.
+// so an Auth from NewAuth remembers successful verifications (see tokenCache)
+// until the token expires. Failures are never remembered.
 func (a Auth) Verify(token string) (Principal, error) {
 	now := time.Now()
-	if p, ok := verifiedTokens.get(a.Secret, token, now); ok {
+	if p, ok := a.tokens.get(a.Secret, token, now); ok {
 		return p, nil
 	}
 	var c Claims
@@ -77,16 +87,9 @@ func (a Auth) Verify(token string) (Principal, error) {
 		return Principal{}, ErrUnauthorized
 	}
 	p := Principal{UserID: c.Subject, Admin: c.Role == "admin"}
-	verifiedTokens.put(a.Secret, token, p, c.ExpiresAt.Time)
+	a.tokens.put(a.Secret, token, p, c.ExpiresAt.Time)
 	return p, nil
 }
-
-// verifiedTokens remembers tokens that verified, across all Auths: the
-// answer depends only on the secret (kept with each entry and compared on
-// every hit) and the token, whose expiry is checked on every hit. A token
-// that verified stays valid until it expires: claims are signed, so nothing
-// about it can change, and the check for "nbf" passed once for good.
-var verifiedTokens = newTokenCache(maxCachedTokens)
 
 // maxCachedTokens bounds the cache (about 300 bytes an entry); past it each
 // insertion evicts an arbitrary entry.
@@ -94,8 +97,14 @@ const maxCachedTokens = 1 << 16
 
 const tokenShards = 16
 
-// tokenCache is a bounded map from token to principal, sharded so that
-// concurrent requests rarely meet on a lock.
+// tokenCache remembers tokens that verified, in a bounded map from token to
+// principal, sharded so that concurrent requests rarely meet on a lock. The
+// answer depends only on the secret (kept with each entry and compared on
+// every hit: copies of an Auth share the cache and Secret is a field anyone
+// can set) and the token, whose expiry is checked on every hit. A token that
+// verified stays valid until it expires: claims are signed, so nothing about
+// it can change, and the check for "nbf" passed once for good. A nil
+// *tokenCache remembers nothing.
 type tokenCache struct {
 	seed     maphash.Seed
 	perShard int
@@ -127,6 +136,9 @@ func (c *tokenCache) shard(token string) *tokenShard {
 }
 
 func (c *tokenCache) get(secret []byte, token string, now time.Time) (Principal, bool) {
+	if c == nil {
+		return Principal{}, false
+	}
 	sh := c.shard(token)
 	sh.mu.RLock()
 	e, ok := sh.m[token]
@@ -140,6 +152,9 @@ func (c *tokenCache) get(secret []byte, token string, now time.Time) (Principal,
 // getBytes is get for a token still in the request's bytes: looking it up
 // allocates nothing.
 func (c *tokenCache) getBytes(secret, token []byte, now time.Time) (Principal, bool) {
+	if c == nil {
+		return Principal{}, false
+	}
 	sh := &c.shards[maphash.Bytes(c.seed, token)%tokenShards]
 	sh.mu.RLock()
 	e, ok := sh.m[string(token)]
@@ -151,6 +166,9 @@ func (c *tokenCache) getBytes(secret, token []byte, now time.Time) (Principal, b
 }
 
 func (c *tokenCache) put(secret []byte, token string, p Principal, exp time.Time) {
+	if c == nil {
+		return
+	}
 	sh := c.shard(token)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -170,7 +188,7 @@ func (s *Server) grabPrincipal(ctx *fasthttp.RequestCtx) (Principal, error) {
 	const prefix = "Bearer "
 	h := ctx.Request.Header.Peek("Authorization")
 	if len(h) > len(prefix) && strings.EqualFold(string(h[:len(prefix)]), prefix) {
-		if p, ok := verifiedTokens.getBytes(s.Auth.Secret, h[len(prefix):], time.Now()); ok {
+		if p, ok := s.Auth.tokens.getBytes(s.Auth.Secret, h[len(prefix):], time.Now()); ok {
 			return p, nil
 		}
 	}

@@ -92,7 +92,7 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 		pay.ChannelAlipay: pay.Alipay{Client: ac}, pay.ChannelWeChat: pay.WeChat{Client: wc}},
 		Metrics: settle.NewMetrics(prometheus.NewRegistry())}
 	t.Cleanup(payments.Close)
-	srv := &api.Server{Engine: eng, Books: books, Auth: api.Auth{Secret: secret}, Timeout: 2 * time.Second,
+	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
 		Payments: payments, Alipay: ac, WeChat: wc}
 	h := startHarness(t, srv, tcpListener{ln})
 	return &payHarness{harness: h, dev: dev, payments: payments, notify: notify, prefix: prefix,

@@ -5,7 +5,7 @@ package api
 import (
 	"bytes"
 	"context"
-	stdjson "encoding/json"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,8 +26,9 @@ import (
 	"github.com/flashgrab/flashgrab/settle"
 )
 
-// json decodes strictly: an unknown field is a bad request, not a silent drop.
-var json = sonic.Config{DisallowUnknownFields: true}.Froze()
+// strictJSON is sonic set to decode strictly: an unknown field is a bad
+// request, not a silent drop.
+var strictJSON = sonic.Config{DisallowUnknownFields: true}.Froze()
 
 // Server answers the HTTP API. Engine, Books and Auth are required.
 type Server struct {
@@ -272,7 +273,7 @@ func decode(ctx *fasthttp.RequestCtx, v any, allowEmpty bool) error {
 		}
 		return badRequest("request body is empty; a JSON object is required")
 	}
-	if err := json.Unmarshal(body, v); err != nil {
+	if err := strictJSON.Unmarshal(body, v); err != nil {
 		return badRequest("invalid JSON body: " + explain(body, v, err))
 	}
 	return nil
@@ -283,7 +284,7 @@ func decode(ctx *fasthttp.RequestCtx, v any, allowEmpty bool) error {
 // the field plainly; sonic's own message quotes the raw input. It runs only on
 // the error path.
 func explain(body []byte, v any, err error) string {
-	dec := stdjson.NewDecoder(bytes.NewReader(body))
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if serr := dec.Decode(reflect.New(reflect.TypeOf(v).Elem()).Interface()); serr != nil {
 		err = serr
@@ -296,7 +297,7 @@ func explain(body []byte, v any, err error) string {
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
-	b, err := json.Marshal(v)
+	b, err := strictJSON.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}

@@ -115,7 +115,7 @@ func (env *harness) startServer(b *testing.B, cfg engine.Config) *server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &api.Server{Engine: eng, Books: env.books, Auth: api.Auth{Secret: secret}}
+	srv := &api.Server{Engine: eng, Books: env.books, Auth: api.NewAuth(secret)}
 	return &server{eng: eng, addr: testenv.Serve(b, srv.HTTPServer())}
 }
 

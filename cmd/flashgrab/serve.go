@@ -46,7 +46,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	secret := cmd.String("jwt-secret")
-	auth := api.Auth{Secret: []byte(secret)}
+	auth := api.NewAuth([]byte(secret))
 	if secret == "" {
 		if !cmd.Bool("dev") {
 			return errors.New("no JWT secret: set FLASHGRAB_JWT_SECRET (or run with --dev)")
