@@ -46,8 +46,6 @@ func (a streamID) after(b streamID) bool {
 	return a.ms > b.ms || (a.ms == b.ms && a.seq > b.seq)
 }
 
-func (a streamID) String() string { return fmt.Sprintf("%d-%d", a.ms, a.seq) }
-
 // salesByPartition lists MySQL's sales by partition; the snapshot reads
 // their counters.
 func (r *Reconciler) salesByPartition(ctx context.Context) ([][]saleRow, error) {
