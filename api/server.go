@@ -115,6 +115,7 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 		s.MaxInFlight = 10_000
 	}
 	s.metrics = newMetrics(s.Registry)
+	registerStats(s.Registry, s.Engine, s.Books)
 	s.promH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	// The grab routes come first: routes are matched in order, and these
 	// take almost all the traffic.

@@ -171,10 +171,7 @@ func TestParseCertificateSerialMatchesOpenSSL(t *testing.T) {
 
 func TestPEMRoundTrip(t *testing.T) {
 	k := readPrivate(t, "merchant_key.pem")
-	p, err := EncodePrivateKeyPEM(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := encodePrivateKeyPEM(t, k)
 	k2, err := ParsePrivateKey(p)
 	if err != nil {
 		t.Fatalf("private key round trip: %v", err)
@@ -182,10 +179,7 @@ func TestPEMRoundTrip(t *testing.T) {
 	if !k2.Equal(k) {
 		t.Fatal("private key round trip: the key read back differs")
 	}
-	pp, err := EncodePublicKeyPEM(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pp := encodePublicKeyPEM(t, &k.PublicKey)
 	pub, err := ParsePublicKey(pp)
 	if err != nil {
 		t.Fatalf("public key round trip: %v", err)
