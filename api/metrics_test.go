@@ -52,27 +52,27 @@ func TestMetricsExportEngineAndBooksCounters(t *testing.T) {
 			t.Fatalf("grab by %s: %d %v, want %d", user, status, body, want)
 		}
 	}
-	// One at a time: each grab is its own script call and round trip.
+	// One at a time: each win is its own script call and round trip. (Once
+	// the last unit is sold the mark may load at any moment, so what answers
+	// later grabs depends on timing.)
 	grab("a", 200)
 	grab("b", 200)
-	grab("c", 409)
 	m := h.scrape()
 	for name, want := range map[string]float64{
-		"flashgrab_grab_batch_users_total":      3,
-		"flashgrab_grab_batch_calls_total":      3,
-		"flashgrab_grab_batch_pipelines_total":  3,
-		"flashgrab_grab_batch_max_size":         1,
-		"flashgrab_soldout_mark_answers_total":  0,
-		"flashgrab_soldout_mark_refused_total":  0,
-		"flashgrab_soldout_mark_renewals_total": 0,
-		"flashgrab_books_conflicts_total":       0,
+		"flashgrab_grab_batch_users_total":     2,
+		"flashgrab_grab_batch_calls_total":     2,
+		"flashgrab_grab_batch_pipelines_total": 2,
+		"flashgrab_grab_batch_max_size":        1,
+		"flashgrab_soldout_mark_answers_total": 0,
+		"flashgrab_soldout_mark_refused_total": 0,
+		"flashgrab_books_conflicts_total":      0,
 	} {
 		if got, ok := m[name]; !ok || got != want {
 			t.Errorf("%s = %v (exported: %v), want %v", name, got, ok, want)
 		}
 	}
 	// The sale is sold out: once the mark has loaded its buyers it answers.
-	grabs := 3
+	grabs := 2
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		grabs++
 		grab(fmt.Sprint("probe", grabs), 409)
