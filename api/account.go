@@ -54,11 +54,11 @@ func (s *Server) credit(ctx *fasthttp.RequestCtx, ps params) error {
 	}
 	switch {
 	case !engine.ValidID(ps[0]):
-		return engine.Invalid("account", "must be 1-64 of [A-Za-z0-9_-]")
+		return engine.InvalidID("account")
 	case req.AmountCents < 1 || req.AmountCents > maxCreditCents:
 		return engine.Invalid("amount_cents", "must be in [1, 1000000000]")
 	case !engine.ValidID(req.Ref):
-		return engine.Invalid("ref", "required, 1-64 of [A-Za-z0-9_-]")
+		return engine.InvalidID("ref")
 	}
 	c, cancel := s.reqContext()
 	defer cancel()

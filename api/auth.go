@@ -5,20 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/valyala/fasthttp"
+
+	"github.com/flashgrab/flashgrab/engine"
 )
-
-// userIDPattern is the shape of every user id the API accepts (DESIGN.md).
-var userIDPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidUserID reports whether id is an acceptable user (or account) id.
-func ValidUserID(id string) bool { return userIDPattern.MatchString(id) }
 
 // Claims are the JWT claims flashgrab issues and accepts: the user id in
 // "sub", a mandatory "exp", and "role":"admin" for administrators.
@@ -33,9 +28,19 @@ type Principal struct {
 	Admin  bool
 }
 
-// Auth mints and verifies HS256 tokens with one shared secret.
+// Auth mints and verifies HS256 tokens with one shared secret. An Auth made
+// by NewAuth remembers the tokens it verified (copies share what it
+// remembers); a bare Auth{Secret: s} mints and verifies alike, checking every
+// token afresh, which is all a command that only mints needs.
 type Auth struct {
 	Secret []byte
+	tokens *tokenCache // nil: nothing remembered
+}
+
+// NewAuth returns an Auth for secret that remembers verified tokens, as a
+// server's should: see Verify.
+func NewAuth(secret []byte) Auth {
+	return Auth{Secret: secret, tokens: newTokenCache(maxCachedTokens)}
 }
 
 // ErrUnauthorized is returned by Verify for a missing, forged, malformed or expired token.
@@ -43,8 +48,8 @@ var ErrUnauthorized = errors.New("unauthorized")
 
 // Mint returns a signed token for user that expires after ttl.
 func (a Auth) Mint(user string, admin bool, ttl time.Duration) (string, error) {
-	if !ValidUserID(user) {
-		return "", fmt.Errorf("mint token: user id %q does not match [A-Za-z0-9_-]{1,64}", user)
+	if !engine.ValidID(user) {
+		return "", fmt.Errorf("mint token: user id %q: %w", user, engine.InvalidID("user"))
 	}
 	if ttl <= 0 {
 		return "", fmt.Errorf("mint token: ttl %v must be positive", ttl)
@@ -68,30 +73,23 @@ func (a Auth) Mint(user string, admin bool, ttl time.Duration) (string, error) {
 //
 // A client sends the same token with every request, and checking it (JSON
 // decoding, HMAC) costs more than the rest of a grab's CPU in this process,
-// so successful verifications are remembered (see verifiedTokens) until the
-// token expires. Failures are never remembered.
+// so an Auth from NewAuth remembers successful verifications (see tokenCache)
+// until the token expires. Failures are never remembered.
 func (a Auth) Verify(token string) (Principal, error) {
 	now := time.Now()
-	if p, ok := verifiedTokens.get(a.Secret, token, now); ok {
+	if p, ok := a.tokens.get(a.Secret, token, now); ok {
 		return p, nil
 	}
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.Secret, nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(func() time.Time { return now }))
-	if err != nil || !ValidUserID(c.Subject) || c.ExpiresAt == nil {
+	if err != nil || !engine.ValidID(c.Subject) || c.ExpiresAt == nil {
 		return Principal{}, ErrUnauthorized
 	}
 	p := Principal{UserID: c.Subject, Admin: c.Role == "admin"}
-	verifiedTokens.put(a.Secret, token, p, c.ExpiresAt.Time)
+	a.tokens.put(a.Secret, token, p, c.ExpiresAt.Time)
 	return p, nil
 }
-
-// verifiedTokens remembers tokens that verified, across all Auths: the
-// answer depends only on the secret (kept with each entry and compared on
-// every hit) and the token, whose expiry is checked on every hit. A token
-// that verified stays valid until it expires: claims are signed, so nothing
-// about it can change, and the check for "nbf" passed once for good.
-var verifiedTokens = newTokenCache(maxCachedTokens)
 
 // maxCachedTokens bounds the cache (about 300 bytes an entry); past it each
 // insertion evicts an arbitrary entry.
@@ -99,8 +97,14 @@ const maxCachedTokens = 1 << 16
 
 const tokenShards = 16
 
-// tokenCache is a bounded map from token to principal, sharded so that
-// concurrent requests rarely meet on a lock.
+// tokenCache remembers tokens that verified, in a bounded map from token to
+// principal, sharded so that concurrent requests rarely meet on a lock. The
+// answer depends only on the secret (kept with each entry and compared on
+// every hit: copies of an Auth share the cache and Secret is a field anyone
+// can set) and the token, whose expiry is checked on every hit. A token that
+// verified stays valid until it expires: claims are signed, so nothing about
+// it can change, and the check for "nbf" passed once for good. A nil
+// *tokenCache remembers nothing.
 type tokenCache struct {
 	seed     maphash.Seed
 	perShard int
@@ -132,6 +136,9 @@ func (c *tokenCache) shard(token string) *tokenShard {
 }
 
 func (c *tokenCache) get(secret []byte, token string, now time.Time) (Principal, bool) {
+	if c == nil {
+		return Principal{}, false
+	}
 	sh := c.shard(token)
 	sh.mu.RLock()
 	e, ok := sh.m[token]
@@ -145,6 +152,9 @@ func (c *tokenCache) get(secret []byte, token string, now time.Time) (Principal,
 // getBytes is get for a token still in the request's bytes: looking it up
 // allocates nothing.
 func (c *tokenCache) getBytes(secret, token []byte, now time.Time) (Principal, bool) {
+	if c == nil {
+		return Principal{}, false
+	}
 	sh := &c.shards[maphash.Bytes(c.seed, token)%tokenShards]
 	sh.mu.RLock()
 	e, ok := sh.m[string(token)]
@@ -156,6 +166,9 @@ func (c *tokenCache) getBytes(secret, token []byte, now time.Time) (Principal, b
 }
 
 func (c *tokenCache) put(secret []byte, token string, p Principal, exp time.Time) {
+	if c == nil {
+		return
+	}
 	sh := c.shard(token)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -175,7 +188,7 @@ func (s *Server) grabPrincipal(ctx *fasthttp.RequestCtx) (Principal, error) {
 	const prefix = "Bearer "
 	h := ctx.Request.Header.Peek("Authorization")
 	if len(h) > len(prefix) && strings.EqualFold(string(h[:len(prefix)]), prefix) {
-		if p, ok := verifiedTokens.getBytes(s.Auth.Secret, h[len(prefix):], time.Now()); ok {
+		if p, ok := s.Auth.tokens.getBytes(s.Auth.Secret, h[len(prefix):], time.Now()); ok {
 			return p, nil
 		}
 	}

@@ -35,7 +35,7 @@ func decode(ctx *fasthttp.RequestCtx, v any, allowEmpty bool) error {
 	if err := checkKeys(body, fieldsOf(t)); err != nil {
 		return err
 	}
-	if err := json.Unmarshal(body, v); err != nil {
+	if err := strictJSON.Unmarshal(body, v); err != nil {
 		return badRequest(explain(body, t))
 	}
 	return nil

@@ -79,7 +79,7 @@ func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 func writeErrorBody(ctx *fasthttp.RequestCtx, status int, code, msg string) {
 	ctx.Response.Header.SetContentType("application/json")
 	ctx.SetStatusCode(status)
-	b, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: msg}})
+	b, _ := strictJSON.Marshal(errorBody{Error: errorDetail{Code: code, Message: msg}})
 	ctx.SetBody(b)
 }
 

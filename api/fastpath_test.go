@@ -1,7 +1,7 @@
 package api
 
 import (
-	stdjson "encoding/json"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -15,8 +15,8 @@ import (
 // TestVerifyRemembersOnlyWhatVerified: a remembered token answers only for
 // its own secret and only until it expires; a failure is never remembered.
 func TestVerifyRemembersOnlyWhatVerified(t *testing.T) {
-	good := Auth{Secret: []byte("fastpath-secret")}
-	other := Auth{Secret: []byte("another-secret")}
+	good := NewAuth([]byte("fastpath-secret"))
+	other := NewAuth([]byte("another-secret"))
 	tok, err := good.Mint("alice", true, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -30,13 +30,13 @@ func TestVerifyRemembersOnlyWhatVerified(t *testing.T) {
 			t.Fatalf("round %d: a token verified under one secret passed under another", i)
 		}
 	}
-	if _, ok := verifiedTokens.get(good.Secret, tok, time.Now()); !ok {
+	if _, ok := good.tokens.get(good.Secret, tok, time.Now()); !ok {
 		t.Fatal("a verified token was not remembered")
 	}
-	if p, ok := verifiedTokens.getBytes(good.Secret, []byte(tok), time.Now()); !ok || p.UserID != "alice" {
+	if p, ok := good.tokens.getBytes(good.Secret, []byte(tok), time.Now()); !ok || p.UserID != "alice" {
 		t.Fatalf("looked up from bytes: %+v %v", p, ok)
 	}
-	if _, ok := verifiedTokens.getBytes(other.Secret, []byte(tok), time.Now()); ok {
+	if _, ok := good.tokens.getBytes(other.Secret, []byte(tok), time.Now()); ok {
 		t.Fatal("looked up from bytes under another secret")
 	}
 	forged := tok[:len(tok)-2] + "xx"
@@ -45,7 +45,7 @@ func TestVerifyRemembersOnlyWhatVerified(t *testing.T) {
 			t.Fatal("forged signature accepted")
 		}
 	}
-	if _, ok := verifiedTokens.get(good.Secret, forged, time.Now()); ok {
+	if _, ok := good.tokens.get(good.Secret, forged, time.Now()); ok {
 		t.Fatal("a failed token was remembered")
 	}
 
@@ -57,6 +57,36 @@ func TestVerifyRemembersOnlyWhatVerified(t *testing.T) {
 	}
 	if _, ok := c.get(good.Secret, "t", exp); ok {
 		t.Fatal("a token was answered at its expiry")
+	}
+}
+
+// TestAuthRemembersItsOwnTokens: what an Auth remembers is its own (and its
+// copies'), not the process's: another Auth with the same secret has not seen
+// the token, and a bare Auth{Secret} verifies without remembering anything.
+func TestAuthRemembersItsOwnTokens(t *testing.T) {
+	secret := []byte("own-secret")
+	a, b, bare := NewAuth(secret), NewAuth(secret), Auth{Secret: secret}
+	tok, err := bare.Mint("carol", false, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []Auth{a, bare} {
+		if p, err := v.Verify(tok); err != nil || p.UserID != "carol" {
+			t.Fatalf("verify: %+v %v, want carol", p, err)
+		}
+	}
+	copied := a
+	if _, ok := copied.tokens.get(secret, tok, time.Now()); !ok {
+		t.Error("a copy of the Auth that verified the token does not remember it")
+	}
+	if _, ok := b.tokens.get(secret, tok, time.Now()); ok {
+		t.Error("another Auth with the same secret remembers a token it never verified")
+	}
+	if bare.tokens != nil {
+		t.Error("a bare Auth has a token cache")
+	}
+	if p, err := b.Verify(tok); err != nil || p.UserID != "carol" {
+		t.Fatalf("verify by the other Auth: %+v %v, want carol", p, err)
 	}
 }
 
@@ -91,11 +121,11 @@ func TestGrabAnswerMatchesEncodingJSON(t *testing.T) {
 		writeGrabAnswer(&ctx, engine.GrabResult{OrderID: res.OrderID, SaleID: res.SaleID, Qty: res.Qty,
 			AmountCents: res.AmountCents, Remaining: res.Remaining, Repeat: res.Repeat})
 		var got, want map[string]any
-		if err := stdjson.Unmarshal(ctx.Response.Body(), &got); err != nil {
+		if err := json.Unmarshal(ctx.Response.Body(), &got); err != nil {
 			t.Fatalf("%s: %v", ctx.Response.Body(), err)
 		}
-		wb, _ := stdjson.Marshal(res)
-		_ = stdjson.Unmarshal(wb, &want)
+		wb, _ := json.Marshal(res)
+		_ = json.Unmarshal(wb, &want)
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("hand-appended %s, encoding/json %s", ctx.Response.Body(), wb)
 		}
@@ -105,11 +135,11 @@ func TestGrabAnswerMatchesEncodingJSON(t *testing.T) {
 		var ctx fasthttp.RequestCtx
 		writeErrorFast(&ctx, 409, "sold_out", msg)
 		var got, want errorBody
-		if err := stdjson.Unmarshal(ctx.Response.Body(), &got); err != nil {
+		if err := json.Unmarshal(ctx.Response.Body(), &got); err != nil {
 			t.Fatalf("%q gave %s: %v", msg, ctx.Response.Body(), err)
 		}
-		wb, _ := stdjson.Marshal(errorBody{Error: errorDetail{Code: "sold_out", Message: msg}})
-		_ = stdjson.Unmarshal(wb, &want)
+		wb, _ := json.Marshal(errorBody{Error: errorDetail{Code: "sold_out", Message: msg}})
+		_ = json.Unmarshal(wb, &want)
 		if got != want || ctx.Response.StatusCode() != 409 {
 			t.Errorf("%q: hand-appended %s (%d), encoding/json %s", msg, ctx.Response.Body(), ctx.Response.StatusCode(), wb)
 		}

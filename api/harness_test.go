@@ -50,7 +50,7 @@ func newHarnessOn(t *testing.T, rdb redis.UniversalClient, prefix string, db *sq
 		t.Fatal(err)
 	}
 	books := &settle.Books{DB: db}
-	srv := &api.Server{Engine: eng, Books: books, Auth: api.Auth{Secret: secret},
+	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret),
 		MaxBodyBytes: 4096, Timeout: time.Second}
 	return startHarness(t, srv, fasthttputil.NewInmemoryListener())
 }

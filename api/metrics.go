@@ -3,6 +3,9 @@ package api
 import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
+
+	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/settle"
 )
 
 type metrics struct {
@@ -30,6 +33,36 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.requests, m.latency, m.grabs, m.notifies)
 	return m
+}
+
+// registerStats exports the counters the engine and the books keep on their
+// hot paths (atomics, no Prometheus there), read at scrape time: how well
+// grabs coalesce, how often the sold-out mark answers without Redis, and how
+// contended the balances are.
+func registerStats(reg prometheus.Registerer, eng *engine.Engine, books *settle.Books) {
+	counter := func(name, help string, v func() int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
+	}
+	reg.MustRegister(
+		counter("flashgrab_grab_batch_users_total", "Grabs decided by coalesced script calls.",
+			func() int64 { return eng.BatchStats().Users }),
+		counter("flashgrab_grab_batch_calls_total", "Script calls (EVALSHA) of the grab batcher, each deciding one batch.",
+			func() int64 { return eng.BatchStats().Calls }),
+		counter("flashgrab_grab_batch_pipelines_total", "Round trips to Redis of the grab batcher, each carrying one or more calls.",
+			func() int64 { return eng.BatchStats().Pipelines }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flashgrab_grab_batch_max_size", Help: "The largest batch of grabs one script call decided."},
+			func() float64 { return float64(eng.BatchStats().MaxBatch) }),
+		counter("flashgrab_soldout_mark_answers_total", "Grabs of a sold-out sale answered from memory, without Redis.",
+			func() int64 { return eng.SoldOutStats().Answered }),
+		counter("flashgrab_soldout_mark_loads_total", "Buyers hashes loaded by the sold-out mark.",
+			func() int64 { return eng.SoldOutStats().Loads }),
+		counter("flashgrab_soldout_mark_renewals_total", "Sold-out marks renewed without a load.",
+			func() int64 { return eng.SoldOutStats().Renewals }),
+		counter("flashgrab_soldout_mark_refused_total", "Sold-out mark loads refused: the buyers hash was over the bound.",
+			func() int64 { return eng.SoldOutStats().TooBig }),
+		counter("flashgrab_books_conflicts_total", "MySQL transactions that lost a compare-and-set or a lock race and were retried.",
+			books.Conflicts),
+	)
 }
 
 func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx, _ params) error {

@@ -60,12 +60,11 @@ func (s *Server) createPacket(ctx *fasthttp.RequestCtx, _ params) error {
 	if err := decode(ctx, &req, false); err != nil {
 		return err
 	}
-	var ttl time.Duration
+	var ttl time.Duration // the default
 	if req.ExpiresInS != nil {
-		if *req.ExpiresInS < 1 || *req.ExpiresInS > int64(engine.MaxPacketTTL/time.Second) {
-			return engine.Invalid("expires_in_s", "must be in [1, 604800]")
+		if ttl, err = engine.PacketTTL(*req.ExpiresInS); err != nil {
+			return err
 		}
-		ttl = time.Duration(*req.ExpiresInS) * time.Second
 	}
 	pk, err := s.Engine.NewPacket(p.UserID, req.TotalCents, req.Count, req.Mode, ttl)
 	if err != nil {

@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
@@ -185,11 +183,7 @@ func TestPacketCreateWithMySQLDown(t *testing.T) {
 // create answers 201 and the packet is held, not lost; the sweeper publishes
 // it once Redis is back and it is grabbable; the money is all accounted for.
 func TestPacketCreateWithRedisDown(t *testing.T) {
-	_, prefix := testenv.Redis(t)
-	proxy := testenv.NewProxy(t, testenv.RedisAddr())
-	prdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 0})
-	defer prdb.Close()
+	prdb, prefix, proxy := testenv.RedisBehindProxy(t)
 	h := newHarness(t, prdb, prefix)
 	h.credit("alice", 1000, "seed")
 	alice := h.token("alice", false, time.Hour)

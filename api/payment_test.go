@@ -92,7 +92,7 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 		pay.ChannelAlipay: pay.Alipay{Client: ac}, pay.ChannelWeChat: pay.WeChat{Client: wc}},
 		Metrics: settle.NewMetrics(prometheus.NewRegistry())}
 	t.Cleanup(payments.Close)
-	srv := &api.Server{Engine: eng, Books: books, Auth: api.Auth{Secret: secret}, Timeout: 2 * time.Second,
+	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
 		Payments: payments, Alipay: ac, WeChat: wc}
 	h := startHarness(t, srv, tcpListener{ln})
 	return &payHarness{harness: h, dev: dev, payments: payments, notify: notify, prefix: prefix,
@@ -303,7 +303,10 @@ func TestNotifyRetriedAfterMySQLOutage(t *testing.T) {
 		if err := sim.Pay(otn); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return len(sim.Deliveries(otn)) >= 1 })
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+			n := len(sim.Deliveries(otn))
+			return n >= 1, fmt.Sprintf("%s: %d notifies delivered, want 1", ch, n)
+		})
 		if d := sim.Deliveries(otn)[0]; d.Acked {
 			t.Fatalf("%s: notify acknowledged while MySQL was down: %+v", ch, d)
 		}
@@ -319,18 +322,6 @@ func TestNotifyRetriedAfterMySQLOutage(t *testing.T) {
 	db.QueryRow("SELECT COUNT(*) FROM ledger WHERE account_id = 'm'").Scan(&rows)
 	if b := p.balance("m"); b != 1800 || rows != 2 {
 		t.Fatalf("merchant balance %v with %d ledger rows, want 1800 and 2", b, rows)
-	}
-}
-
-// waitFor polls cond with a deadline.
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached in 30s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -385,7 +376,10 @@ func TestExpiredOrderReturnsStockAndRefundsLatePayment(t *testing.T) {
 		if err := sim.Pay(lotn); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return len(sim.Deliveries(lotn)) >= 1 })
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+			n := len(sim.Deliveries(lotn))
+			return n >= 1, fmt.Sprintf("%s: %d notifies of the late payment delivered, want 1", ch, n)
+		})
 		p.expire(late)
 		if err := p.sweeper.Sweep(ctx); err != nil {
 			t.Fatal(err)
@@ -413,7 +407,10 @@ func TestExpiredOrderReturnsStockAndRefundsLatePayment(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		waitFor(t, func() bool { return p.orderStatus(late) == "refunded" })
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+			s := p.orderStatus(late)
+			return s == "refunded", fmt.Sprintf("%s: late order %q, want refunded", ch, s)
+		})
 		pm, err := p.books.Payment(ctx, lotn)
 		if err != nil || pm.Status != settle.PaymentRefunded {
 			t.Fatalf("%s: payment %+v %v, want refunded", ch, pm, err)
@@ -484,9 +481,9 @@ func TestPaidOnBothChannels(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	waitFor(t, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		pm, err := p.books.Payment(ctx, ali)
-		return err == nil && pm.Status == settle.PaymentRefunded
+		return err == nil && pm.Status == settle.PaymentRefunded, fmt.Sprintf("payment %s: %q %v, want refunded", ali, pm.Status, err)
 	})
 	if s := p.orderStatus(oid); s != "paid" {
 		t.Fatalf("order %q, want paid (by WeChat)", s)

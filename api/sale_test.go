@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
@@ -134,11 +132,7 @@ func TestSaleGrabOverHTTP(t *testing.T) {
 }
 
 func TestGrabAnswers503WhenRedisDown(t *testing.T) {
-	_, prefix := testenv.Redis(t)
-	proxy := testenv.NewProxy(t, testenv.RedisAddr())
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 0})
-	defer rdb.Close()
+	rdb, prefix, proxy := testenv.RedisBehindProxy(t)
 	h := newHarness(t, rdb, prefix)
 	if status, _ := h.do("POST", "/v1/sales", h.admin, `{"id":"s1","merchant_id":"m","price_cents":1,"stock":3,"per_user_limit":1,`+window+`}`); status != 201 {
 		t.Fatal("create failed")

@@ -25,8 +25,9 @@ import (
 	"github.com/flashgrab/flashgrab/settle"
 )
 
-// json decodes strictly: an unknown field is a bad request, not a silent drop.
-var json = sonic.Config{DisallowUnknownFields: true}.Froze()
+// strictJSON is sonic set to decode strictly: an unknown field is a bad
+// request, not a silent drop.
+var strictJSON = sonic.Config{DisallowUnknownFields: true}.Froze()
 
 // Server answers the HTTP API. Engine, Books and Auth are required.
 type Server struct {
@@ -144,6 +145,7 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	s.metrics = newMetrics(s.Registry)
 	s.grabs = newLimiter[string](s.GrabLimit, maxLimited)
 	s.ips = newLimiter[netip.Addr](s.IPLimit, maxLimited)
+	registerStats(s.Registry, s.Engine, s.Books)
 	s.promH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	// The grab routes come first: routes are matched in order, and these
 	// take almost all the traffic.
@@ -313,7 +315,7 @@ func (s *Server) admin(ctx *fasthttp.RequestCtx) (Principal, error) {
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) error {
-	b, err := json.Marshal(v)
+	b, err := strictJSON.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode response: %w", err)
 	}

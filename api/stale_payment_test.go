@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/pay/sandbox"
 	"github.com/flashgrab/flashgrab/settle"
@@ -66,7 +67,10 @@ func TestAlipayPaidWithoutNotifyIsSettled(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool { return p.orderStatus(cancelled) == "refunded" })
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		st := p.orderStatus(cancelled)
+		return st == "refunded", "order " + cancelled + " is " + st + ", want refunded"
+	})
 	if pm, err := p.books.Payment(ctx, goneNo); err != nil || pm.Status != settle.PaymentRefunded {
 		t.Fatalf("payment %+v, %v; want refunded", pm, err)
 	}

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/pay/sandbox"
 	"github.com/flashgrab/flashgrab/pay/wechat"
@@ -18,7 +20,9 @@ import (
 // payment outTradeNo.
 func (p *payHarness) refundAsked(outTradeNo string) {
 	p.t.Helper()
-	waitFor(p.t, func() bool { return p.dev.WeChat.RefundStatus(settle.RefundNo(outTradeNo)) != "" })
+	testenv.Eventually(p.t, 30*time.Second, func() (bool, string) {
+		return p.dev.WeChat.RefundStatus(settle.RefundNo(outTradeNo)) != "", fmt.Sprintf("no refund of %s asked yet", outTradeNo)
+	})
 }
 
 // lateWeChatPayment makes an order whose WeChat payment arrives after the
@@ -33,7 +37,10 @@ func (p *payHarness) lateWeChatPayment(sale string, price int) (string, string) 
 	if err := p.dev.WeChat.Pay(otn); err != nil {
 		p.t.Fatal(err)
 	}
-	waitFor(p.t, func() bool { return len(p.dev.WeChat.Deliveries(otn)) >= 1 })
+	testenv.Eventually(p.t, 30*time.Second, func() (bool, string) {
+		n := len(p.dev.WeChat.Deliveries(otn))
+		return n >= 1, fmt.Sprintf("%d notifies of %s delivered, want 1", n, otn)
+	})
 	p.expire(oid)
 	if err := p.sweeper.Sweep(ctx); err != nil {
 		p.t.Fatal(err)
@@ -150,7 +157,10 @@ func TestWeChatBadRefundNotifiesChangeNothing(t *testing.T) {
 		if err := p.dev.WeChat.SettleRefund(settle.RefundNo(otn), c.opt); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, func() bool { return len(p.dev.WeChat.RefundDeliveries(settle.RefundNo(otn))) >= 1 })
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+			n := len(p.dev.WeChat.RefundDeliveries(settle.RefundNo(otn)))
+			return n >= 1, fmt.Sprintf("%s: %d refund notifies delivered, want 1", c.name, n)
+		})
 		if d := p.dev.WeChat.RefundDeliveries(settle.RefundNo(otn))[0]; d.Status != 400 || d.Acked {
 			t.Fatalf("%s: first delivery %+v, want 400 not acknowledged", c.name, d)
 		}
@@ -175,7 +185,10 @@ func TestWeChatBadRefundNotifiesChangeNothing(t *testing.T) {
 	if err := p.dev.WeChat.SettleRefund("Xforeign"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool { return len(p.dev.WeChat.RefundDeliveries("Xforeign")) >= 1 })
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		n := len(p.dev.WeChat.RefundDeliveries("Xforeign"))
+		return n >= 1, fmt.Sprintf("%d notifies of the unknown refund delivered, want 1", n)
+	})
 	if d := p.dev.WeChat.RefundDeliveries("Xforeign")[0]; d.Status != 400 || d.Acked {
 		t.Fatalf("unknown refund: first delivery %+v, want 400", d)
 	}
@@ -191,14 +204,14 @@ func TestWeChatBadRefundNotifiesChangeNothing(t *testing.T) {
 	if err := p.dev.WeChat.WaitRefund(waitCtx(t), settle.RefundNo(otn)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, func() bool {
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		acked := 0
 		for _, d := range p.dev.WeChat.RefundDeliveries(settle.RefundNo(otn)) {
 			if d.Acked {
 				acked++
 			}
 		}
-		return acked == 5
+		return acked == 5, fmt.Sprintf("%d refund notifies acknowledged, want 5", acked)
 	})
 	if pm, _ := p.books.Payment(ctx, otn); pm.Status != settle.PaymentRefunded || p.orderStatus(oid) != "refunded" {
 		t.Fatalf("duplicates: payment %q order %q", pm.Status, p.orderStatus(oid))

@@ -115,7 +115,7 @@ func (env *harness) startServer(b *testing.B, cfg engine.Config) *server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &api.Server{Engine: eng, Books: env.books, Auth: api.Auth{Secret: secret}}
+	srv := &api.Server{Engine: eng, Books: env.books, Auth: api.NewAuth(secret)}
 	return &server{eng: eng, addr: testenv.Serve(b, srv.HTTPServer())}
 }
 
@@ -258,18 +258,15 @@ func (env *harness) httpGrab(addr, path string, withKey bool, want int) worker {
 // awaitSoldOutMark grabs until srv's sold-out mark answers for the sale.
 func awaitSoldOutMark(b *testing.B, srv *server, sale string) {
 	b.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; ; i++ {
+	i := 0
+	testenv.Eventually(b, 10*time.Second, func() (bool, string) {
+		i++
 		before := srv.eng.SoldOutStats().Answered
 		_, err := srv.eng.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: "probe" + strconv.Itoa(i), Qty: 1})
 		if !errors.Is(err, engine.ErrSoldOut) {
 			b.Fatalf("probe grab of sold-out sale %s: %v", sale, err)
 		}
-		if srv.eng.SoldOutStats().Answered > before {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("the sold-out mark of %s never became active", sale)
-		}
-	}
+		st := srv.eng.SoldOutStats()
+		return st.Answered > before, fmt.Sprintf("the sold-out mark of %s answers no probe: %+v", sale, st)
+	})
 }

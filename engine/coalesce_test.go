@@ -320,11 +320,7 @@ func TestCancelledGrabLeavesBatchIntact(t *testing.T) {
 // TestCoalescedGrabsWhileRedisDown: every waiter of a batch that cannot
 // reach Redis gets ErrUnavailable promptly; once Redis is back, grabs work.
 func TestCoalescedGrabsWhileRedisDown(t *testing.T) {
-	_, prefix := testenv.Redis(t)
-	proxy := testenv.NewProxy(t, testenv.RedisAddr())
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 0})
-	defer rdb.Close()
+	rdb, prefix, proxy := testenv.RedisBehindProxy(t)
 	ctx := context.Background()
 	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 4}})
 	if err != nil {

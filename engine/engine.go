@@ -7,7 +7,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -130,15 +129,17 @@ func wrapRedis(err error) error {
 	if err == nil || errors.Is(err, redis.Nil) {
 		return err
 	}
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		msg := rerr.Error()
-		for _, transient := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
-			if strings.HasPrefix(msg, transient) {
-				return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
-			}
-		}
+	var reply redis.Error
+	if errors.As(err, &reply) && !transientReply(err) {
 		return err
 	}
 	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+}
+
+// transientReply reports whether Redis answered "not now" (loading its data,
+// a cluster without quorum or mid-migration, a replica or a master that is
+// down): the same call can succeed later, so it is an outage, not a bug.
+func transientReply(err error) bool {
+	return redis.IsLoadingError(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
+		redis.IsMasterDownError(err) || redis.IsReadOnlyError(err)
 }

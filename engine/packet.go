@@ -1,9 +1,11 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +28,22 @@ const (
 	MinPacketTTL      = time.Second
 	packetRandomRange = 1 << 40
 )
+
+// PacketTTL is a packet's lifetime asked for in whole seconds (the API's
+// expires_in_s), checked by the same rule as NewPacket's ttl.
+func PacketTTL(seconds int64) (time.Duration, error) {
+	// Clamped first: a huge count of seconds would overflow into range.
+	ttl := time.Duration(min(max(seconds, 0), int64(MaxPacketTTL/time.Second)+1)) * time.Second
+	return ttl, checkPacketTTL(ttl)
+}
+
+// checkPacketTTL is the one rule for a packet's lifetime.
+func checkPacketTTL(ttl time.Duration) error {
+	if ttl < MinPacketTTL || ttl > MaxPacketTTL {
+		return Invalid("expires_in_s", fmt.Sprintf("must be in [%d, %d]", int(MinPacketTTL.Seconds()), int(MaxPacketTTL.Seconds())))
+	}
+	return nil
+}
 
 // Packet is a red packet: TotalCents split into Count shares.
 type Packet struct {
@@ -59,7 +77,7 @@ func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl t
 	}
 	switch {
 	case !ValidID(sender):
-		return Packet{}, Invalid("sender", "must be 1-64 of [A-Za-z0-9_-]")
+		return Packet{}, InvalidID("sender")
 	case count < 1 || count > MaxPacketCount:
 		return Packet{}, Invalid("count", fmt.Sprintf("must be in [1, %d]", MaxPacketCount))
 	case total < count || total > MaxPacketCents:
@@ -68,8 +86,9 @@ func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl t
 		return Packet{}, Invalid("mode", `must be "random" or "fixed"`)
 	case mode == ModeFixed && total%count != 0:
 		return Packet{}, Invalid("total_cents", "a fixed packet's total must divide evenly by count")
-	case ttl < MinPacketTTL || ttl > MaxPacketTTL:
-		return Packet{}, Invalid("expires_in_s", fmt.Sprintf("must be in [%d, %d]", int(MinPacketTTL.Seconds()), int(MaxPacketTTL.Seconds())))
+	}
+	if err := checkPacketTTL(ttl); err != nil {
+		return Packet{}, err
 	}
 	id, err := e.ids.Next()
 	if err != nil {
@@ -118,7 +137,7 @@ func (e *Engine) Packet(ctx context.Context, id string) (Packet, error) {
 		}
 		pk.Grabs = append(pk.Grabs, s)
 	}
-	sortShares(pk.Grabs)
+	slices.SortFunc(pk.Grabs, func(a, b PacketShare) int { return cmp.Compare(a.Seq, b.Seq) })
 	return pk, nil
 }
 
@@ -137,14 +156,6 @@ func parseShare(user, rec string) (PacketShare, error) {
 	return PacketShare{UserID: user, AmountCents: amt, Seq: seq, At: time.UnixMilli(at).UTC()}, nil
 }
 
-func sortShares(s []PacketShare) {
-	for i := 1; i < len(s); i++ { // insertion sort: at most 1000, mostly small
-		for j := i; j > 0 && s[j].Seq < s[j-1].Seq; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
 // PacketGrabResult is a user's share of a packet and what is left after it.
 type PacketGrabResult struct {
 	PacketID       string
@@ -159,7 +170,7 @@ type PacketGrabResult struct {
 // ErrNotFound.
 func (e *Engine) GrabPacket(ctx context.Context, packetID, user string) (PacketGrabResult, error) {
 	if !ValidID(user) {
-		return PacketGrabResult{}, Invalid("user", "must be 1-64 of [A-Za-z0-9_-]")
+		return PacketGrabResult{}, InvalidID("user")
 	}
 	if !ValidID(packetID) {
 		return PacketGrabResult{}, fmt.Errorf("packet %q: %w", packetID, ErrNotFound)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -171,6 +172,30 @@ func TestPacketRules(t *testing.T) {
 	ctx := context.Background()
 	if _, err := e.GrabPacket(ctx, "12345", "u"); !errors.Is(err, engine.ErrNotFound) {
 		t.Errorf("grab of a missing packet: %v", err)
+	}
+}
+
+// TestPacketTTLOneRule: a lifetime in seconds (the API's expires_in_s) and a
+// NewPacket ttl are held to the one rule, [1 s, 7 days], with one message;
+// no count of seconds overflows into range.
+func TestPacketTTLOneRule(t *testing.T) {
+	e, _ := newEngine(t)
+	_, err := e.NewPacket("s", 100, 1, engine.ModeRandom, engine.MaxPacketTTL+time.Second)
+	var want *engine.InvalidError
+	if !errors.As(err, &want) || want.Field != "expires_in_s" {
+		t.Fatalf("NewPacket with a ttl of 7 days 1 s: %v, want an InvalidError for expires_in_s", err)
+	}
+	for _, s := range []int64{0, -1, 604801, 1 << 62, math.MaxInt64, math.MinInt64} {
+		_, err := engine.PacketTTL(s)
+		var got *engine.InvalidError
+		if !errors.As(err, &got) || *got != *want {
+			t.Errorf("PacketTTL(%d): %v, want %v", s, err, want)
+		}
+	}
+	for s, d := range map[int64]time.Duration{1: time.Second, 604800: engine.MaxPacketTTL, 3600: time.Hour} {
+		if got, err := engine.PacketTTL(s); err != nil || got != d {
+			t.Errorf("PacketTTL(%d) = %v, %v; want %v", s, got, err, d)
+		}
 	}
 }
 

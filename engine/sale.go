@@ -15,9 +15,16 @@ const (
 	MaxPerUserLimit = 1_000_000
 )
 
+// IDRule is the rule ValidID checks, as messages state it.
+const IDRule = "1-64 of [A-Za-z0-9_-]"
+
+// InvalidID is the error for a field that holds no valid id: one rule, one
+// message, wherever an id comes in.
+func InvalidID(field string) error { return Invalid(field, "must be "+IDRule) }
+
 // ValidID reports whether s is an acceptable id for a sale, user, account or
-// idempotency key: 1 to 64 of [A-Za-z0-9_-]. (A loop, not a regexp: every
-// grab checks three ids.)
+// idempotency key (IDRule). The API checks user ids with it too. (A loop,
+// not a regexp: every grab checks three ids.)
 func ValidID(s string) bool {
 	if len(s) < 1 || len(s) > 64 {
 		return false
@@ -48,9 +55,9 @@ type Sale struct {
 func (s *Sale) Validate() error {
 	switch {
 	case !ValidID(s.ID):
-		return Invalid("id", "must be 1-64 of [A-Za-z0-9_-]")
+		return InvalidID("id")
 	case !ValidID(s.MerchantID):
-		return Invalid("merchant_id", "must be 1-64 of [A-Za-z0-9_-]")
+		return InvalidID("merchant_id")
 	case s.PriceCents < 1 || s.PriceCents > MaxPriceCents:
 		return Invalid("price_cents", fmt.Sprintf("must be in [1, %d]", MaxPriceCents))
 	case s.Stock < 1 || s.Stock > MaxStock:
@@ -145,9 +152,9 @@ type GrabResult struct {
 func (r *GrabRequest) validate() error {
 	switch {
 	case !ValidID(r.UserID):
-		return Invalid("user", "must be 1-64 of [A-Za-z0-9_-]")
+		return InvalidID("user")
 	case r.Key != "" && !ValidID(r.Key):
-		return Invalid("Idempotency-Key", "must be 1-64 of [A-Za-z0-9_-]")
+		return InvalidID("Idempotency-Key")
 	case r.Qty < 1 || r.Qty > MaxPerUserLimit:
 		return Invalid("qty", "must be at least 1 and at most the sale's per-user limit")
 	}

@@ -109,11 +109,7 @@ func TestGrabSurvivesScriptFlush(t *testing.T) {
 // TestGrabRedisDown: with Redis unreachable a grab fails fast with
 // ErrUnavailable, and works again once Redis is back, with no restart.
 func TestGrabRedisDown(t *testing.T) {
-	_, prefix := testenv.Redis(t)
-	proxy := testenv.NewProxy(t, testenv.RedisAddr())
-	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 200 * time.Millisecond,
-		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond, MaxRetries: 0})
-	defer rdb.Close()
+	rdb, prefix, proxy := testenv.RedisBehindProxy(t)
 	ctx := context.Background()
 	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 4}})
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -38,20 +39,17 @@ func newMarkedEngine(t *testing.T, clock *fakeClock, maxBuyers int) *engine.Engi
 // the sale is sold out.
 func awaitMark(t *testing.T, e *engine.Engine, sale string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for i := 0; ; i++ {
+	i := 0
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		i++
 		before := e.SoldOutStats().Answered
 		_, err := e.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: fmt.Sprint("probe", i), Qty: 1})
 		if !errors.Is(err, engine.ErrSoldOut) {
 			t.Fatalf("probe grab of sold-out %s: %v", sale, err)
 		}
-		if e.SoldOutStats().Answered > before {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sold-out mark of %s never became active: %+v", sale, e.SoldOutStats())
-		}
-	}
+		st := e.SoldOutStats()
+		return st.Answered > before, fmt.Sprintf("the sold-out mark of %s answers no probe: %+v", sale, st)
+	})
 }
 
 // grabLocally grabs and reports whether the mark answered without Redis.
@@ -249,15 +247,13 @@ func TestSoldOutMarkSkipsLargeBuyers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for e.SoldOutStats().TooBig == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the oversized buyers hash was never refused: %+v", e.SoldOutStats())
-		}
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "probe", Qty: 1}); !errors.Is(err, engine.ErrSoldOut) {
-			t.Fatal(err)
+			t.Fatalf("probe grab of sold-out s1: %v", err)
 		}
-	}
+		st := e.SoldOutStats()
+		return st.TooBig > 0, fmt.Sprintf("the oversized buyers hash is not refused: %+v, want TooBig > 0", st)
+	})
 	for i := range 10 {
 		if _, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: fmt.Sprint("c", i), Qty: 1}); !errors.Is(err, engine.ErrSoldOut) || local {
 			t.Fatalf("grab: %v local=%v, want sold_out from Redis", err, local)

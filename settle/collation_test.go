@@ -65,7 +65,7 @@ func TestCaseDistinctGrabsAndSalesSettle(t *testing.T) {
 		t.Fatalf("%d packet grabs and %d sales, want 3 and 2", grabs, sales)
 	}
 	if users := r.orderUsers(t); len(users) != 2 || users["1-0"] != "Bob" || users["1-1"] != "bob" {
-		t.Fatalf("orders %v", users)
+		t.Fatalf("orders %v, want 1-0 Bob's and 1-1 bob's", users)
 	}
 	if n := len(r.deadLetters(t, 0)); n != 0 {
 		t.Fatalf("%d dead letters", n)

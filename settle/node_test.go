@@ -170,7 +170,10 @@ func TestEngineRefusesIDsWithoutLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	// ("lost" may win once more before Keep's next renewal sees the loss.)
-	waitFor(t, "the engine to refuse ids", func() bool { return errors.Is(grab("lost"), engine.ErrUnavailable) })
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		err := grab("lost")
+		return errors.Is(err, engine.ErrUnavailable), fmt.Sprintf("grab with the lease lost: %v, want ErrUnavailable", err)
+	})
 	before, err := eng.Sale(ctx, "s1")
 	if err != nil {
 		t.Fatal(err)
@@ -187,21 +190,12 @@ func TestEngineRefusesIDsWithoutLease(t *testing.T) {
 	if _, err := r.db.Exec("UPDATE node_leases SET expires_at = NOW(3) - INTERVAL 1 SECOND WHERE node = 7"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the engine to resume", func() bool { return grab(fmt.Sprintf("back%d", time.Now().UnixNano())) == nil })
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		err := grab(fmt.Sprintf("back%d", time.Now().UnixNano()))
+		return err == nil, fmt.Sprintf("grab with a node free again: %v, want a win", err)
+	})
 	if l.Node() != 7 {
 		t.Fatalf("leased node %d again, want 7 (the only free one)", l.Node())
-	}
-}
-
-// waitFor polls cond until it holds, failing after a generous deadline.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

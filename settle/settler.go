@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -250,7 +249,7 @@ func (s *Settler) fail(p int, what string, err error, backoff time.Duration) tim
 
 func (s *Settler) ensureGroup(ctx context.Context, stream string) error {
 	err := s.Redis.XGroupCreateMkStream(ctx, stream, s.Group, "0").Err()
-	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return err
 	}
 	return nil

@@ -99,17 +99,13 @@ func (r *rig) sellOut(t *testing.T, sales, stock, users int) map[string]bool {
 // waitSettled polls until MySQL holds n orders, failing after a generous deadline.
 func waitSettled(t *testing.T, db *sql.DB, n int) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
 		var got int
-		if err := db.QueryRow("SELECT COUNT(*) FROM orders").Scan(&got); err == nil && got >= n {
-			return
+		if err := db.QueryRow("SELECT COUNT(*) FROM orders").Scan(&got); err != nil {
+			return false, fmt.Sprintf("count orders: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("MySQL holds %d orders after 60s, want %d", got, n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return got >= n, fmt.Sprintf("MySQL holds %d orders, want %d", got, n)
+	})
 }
 
 // checkExactlyOnce asserts MySQL holds exactly the orders Redis decided, and
@@ -128,8 +124,11 @@ func (r *rig) checkExactlyOnce(t *testing.T, want map[string]bool, sales int) {
 		if err := rows.Scan(&id, &user, &sale); err != nil {
 			t.Fatal(err)
 		}
-		if !want[id] || seen[id] {
-			t.Fatalf("MySQL order %s: unknown to Redis or twice", id)
+		if !want[id] {
+			t.Fatalf("MySQL order %s: unknown to Redis", id)
+		}
+		if seen[id] {
+			t.Fatalf("MySQL order %s: twice", id)
 		}
 		seen[id] = true
 		perUser[sale+"/"+user]++
@@ -153,20 +152,13 @@ func (r *rig) checkExactlyOnce(t *testing.T, want map[string]bool, sales int) {
 // deleted (the deletes follow the commit).
 func (r *rig) waitDrained(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
 		var total int64
 		for p := 0; p < r.keys.Partitions; p++ {
 			total += r.rdb.XLen(context.Background(), r.keys.Events(p)).Val()
 		}
-		if total == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("streams still hold %d entries after 60s", total)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return total == 0, fmt.Sprintf("streams hold %d entries, want 0", total)
+	})
 }
 
 func TestSettleEveryOrderOnce(t *testing.T) {
@@ -229,22 +221,15 @@ func TestSettlerMySQLOutage(t *testing.T) {
 	r.settler(t, pdb, "a", time.Minute)
 	orders := r.sellOut(t, 2, 100, 150)
 	// The settler has read entries and could not commit them: they stay pending.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		var pending int64
 		for p := 0; p < r.keys.Partitions; p++ {
 			if x, err := r.rdb.XPending(context.Background(), r.keys.Events(p), "settlers").Result(); err == nil {
 				pending += x.Count
 			}
 		}
-		if pending > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("settler never read while MySQL was down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return pending > 0, "the settler has read nothing while MySQL was down: 0 entries pending"
+	})
 	var n int
 	r.db.QueryRow("SELECT COUNT(*) FROM orders").Scan(&n)
 	if n != 0 {
@@ -453,18 +438,13 @@ func TestSettlerFailingConsumerIsTakenOver(t *testing.T) {
 	for i := 0; i < 30; i++ {
 		r.addOrder(t, 0, fmt.Sprintf("%d-0", i), fmt.Sprintf("u%d", i))
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
-		if err == nil && x.Consumers["sick"] > 0 {
-			t.Logf("the sick settler holds %d entries", x.Consumers["sick"])
-			break
+		if err != nil {
+			return false, fmt.Sprintf("XPENDING: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sick settler never read: %+v %v", x, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return x.Consumers["sick"] > 0, fmt.Sprintf("pending by consumer %v, want some for sick", x.Consumers)
+	})
 	r.settler(t, r.db, "well", claimIdle)
 	waitSettled(t, r.db, 30)
 	r.waitDrained(t)
@@ -492,17 +472,13 @@ func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
 	const claimIdle = 3 * time.Second
 	r.settler(t, pdb, "sick", claimIdle)
 	r.addOrder(t, 0, "7-0", "mallory")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
-		if err == nil && x.Consumers["sick"] == 1 {
-			break
+		if err != nil {
+			return false, fmt.Sprintf("XPENDING: %v", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the sick settler never read: %+v %v", x, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return x.Consumers["sick"] == 1, fmt.Sprintf("pending by consumer %v, want sick:1", x.Consumers)
+	})
 	pool, err := ants.NewPool(1)
 	if err != nil {
 		t.Fatal(err)

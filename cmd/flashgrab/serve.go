@@ -46,7 +46,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
-	auth := api.Auth{Secret: []byte(secret)}
+	auth := api.NewAuth([]byte(secret))
 
 	rdb, err := openRedis(ctx, cmd.String("redis-addrs"), 0)
 	if err != nil {

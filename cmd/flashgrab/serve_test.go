@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -38,24 +39,19 @@ func TestServeLifecycle(t *testing.T) {
 	}()
 	defer cancel()
 	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		select {
 		case err := <-done:
 			t.Fatalf("serve stopped early: %v", err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("serve never became ready")
+		resp, err := http.Get(base + "/readyz")
+		if err != nil {
+			return false, fmt.Sprintf("GET /readyz: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == 200, fmt.Sprintf("GET /readyz: %d, want 200", resp.StatusCode)
+	})
 	auth := api.Auth{Secret: []byte("lifecycle")}
 	do := func(path, user string, admin bool, body string) int {
 		tok, _ := auth.Mint(user, admin, time.Hour)
@@ -76,16 +72,13 @@ func TestServeLifecycle(t *testing.T) {
 		do("/v1/sales/s1/grab", u, false, "")
 	}
 	waitOrders := func(db *sql.DB, n int) {
-		for deadline := time.Now().Add(30 * time.Second); ; {
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 			var got int
-			if err := db.QueryRow("SELECT COUNT(*) FROM orders").Scan(&got); err == nil && got == n {
-				return
+			if err := db.QueryRow("SELECT COUNT(*) FROM orders").Scan(&got); err != nil {
+				return false, fmt.Sprintf("count orders: %v", err)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("MySQL never held %d orders", n)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+			return got == n, fmt.Sprintf("MySQL holds %d orders, want %d", got, n)
+		})
 	}
 	waitOrders(db, 2)
 	cancel()

@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/engine"
 )
 
 func tokenCommand() *cli.Command {
@@ -19,7 +20,7 @@ func tokenCommand() *cli.Command {
 			"ALICE=$(flashgrab token --user alice) works in a new shell after make run.",
 		Flags: []cli.Flag{
 			secretFlag, devSecretFlag,
-			&cli.StringFlag{Name: "user", Required: true, Usage: "user id, [A-Za-z0-9_-]{1,64}"},
+			&cli.StringFlag{Name: "user", Required: true, Usage: "user id, " + engine.IDRule},
 			&cli.BoolFlag{Name: "admin", Usage: `add "role":"admin"`},
 			&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "lifetime of the token"},
 		},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/go-sql-driver/mysql"
+	"github.com/redis/go-redis/v9"
 )
 
 // Proxy is a TCP proxy in front of a real server that a test can cut and
@@ -92,6 +93,19 @@ func (p *Proxy) pipe(c net.Conn) {
 	io.Copy(c, s)
 	c.Close()
 	s.Close()
+}
+
+// RedisBehindProxy returns a client that reaches Redis through a proxy the
+// test can cut, and a key prefix of the test's own (as Redis gives); short
+// timeouts make a cut fail fast instead of waiting out go-redis's defaults.
+func RedisBehindProxy(t testing.TB) (*redis.Client, string, *Proxy) {
+	t.Helper()
+	_, prefix := Redis(t)
+	proxy := NewProxy(t, RedisAddr())
+	rdb := redis.NewClient(&redis.Options{Addr: proxy.Addr(), DialTimeout: 200 * time.Millisecond,
+		ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	return rdb, prefix, proxy
 }
 
 // MySQLBehindProxy returns a handle on db's database that goes through a

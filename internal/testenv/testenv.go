@@ -1,7 +1,10 @@
 // Package testenv gives tests their own corner of the real Redis and MySQL
 // servers: a random key prefix, a fresh database, both removed afterwards.
 // A missing server fails the test rather than skipping it: these tests are the
-// proof of the invariants and must not pass vacuously.
+// proof of the invariants and must not pass vacuously. The rest of what tests
+// share lives here too: a proxy to cut either server (RedisBehindProxy,
+// MySQLBehindProxy), in-process HTTP servers (Serve), and Eventually, the one
+// way to wait for an asynchronous outcome.
 package testenv
 
 import (

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/pay/alipay"
 )
 
@@ -624,13 +625,9 @@ func TestAlipayCloseStopsDelivery(t *testing.T) {
 	if err := e.sb.Pay("O13"); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(e.sb.Deliveries("O13")) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no delivery attempted")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		return len(e.sb.Deliveries("O13")) > 0, "no notify of O13 attempted"
+	})
 	e.sb.Close()
 	if err := aliWait(t, e.sb, "O13"); err == nil {
 		t.Fatal("Wait reported an acknowledgement")

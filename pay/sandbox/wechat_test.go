@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/pay/wechat"
 )
 
@@ -324,8 +326,8 @@ func TestWeChatCloseThenPayFails(t *testing.T) {
 	if err := e.sb.Pay("FGWX000004"); err == nil {
 		t.Fatal("paid a closed trade")
 	}
-	if e.wallets.Balance(BuyerAccount) != buyerOpeningCents || e.wallets.Balance(SellerAccount) != 0 {
-		t.Fatal("money moved for a closed trade")
+	if b, s := e.wallets.Balance(BuyerAccount), e.wallets.Balance(SellerAccount); b != buyerOpeningCents || s != 0 {
+		t.Fatalf("after paying a closed trade: buyer %d seller %d, want %d and 0", b, s, buyerOpeningCents)
 	}
 	if _, err := e.client.Prepay(ctx, wechat.Native, wechat.PrepayRequest{OutTradeNo: "FGWX000004", Description: "flash sale", AmountCents: 700}); !wechat.IsCode(err, "ORDER_CLOSED") {
 		t.Fatalf("prepay of a closed trade: %v", err)
@@ -443,10 +445,10 @@ func TestWeChatRefundEndsAbnormal(t *testing.T) {
 	if err != nil || res.Status != wechat.RefundProcessing {
 		t.Fatalf("refund: %+v, %v", res, err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for e.sb.RefundStatus("RFAB") == wechat.RefundProcessing && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		s := e.sb.RefundStatus("RFAB")
+		return s != wechat.RefundProcessing, fmt.Sprintf("refund RFAB %s, want it settled", s)
+	})
 	if err := wxWaitRefund(t, e.sb, "RFAB"); err != nil {
 		t.Fatal(err)
 	}

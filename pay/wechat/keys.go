@@ -99,25 +99,6 @@ func CertSerial(cert *x509.Certificate) string {
 	return strings.ToUpper(cert.SerialNumber.Text(16))
 }
 
-// EncodePrivateKeyPEM writes key as a PKCS#8 PEM block, the format the
-// merchant platform hands out; used to export generated dev credentials.
-func EncodePrivateKeyPEM(key *rsa.PrivateKey) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("wechat: encode private key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
-}
-
-// EncodePublicKeyPEM writes key as a PKIX "PUBLIC KEY" PEM block.
-func EncodePublicKeyPEM(key *rsa.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(key)
-	if err != nil {
-		return nil, fmt.Errorf("wechat: encode public key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
 func decodePEM(b []byte) (*pem.Block, error) {
 	block, _ := pem.Decode(b)
 	if block == nil {

@@ -171,21 +171,21 @@ func TestParseCertificateSerialMatchesOpenSSL(t *testing.T) {
 
 func TestPEMRoundTrip(t *testing.T) {
 	k := readPrivate(t, "merchant_key.pem")
-	p, err := EncodePrivateKeyPEM(k)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := encodePrivateKeyPEM(t, k)
 	k2, err := ParsePrivateKey(p)
-	if err != nil || !k2.Equal(k) {
+	if err != nil {
 		t.Fatalf("private key round trip: %v", err)
 	}
-	pp, err := EncodePublicKeyPEM(&k.PublicKey)
-	if err != nil {
-		t.Fatal(err)
+	if !k2.Equal(k) {
+		t.Fatal("private key round trip: the key read back differs")
 	}
+	pp := encodePublicKeyPEM(t, &k.PublicKey)
 	pub, err := ParsePublicKey(pp)
-	if err != nil || !pub.Equal(&k.PublicKey) {
+	if err != nil {
 		t.Fatalf("public key round trip: %v", err)
+	}
+	if !pub.Equal(&k.PublicKey) {
+		t.Fatal("public key round trip: the key read back differs")
 	}
 	if _, err := ParsePrivateKey(pp); err == nil {
 		t.Fatal("a PUBLIC KEY block parsed as a private key")
