@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab"
 )
 
 // Coalescing of grabs.
@@ -196,7 +198,7 @@ func (b *batcher) do(ctx context.Context, c *batchCall, userKeys []string, userA
 		default:
 		}
 		// The waiter may still be delivered to later; it is not reused.
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		return nil, fmt.Errorf("%w: %w", flashgrab.ErrUnavailable, ctx.Err())
 	}
 }
 

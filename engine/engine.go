@@ -1,6 +1,10 @@
-// Package engine is flashgrab's domain core: flash sales and red packets
-// decided atomically by Lua scripts in Redis, with every win appended to its
-// partition's settlement stream in the same step.
+// Package engine runs flashgrab's sales and red packets over Redis: Lua
+// scripts decide every grab atomically and append the win to its
+// partition's settlement stream in the same step. It lays out the keys and
+// partitions, generates ids, coalesces concurrent grabs into one script call,
+// keeps the sold-out mark, and reads stream entries back as events
+// (ParseEvent). The vocabulary it speaks (Sale, Order, Packet, Event, the
+// errors) is the root package flashgrab's.
 package engine
 
 import (
@@ -11,6 +15,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/scripts"
 )
 
@@ -133,7 +138,7 @@ func wrapRedis(err error) error {
 	if errors.As(err, &reply) && !transientReply(err) {
 		return err
 	}
-	return fmt.Errorf("%w: redis: %v", ErrUnavailable, err)
+	return fmt.Errorf("%w: redis: %v", flashgrab.ErrUnavailable, err)
 }
 
 // transientReply reports whether Redis answered "not now" (loading its data,

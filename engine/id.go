@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/flashgrab/flashgrab"
 )
 
 // epoch is the origin of id timestamps (2024-01-01 UTC); it leaves 69 years of ids.
@@ -76,7 +78,7 @@ func (g *IDs) Next() (int64, error) {
 	now := g.now()
 	if g.leased && !now.Before(g.until) {
 		g.mu.Unlock()
-		return 0, fmt.Errorf("%w: no valid lease on an id node", ErrUnavailable)
+		return 0, fmt.Errorf("%w: no valid lease on an id node", flashgrab.ErrUnavailable)
 	}
 	ms := now.UnixMilli() - epoch
 	if ms > g.last {

@@ -9,30 +9,32 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab"
 )
 
 // Order returns an order as the grab recorded it in Redis. It is there the
 // moment the grab returns, before settlement, and for Config.Retention
 // after; its payment status lives in MySQL.
-func (e *Engine) Order(ctx context.Context, id string) (Order, error) {
+func (e *Engine) Order(ctx context.Context, id string) (flashgrab.Order, error) {
 	p, ok := e.keys.orderPartition(id)
 	if !ok {
-		return Order{}, fmt.Errorf("order %q: %w", id, ErrNotFound)
+		return flashgrab.Order{}, fmt.Errorf("order %q: %w", id, flashgrab.ErrNotFound)
 	}
 	rec, err := e.rdb.Get(ctx, e.keys.Order(p, id)).Result()
 	if errors.Is(err, redis.Nil) || rec == releasedTombstone {
-		return Order{}, fmt.Errorf("order %s: %w", id, ErrNotFound)
+		return flashgrab.Order{}, fmt.Errorf("order %s: %w", id, flashgrab.ErrNotFound)
 	}
 	if err != nil {
-		return Order{}, fmt.Errorf("get order %s: %w", id, wrapRedis(err))
+		return flashgrab.Order{}, fmt.Errorf("get order %s: %w", id, wrapRedis(err))
 	}
 	// "sale|user|merchant|qty|amount|at_ms|key[|rel]", see sale_grab.lua.
 	f := strings.Split(rec, "|")
 	if len(f) < 7 {
-		return Order{}, fmt.Errorf("order %s: malformed record %q", id, rec)
+		return flashgrab.Order{}, fmt.Errorf("order %s: malformed record %q", id, rec)
 	}
 	n := func(i int) int64 { x, _ := strconv.ParseInt(f[i], 10, 64); return x }
-	return Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: n(3), AmountCents: n(4),
+	return flashgrab.Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: n(3), AmountCents: n(4),
 		CreatedAt: time.UnixMilli(n(5)).UTC()}, nil
 }
 
@@ -47,10 +49,10 @@ const releasedTombstone = "~rel"
 // When Redis no longer has the order's record, o's SaleID, UserID and Qty
 // (the order as MySQL has it) say what to return, still exactly once. When
 // the sale's own keys are gone too nothing can be returned: ErrSaleGone.
-func (e *Engine) ReleaseOrder(ctx context.Context, o Order) (released bool, err error) {
+func (e *Engine) ReleaseOrder(ctx context.Context, o flashgrab.Order) (released bool, err error) {
 	p, ok := e.keys.orderPartition(o.ID)
 	if !ok {
-		return false, fmt.Errorf("release order %q: %w", o.ID, ErrNotFound)
+		return false, fmt.Errorf("release order %q: %w", o.ID, flashgrab.ErrNotFound)
 	}
 	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID)}
 	r, err := e.orderRelease.Run(ctx, e.rdb, keys, o.UserID, o.Qty, o.ID, e.retention.Milliseconds()).Int()
@@ -59,9 +61,9 @@ func (e *Engine) ReleaseOrder(ctx context.Context, o Order) (released bool, err 
 	}
 	switch r {
 	case -1:
-		return false, fmt.Errorf("release order %s: no record in Redis and no user and qty given: %w", o.ID, ErrNotFound)
+		return false, fmt.Errorf("release order %s: no record in Redis and no user and qty given: %w", o.ID, flashgrab.ErrNotFound)
 	case -2:
-		return false, fmt.Errorf("release order %s of sale %s (user %s, qty %d): %w", o.ID, o.SaleID, o.UserID, o.Qty, ErrSaleGone)
+		return false, fmt.Errorf("release order %s of sale %s (user %s, qty %d): %w", o.ID, o.SaleID, o.UserID, o.Qty, flashgrab.ErrSaleGone)
 	case 1:
 		// Stock is back: this instance stops answering "sold out" at once
 		// (other instances within their mark's TTL).

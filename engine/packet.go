@@ -11,96 +11,36 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab"
 )
 
-// Packet modes.
-const (
-	ModeRandom = "random" // 拼手气: shares split at random
-	ModeFixed  = "fixed"  // every share equal
-)
-
-// Limits on red packets (DESIGN.md); the API rejects anything outside them.
-const (
-	MaxPacketCount    = 1000
-	MaxPacketCents    = 2_000_000
-	DefaultPacketTTL  = 24 * time.Hour
-	MaxPacketTTL      = 7 * 24 * time.Hour
-	MinPacketTTL      = time.Second
-	packetRandomRange = 1 << 40
-)
-
-// PacketTTL is a packet's lifetime asked for in whole seconds (the API's
-// expires_in_s), checked by the same rule as NewPacket's ttl.
-func PacketTTL(seconds int64) (time.Duration, error) {
-	// Clamped first: a huge count of seconds would overflow into range.
-	ttl := time.Duration(min(max(seconds, 0), int64(MaxPacketTTL/time.Second)+1)) * time.Second
-	return ttl, checkPacketTTL(ttl)
-}
-
-// checkPacketTTL is the one rule for a packet's lifetime.
-func checkPacketTTL(ttl time.Duration) error {
-	if ttl < MinPacketTTL || ttl > MaxPacketTTL {
-		return Invalid("expires_in_s", fmt.Sprintf("must be in [%d, %d]", int(MinPacketTTL.Seconds()), int(MaxPacketTTL.Seconds())))
-	}
-	return nil
-}
-
-// Packet is a red packet: TotalCents split into Count shares.
-type Packet struct {
-	ID             string
-	SenderID       string
-	TotalCents     int64
-	Count          int64
-	Mode           string
-	CreatedAt      time.Time
-	ExpiresAt      time.Time
-	RemainingCents int64
-	RemainingCount int64
-	Expired        bool  // closed by expiry; RefundCents went back to the sender
-	RefundCents    int64 // set once expired
-	Grabs          []PacketShare
-}
-
-// PacketShare is one user's share of a packet.
-type PacketShare struct {
-	UserID      string
-	AmountCents int64
-	Seq         int64
-	At          time.Time
-}
+// packetRandomRange bounds the random number a packet grab hands the script,
+// which draws the random share from it.
+const packetRandomRange = 1 << 40
 
 // NewPacket validates the terms of a packet and gives it an id and expiry.
 // ttl 0 means DefaultPacketTTL.
-func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl time.Duration) (Packet, error) {
+func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl time.Duration) (flashgrab.Packet, error) {
 	if ttl == 0 {
-		ttl = DefaultPacketTTL
+		ttl = flashgrab.DefaultPacketTTL
 	}
-	switch {
-	case !ValidID(sender):
-		return Packet{}, InvalidID("sender")
-	case count < 1 || count > MaxPacketCount:
-		return Packet{}, Invalid("count", fmt.Sprintf("must be in [1, %d]", MaxPacketCount))
-	case total < count || total > MaxPacketCents:
-		return Packet{}, Invalid("total_cents", fmt.Sprintf("must be in [count, %d]: every share is at least 1 fen", MaxPacketCents))
-	case mode != ModeRandom && mode != ModeFixed:
-		return Packet{}, Invalid("mode", `must be "random" or "fixed"`)
-	case mode == ModeFixed && total%count != 0:
-		return Packet{}, Invalid("total_cents", "a fixed packet's total must divide evenly by count")
-	}
-	if err := checkPacketTTL(ttl); err != nil {
-		return Packet{}, err
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	pk := flashgrab.Packet{SenderID: sender, TotalCents: total, Count: count, Mode: mode, CreatedAt: now, ExpiresAt: now.Add(ttl),
+		RemainingCents: total, RemainingCount: count}
+	if err := pk.Validate(); err != nil {
+		return flashgrab.Packet{}, err
 	}
 	id, err := e.ids.Next()
 	if err != nil {
-		return Packet{}, fmt.Errorf("new packet of %s: %w", sender, err)
+		return flashgrab.Packet{}, fmt.Errorf("new packet of %s: %w", sender, err)
 	}
-	now := time.Now().UTC().Truncate(time.Millisecond)
-	return Packet{ID: strconv.FormatInt(id, 10), SenderID: sender, TotalCents: total, Count: count,
-		Mode: mode, CreatedAt: now, ExpiresAt: now.Add(ttl), RemainingCents: total, RemainingCount: count}, nil
+	pk.ID = strconv.FormatInt(id, 10)
+	return pk, nil
 }
 
 // PublishPacket makes a funded packet grabbable. Publishing twice is harmless.
-func (e *Engine) PublishPacket(ctx context.Context, pk Packet) error {
+func (e *Engine) PublishPacket(ctx context.Context, pk flashgrab.Packet) error {
 	p := e.keys.Partition(pk.ID)
 	err := e.packetCreate.Run(ctx, e.rdb, []string{e.keys.Packet(p, pk.ID), e.keys.PacketExpiry(p)},
 		pk.ID, pk.SenderID, pk.TotalCents, pk.Count, pk.Mode, pk.ExpiresAt.UnixMilli(), pk.CreatedAt.UnixMilli()).Err()
@@ -111,74 +51,65 @@ func (e *Engine) PublishPacket(ctx context.Context, pk Packet) error {
 }
 
 // Packet returns a packet with its remainder and the list of grabs in order.
-func (e *Engine) Packet(ctx context.Context, id string) (Packet, error) {
-	if !ValidID(id) {
-		return Packet{}, fmt.Errorf("packet %q: %w", id, ErrNotFound)
+func (e *Engine) Packet(ctx context.Context, id string) (flashgrab.Packet, error) {
+	if !flashgrab.ValidID(id) {
+		return flashgrab.Packet{}, fmt.Errorf("packet %q: %w", id, flashgrab.ErrNotFound)
 	}
 	p := e.keys.Partition(id)
 	pipe := e.rdb.Pipeline()
 	h := pipe.HGetAll(ctx, e.keys.Packet(p, id))
 	g := pipe.HGetAll(ctx, e.keys.PacketGrabs(p, id))
 	if _, err := pipe.Exec(ctx); err != nil {
-		return Packet{}, fmt.Errorf("get packet %s: %w", id, wrapRedis(err))
+		return flashgrab.Packet{}, fmt.Errorf("get packet %s: %w", id, wrapRedis(err))
 	}
 	v := h.Val()
 	if len(v) == 0 {
-		return Packet{}, fmt.Errorf("packet %s: %w", id, ErrNotFound)
+		return flashgrab.Packet{}, fmt.Errorf("packet %s: %w", id, flashgrab.ErrNotFound)
 	}
 	n := func(k string) int64 { x, _ := strconv.ParseInt(v[k], 10, 64); return x }
-	pk := Packet{ID: id, SenderID: v["sender"], TotalCents: n("total"), Count: n("count"), Mode: v["mode"],
+	pk := flashgrab.Packet{ID: id, SenderID: v["sender"], TotalCents: n("total"), Count: n("count"), Mode: v["mode"],
 		CreatedAt: time.UnixMilli(n("at")).UTC(), ExpiresAt: time.UnixMilli(n("exp")).UTC(),
 		RemainingCents: n("rem"), RemainingCount: n("left"), Expired: v["st"] == "expired", RefundCents: n("refund")}
 	for user, rec := range g.Val() {
 		s, err := parseShare(user, rec)
 		if err != nil {
-			return Packet{}, fmt.Errorf("packet %s: %w", id, err)
+			return flashgrab.Packet{}, fmt.Errorf("packet %s: %w", id, err)
 		}
 		pk.Grabs = append(pk.Grabs, s)
 	}
-	slices.SortFunc(pk.Grabs, func(a, b PacketShare) int { return cmp.Compare(a.Seq, b.Seq) })
+	slices.SortFunc(pk.Grabs, func(a, b flashgrab.PacketShare) int { return cmp.Compare(a.Seq, b.Seq) })
 	return pk, nil
 }
 
 // parseShare reads a grabs-hash record "amount|at_ms|seq".
-func parseShare(user, rec string) (PacketShare, error) {
+func parseShare(user, rec string) (flashgrab.PacketShare, error) {
 	parts := strings.Split(rec, "|")
 	if len(parts) != 3 {
-		return PacketShare{}, fmt.Errorf("grab record of %s is %q", user, rec)
+		return flashgrab.PacketShare{}, fmt.Errorf("grab record of %s is %q", user, rec)
 	}
 	amt, err1 := strconv.ParseInt(parts[0], 10, 64)
 	at, err2 := strconv.ParseInt(parts[1], 10, 64)
 	seq, err3 := strconv.ParseInt(parts[2], 10, 64)
 	if err1 != nil || err2 != nil || err3 != nil {
-		return PacketShare{}, fmt.Errorf("grab record of %s is %q", user, rec)
+		return flashgrab.PacketShare{}, fmt.Errorf("grab record of %s is %q", user, rec)
 	}
-	return PacketShare{UserID: user, AmountCents: amt, Seq: seq, At: time.UnixMilli(at).UTC()}, nil
-}
-
-// PacketGrabResult is a user's share of a packet and what is left after it.
-type PacketGrabResult struct {
-	PacketID       string
-	AmountCents    int64
-	RemainingCount int64
-	RemainingCents int64
-	Repeat         bool
+	return flashgrab.PacketShare{UserID: user, AmountCents: amt, Seq: seq, At: time.UnixMilli(at).UTC()}, nil
 }
 
 // GrabPacket decides one user's grab of a packet: the share (the same share,
 // with Repeat, when the user grabbed before), or ErrEmpty, ErrExpired,
 // ErrNotFound.
-func (e *Engine) GrabPacket(ctx context.Context, packetID, user string) (PacketGrabResult, error) {
-	if !ValidID(user) {
-		return PacketGrabResult{}, InvalidID("user")
+func (e *Engine) GrabPacket(ctx context.Context, packetID, user string) (flashgrab.PacketGrabResult, error) {
+	if !flashgrab.ValidID(user) {
+		return flashgrab.PacketGrabResult{}, flashgrab.InvalidID("user")
 	}
-	if !ValidID(packetID) {
-		return PacketGrabResult{}, fmt.Errorf("packet %q: %w", packetID, ErrNotFound)
+	if !flashgrab.ValidID(packetID) {
+		return flashgrab.PacketGrabResult{}, fmt.Errorf("packet %q: %w", packetID, flashgrab.ErrNotFound)
 	}
 	h := e.packetHead(packetID)
 	v, err := e.batch.do(ctx, &h.call, nil, user, rand.Int64N(packetRandomRange))
 	if err != nil {
-		return PacketGrabResult{}, fmt.Errorf("grab packet %s: %w", packetID, err)
+		return flashgrab.PacketGrabResult{}, fmt.Errorf("grab packet %s: %w", packetID, err)
 	}
 	return packetOutcome(packetID, v)
 }
@@ -203,15 +134,15 @@ func (e *Engine) packetHead(id string) *packetHead {
 }
 
 // packetOutcome reads one user's four values of the packet grab script's reply.
-func packetOutcome(packetID string, v []any) (PacketGrabResult, error) {
+func packetOutcome(packetID string, v []any) (flashgrab.PacketGrabResult, error) {
 	if len(v) < 4 {
-		return PacketGrabResult{}, fmt.Errorf("grab packet %s: script replied %d values, want 4", packetID, len(v))
+		return flashgrab.PacketGrabResult{}, fmt.Errorf("grab packet %s: script replied %d values, want 4", packetID, len(v))
 	}
 	outcome, _ := v[0].(string)
 	amount, _ := v[1].(int64)
 	left, _ := v[2].(int64)
 	rem, _ := v[3].(int64)
-	res := PacketGrabResult{PacketID: packetID, AmountCents: amount, RemainingCount: left, RemainingCents: rem}
+	res := flashgrab.PacketGrabResult{PacketID: packetID, AmountCents: amount, RemainingCount: left, RemainingCents: rem}
 	switch outcome {
 	case "ok":
 		return res, nil
@@ -219,11 +150,11 @@ func packetOutcome(packetID string, v []any) (PacketGrabResult, error) {
 		res.Repeat = true
 		return res, nil
 	case "empty":
-		return res, fmt.Errorf("packet %s: %w", packetID, ErrEmpty)
+		return res, fmt.Errorf("packet %s: %w", packetID, flashgrab.ErrEmpty)
 	case "expired":
-		return res, fmt.Errorf("packet %s: %w", packetID, ErrExpired)
+		return res, fmt.Errorf("packet %s: %w", packetID, flashgrab.ErrExpired)
 	case "not_found":
-		return res, fmt.Errorf("packet %s: %w", packetID, ErrNotFound)
+		return res, fmt.Errorf("packet %s: %w", packetID, flashgrab.ErrNotFound)
 	}
 	return res, fmt.Errorf("grab packet %s: unknown script outcome %q", packetID, outcome)
 }

@@ -5,82 +5,17 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+
+	"github.com/flashgrab/flashgrab"
 )
-
-// Limits on a sale's terms. They keep every amount (price × qty) exact in
-// Lua's doubles, which hold integers exactly only up to 2^53.
-const (
-	MaxPriceCents   = 1_000_000_000 // 10 million yuan
-	MaxStock        = 1_000_000_000_000
-	MaxPerUserLimit = 1_000_000
-)
-
-// IDRule is the rule ValidID checks, as messages state it.
-const IDRule = "1-64 of [A-Za-z0-9_-]"
-
-// InvalidID is the error for a field that holds no valid id: one rule, one
-// message, wherever an id comes in.
-func InvalidID(field string) error { return Invalid(field, "must be "+IDRule) }
-
-// ValidID reports whether s is an acceptable id for a sale, user, account or
-// idempotency key (IDRule). The API checks user ids with it too. (A loop,
-// not a regexp: every grab checks three ids.)
-func ValidID(s string) bool {
-	if len(s) < 1 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// Sale is a flash sale: Stock units at PriceCents each, at most PerUserLimit
-// per user, grabbable in [StartsAt, EndsAt).
-type Sale struct {
-	ID           string
-	MerchantID   string
-	PriceCents   int64
-	Stock        int64 // remaining
-	Sold         int64
-	PerUserLimit int64
-	StartsAt     time.Time
-	EndsAt       time.Time
-}
-
-// Validate checks a new sale's terms.
-func (s *Sale) Validate() error {
-	switch {
-	case !ValidID(s.ID):
-		return InvalidID("id")
-	case !ValidID(s.MerchantID):
-		return InvalidID("merchant_id")
-	case s.PriceCents < 1 || s.PriceCents > MaxPriceCents:
-		return Invalid("price_cents", fmt.Sprintf("must be in [1, %d]", MaxPriceCents))
-	case s.Stock < 1 || s.Stock > MaxStock:
-		return Invalid("stock", fmt.Sprintf("must be in [1, %d]", int64(MaxStock)))
-	case s.PerUserLimit < 1 || s.PerUserLimit > MaxPerUserLimit:
-		return Invalid("per_user_limit", fmt.Sprintf("must be in [1, %d]", MaxPerUserLimit))
-	case s.StartsAt.IsZero():
-		return Invalid("starts_at", "required")
-	case s.EndsAt.IsZero():
-		return Invalid("ends_at", "required")
-	case !s.EndsAt.After(s.StartsAt):
-		return Invalid("ends_at", "must be after starts_at")
-	}
-	return nil
-}
 
 // CreateSale makes a sale grabbable. It is idempotent for identical terms: a
 // create sent again (a retry after a lost reply) returns the sale as the
 // first call did, and records no second creation. It fails with ErrExists
 // when the id is taken by other terms.
-func (e *Engine) CreateSale(ctx context.Context, s Sale) (Sale, error) {
+func (e *Engine) CreateSale(ctx context.Context, s flashgrab.Sale) (flashgrab.Sale, error) {
 	if err := s.Validate(); err != nil {
-		return Sale{}, err
+		return flashgrab.Sale{}, err
 	}
 	s.Sold = 0
 	p := e.keys.Partition(s.ID)
@@ -88,77 +23,33 @@ func (e *Engine) CreateSale(ctx context.Context, s Sale) (Sale, error) {
 		s.ID, s.MerchantID, s.PriceCents, s.Stock, s.PerUserLimit,
 		s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli()).Int()
 	if err != nil {
-		return Sale{}, fmt.Errorf("create sale %s: %w", s.ID, wrapRedis(err))
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, wrapRedis(err))
 	}
 	if created == 0 {
-		return Sale{}, fmt.Errorf("create sale %s: other terms under this id: %w", s.ID, ErrExists)
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: other terms under this id: %w", s.ID, flashgrab.ErrExists)
 	}
 	s.StartsAt, s.EndsAt = s.StartsAt.Truncate(time.Millisecond), s.EndsAt.Truncate(time.Millisecond)
 	return s, nil
 }
 
 // Sale returns the sale with its remaining stock and sold count.
-func (e *Engine) Sale(ctx context.Context, id string) (Sale, error) {
-	if !ValidID(id) {
-		return Sale{}, fmt.Errorf("sale %q: %w", id, ErrNotFound)
+func (e *Engine) Sale(ctx context.Context, id string) (flashgrab.Sale, error) {
+	if !flashgrab.ValidID(id) {
+		return flashgrab.Sale{}, fmt.Errorf("sale %q: %w", id, flashgrab.ErrNotFound)
 	}
 	p := e.keys.Partition(id)
 	v, err := e.rdb.HMGet(ctx, e.keys.Sale(p, id), "mch", "price", "stock", "sold", "limit", "start", "end").Result()
 	if err != nil {
-		return Sale{}, fmt.Errorf("get sale %s: %w", id, wrapRedis(err))
+		return flashgrab.Sale{}, fmt.Errorf("get sale %s: %w", id, wrapRedis(err))
 	}
 	if v[0] == nil {
-		return Sale{}, fmt.Errorf("sale %s: %w", id, ErrNotFound)
+		return flashgrab.Sale{}, fmt.Errorf("sale %s: %w", id, flashgrab.ErrNotFound)
 	}
 	n := func(i int) int64 { s, _ := v[i].(string); x, _ := strconv.ParseInt(s, 10, 64); return x }
-	return Sale{
+	return flashgrab.Sale{
 		ID: id, MerchantID: v[0].(string), PriceCents: n(1), Stock: n(2), Sold: n(3), PerUserLimit: n(4),
 		StartsAt: time.UnixMilli(n(5)).UTC(), EndsAt: time.UnixMilli(n(6)).UTC(),
 	}, nil
-}
-
-// GrabRequest asks for Qty units of a sale for a user. Key identifies the
-// attempt: a retry with the same key returns the same order; the empty key is
-// the user's default attempt.
-type GrabRequest struct {
-	SaleID string
-	UserID string
-	Key    string
-	Qty    int64
-}
-
-// Order is a won grab.
-type Order struct {
-	ID          string
-	SaleID      string
-	UserID      string
-	MerchantID  string
-	Qty         int64
-	AmountCents int64
-	CreatedAt   time.Time
-}
-
-// GrabResult is the answer to a grab: the order, whether it was won before
-// (Repeat), and the sale's remaining stock at the moment of decision.
-type GrabResult struct {
-	OrderID     string
-	SaleID      string
-	Qty         int64
-	AmountCents int64
-	Remaining   int64
-	Repeat      bool
-}
-
-func (r *GrabRequest) validate() error {
-	switch {
-	case !ValidID(r.UserID):
-		return InvalidID("user")
-	case r.Key != "" && !ValidID(r.Key):
-		return InvalidID("Idempotency-Key")
-	case r.Qty < 1 || r.Qty > MaxPerUserLimit:
-		return Invalid("qty", "must be at least 1 and at most the sale's per-user limit")
-	}
-	return nil
 }
 
 // Grab decides one user's grab of a sale: the order, or ErrSoldOut,
@@ -168,7 +59,7 @@ func (r *GrabRequest) validate() error {
 // (unless Config.NoCoalesce), and a sale seen sold out is answered from
 // memory for a while (see soldout.go); either way each user gets exactly the
 // answer a call of its own would have given.
-func (e *Engine) Grab(ctx context.Context, r GrabRequest) (GrabResult, error) {
+func (e *Engine) Grab(ctx context.Context, r flashgrab.GrabRequest) (flashgrab.GrabResult, error) {
 	if res, ok, err := e.GrabLocal(r); ok {
 		return res, err
 	}
@@ -176,12 +67,12 @@ func (e *Engine) Grab(ctx context.Context, r GrabRequest) (GrabResult, error) {
 	h := e.saleHead(r.SaleID)
 	id, err := e.ids.Next()
 	if err != nil {
-		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
+		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
 	}
 	orderKey, oid := h.orderKey(id)
 	v, err := e.batch.do(ctx, &h.call, []string{orderKey}, r.UserID, r.Key, r.Qty, oid)
 	if err != nil {
-		return GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
+		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
 	}
 	res, err := grabOutcome(r.SaleID, v)
 	if res.decided {
@@ -193,12 +84,12 @@ func (e *Engine) Grab(ctx context.Context, r GrabRequest) (GrabResult, error) {
 // GrabLocal answers a grab without Redis when it can: a malformed request, or
 // a sale this instance knows to be sold out. ok false means only Grab can
 // answer. It lets a caller skip setting up a request context on the fast path.
-func (e *Engine) GrabLocal(r GrabRequest) (res GrabResult, ok bool, err error) {
-	if err := r.validate(); err != nil {
-		return GrabResult{}, true, err
+func (e *Engine) GrabLocal(r flashgrab.GrabRequest) (res flashgrab.GrabResult, ok bool, err error) {
+	if err := r.Validate(); err != nil {
+		return flashgrab.GrabResult{}, true, err
 	}
-	if !ValidID(r.SaleID) {
-		return GrabResult{}, true, fmt.Errorf("sale %q: %w", r.SaleID, ErrNotFound)
+	if !flashgrab.ValidID(r.SaleID) {
+		return flashgrab.GrabResult{}, true, fmt.Errorf("sale %q: %w", r.SaleID, flashgrab.ErrNotFound)
 	}
 	return e.soldOut.answer(&r)
 }
@@ -245,12 +136,12 @@ func (e *Engine) saleHead(id string) *saleHead {
 }
 
 // errBadQty is the script's bad_qty outcome, made once.
-var errBadQty = Invalid("qty", "must be at least 1 and at most the sale's per-user limit")
+var errBadQty = flashgrab.Invalid("qty", "must be at least 1 and at most the sale's per-user limit")
 
 // grabReply is one user's decoded reply; decided reports that the sale
 // exists and is open, so Remaining is its stock.
 type grabReply struct {
-	GrabResult
+	flashgrab.GrabResult
 	decided bool
 }
 
@@ -264,7 +155,7 @@ func grabOutcome(saleID string, v []any) (grabReply, error) {
 	qty, _ := v[2].(int64)
 	amount, _ := v[3].(int64)
 	remaining, _ := v[4].(int64)
-	res := grabReply{GrabResult{OrderID: oid, SaleID: saleID, Qty: qty, AmountCents: amount, Remaining: remaining}, true}
+	res := grabReply{flashgrab.GrabResult{OrderID: oid, SaleID: saleID, Qty: qty, AmountCents: amount, Remaining: remaining}, true}
 	switch outcome {
 	case "ok":
 		return res, nil
@@ -272,20 +163,20 @@ func grabOutcome(saleID string, v []any) (grabReply, error) {
 		res.Repeat = true
 		return res, nil
 	case "sold_out":
-		return res, fmt.Errorf("sale %s: %w", saleID, ErrSoldOut)
+		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrSoldOut)
 	case "limit_reached":
-		return res, fmt.Errorf("sale %s: %w", saleID, ErrLimitReached)
+		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrLimitReached)
 	case "bad_qty":
 		return res, errBadQty
 	}
 	res.decided = false
 	switch outcome {
 	case "not_started":
-		return res, fmt.Errorf("sale %s: %w", saleID, ErrNotStarted)
+		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrNotStarted)
 	case "ended":
-		return res, fmt.Errorf("sale %s: %w", saleID, ErrEnded)
+		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrEnded)
 	case "not_found":
-		return res, fmt.Errorf("sale %s: %w", saleID, ErrNotFound)
+		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrNotFound)
 	}
 	return res, fmt.Errorf("grab sale %s: unknown script outcome %q", saleID, outcome)
 }

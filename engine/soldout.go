@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab"
 )
 
 // The process-local sold-out mark.
@@ -137,7 +139,7 @@ func (m *soldOutMarks) lookup(id string) *saleMark {
 // answer decides a valid grab from memory when the sale is marked sold out,
 // the way the script would: a repeat gets its order, a user over the limit
 // limit_reached, anyone else sold_out. ok is false when Redis must decide.
-func (m *soldOutMarks) answer(r *GrabRequest) (res GrabResult, ok bool, err error) {
+func (m *soldOutMarks) answer(r *flashgrab.GrabRequest) (res flashgrab.GrabResult, ok bool, err error) {
 	if m.ttl < 0 {
 		return res, false, nil
 	}
@@ -192,8 +194,8 @@ func (m *soldOutMarks) observe(id string, p int, remaining int64, sentAt int64) 
 		m.mu.Lock()
 		if sm = m.marks[id]; sm == nil {
 			sm = &saleMark{id: id, p: p,
-				soldOutErr: fmt.Errorf("sale %s: %w", id, ErrSoldOut),
-				limitErr:   fmt.Errorf("sale %s: %w", id, ErrLimitReached)}
+				soldOutErr: fmt.Errorf("sale %s: %w", id, flashgrab.ErrSoldOut),
+				limitErr:   fmt.Errorf("sale %s: %w", id, flashgrab.ErrLimitReached)}
 			m.marks[id] = sm
 		}
 		m.mu.Unlock()
