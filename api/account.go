@@ -3,7 +3,7 @@ package api
 import (
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -53,12 +53,12 @@ func (s *Server) credit(ctx *fasthttp.RequestCtx, ps params) error {
 		return err
 	}
 	switch {
-	case !engine.ValidID(ps[0]):
-		return engine.InvalidID("account")
+	case !flashgrab.ValidID(ps[0]):
+		return flashgrab.InvalidID("account")
 	case req.AmountCents < 1 || req.AmountCents > maxCreditCents:
-		return engine.Invalid("amount_cents", "must be in [1, 1000000000]")
-	case !engine.ValidID(req.Ref):
-		return engine.InvalidID("ref")
+		return flashgrab.Invalid("amount_cents", "must be in [1, 1000000000]")
+	case !flashgrab.ValidID(req.Ref):
+		return flashgrab.InvalidID("ref")
 	}
 	c, cancel := s.reqContext()
 	defer cancel()

@@ -12,7 +12,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // Claims are the JWT claims flashgrab issues and accepts: the user id in
@@ -48,8 +48,8 @@ var ErrUnauthorized = errors.New("unauthorized")
 
 // Mint returns a signed token for user that expires after ttl.
 func (a Auth) Mint(user string, admin bool, ttl time.Duration) (string, error) {
-	if !engine.ValidID(user) {
-		return "", fmt.Errorf("mint token: user id %q: %w", user, engine.InvalidID("user"))
+	if !flashgrab.ValidID(user) {
+		return "", fmt.Errorf("mint token: user id %q: %w", user, flashgrab.InvalidID("user"))
 	}
 	if ttl <= 0 {
 		return "", fmt.Errorf("mint token: ttl %v must be positive", ttl)
@@ -83,7 +83,7 @@ func (a Auth) Verify(token string) (Principal, error) {
 	var c Claims
 	_, err := jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return a.Secret, nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithExpirationRequired(), jwt.WithTimeFunc(func() time.Time { return now }))
-	if err != nil || !engine.ValidID(c.Subject) || c.ExpiresAt == nil {
+	if err != nil || !flashgrab.ValidID(c.Subject) || c.ExpiresAt == nil {
 		return Principal{}, ErrUnauthorized
 	}
 	p := Principal{UserID: c.Subject, Admin: c.Role == "admin"}

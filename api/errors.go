@@ -7,7 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -32,17 +32,17 @@ var domainErrors = []struct {
 	status int
 	code   string
 }{
-	{engine.ErrNotFound, fasthttp.StatusNotFound, "not_found"},
-	{engine.ErrExists, fasthttp.StatusConflict, "exists"},
-	{engine.ErrSoldOut, fasthttp.StatusConflict, "sold_out"},
-	{engine.ErrLimitReached, fasthttp.StatusConflict, "limit_reached"},
-	{engine.ErrNotStarted, fasthttp.StatusForbidden, "not_started"},
-	{engine.ErrEnded, fasthttp.StatusGone, "ended"},
-	{engine.ErrEmpty, fasthttp.StatusConflict, "empty"},
-	{engine.ErrExpired, fasthttp.StatusGone, "expired"},
-	{engine.ErrInsufficientFunds, fasthttp.StatusPaymentRequired, "insufficient_funds"},
-	{engine.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
-	{engine.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
+	{flashgrab.ErrNotFound, fasthttp.StatusNotFound, "not_found"},
+	{flashgrab.ErrExists, fasthttp.StatusConflict, "exists"},
+	{flashgrab.ErrSoldOut, fasthttp.StatusConflict, "sold_out"},
+	{flashgrab.ErrLimitReached, fasthttp.StatusConflict, "limit_reached"},
+	{flashgrab.ErrNotStarted, fasthttp.StatusForbidden, "not_started"},
+	{flashgrab.ErrEnded, fasthttp.StatusGone, "ended"},
+	{flashgrab.ErrEmpty, fasthttp.StatusConflict, "empty"},
+	{flashgrab.ErrExpired, fasthttp.StatusGone, "expired"},
+	{flashgrab.ErrInsufficientFunds, fasthttp.StatusPaymentRequired, "insufficient_funds"},
+	{flashgrab.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
+	{flashgrab.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
 	{settle.ErrNoChannel, fasthttp.StatusBadRequest, "bad_request"},
 	{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},
 }
@@ -54,7 +54,7 @@ func statusOf(err error) (int, string, string) {
 	if errors.As(err, &ae) {
 		return ae.status, ae.code, ae.message
 	}
-	var inv *engine.InvalidError
+	var inv *flashgrab.InvalidError
 	if errors.As(err, &inv) {
 		return fasthttp.StatusBadRequest, "bad_request", inv.Error()
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // TestVerifyRemembersOnlyWhatVerified: a remembered token answers only for
@@ -118,7 +118,7 @@ func TestGrabAnswerMatchesEncodingJSON(t *testing.T) {
 		{OrderID: "9-0", SaleID: "a", Qty: 1, AmountCents: 1_000_000_000_000_000, Remaining: 999_999_999_999, Repeat: false},
 	} {
 		var ctx fasthttp.RequestCtx
-		writeGrabAnswer(&ctx, engine.GrabResult{OrderID: res.OrderID, SaleID: res.SaleID, Qty: res.Qty,
+		writeGrabAnswer(&ctx, flashgrab.GrabResult{OrderID: res.OrderID, SaleID: res.SaleID, Qty: res.Qty,
 			AmountCents: res.AmountCents, Remaining: res.Remaining, Repeat: res.Repeat})
 		var got, want map[string]any
 		if err := json.Unmarshal(ctx.Response.Body(), &got); err != nil {

@@ -5,14 +5,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/api"
-	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
 // TestBadIDsGetOneMessage: every id that comes in (a sale's id and merchant,
 // an account, a credit's ref, an Idempotency-Key, a token's user) is checked
-// by the one rule, engine.ValidID, and refused with the one message.
+// by the one rule, flashgrab.ValidID, and refused with the one message.
 func TestBadIDsGetOneMessage(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	h := newHarness(t, rdb, prefix)
@@ -33,14 +33,14 @@ func TestBadIDsGetOneMessage(t *testing.T) {
 	} {
 		status, body := h.do(c.method, c.path, c.token, c.body, c.header...)
 		e, _ := body["error"].(map[string]any)
-		want := c.field + ": must be " + engine.IDRule
+		want := c.field + ": must be " + flashgrab.IDRule
 		if status != 400 || e["code"] != "bad_request" || e["message"] != want {
 			t.Errorf("%s: got %d %v, want 400 bad_request %q", c.name, status, body, want)
 		}
 	}
 	_, err := api.Auth{Secret: []byte("s")}.Mint("alice smith", false, time.Hour)
-	var inv *engine.InvalidError
-	if !errors.As(err, &inv) || inv.Field != "user" || inv.Reason != "must be "+engine.IDRule {
+	var inv *flashgrab.InvalidError
+	if !errors.As(err, &inv) || inv.Field != "user" || inv.Reason != "must be "+flashgrab.IDRule {
 		t.Errorf("mint for a bad user id: %v, want the id rule's InvalidError for user", err)
 	}
 }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 type createPacketRequest struct {
@@ -36,7 +36,7 @@ type packetJSON struct {
 	Grabs          []shareJSON `json:"grabs"`
 }
 
-func packetOut(p engine.Packet) packetJSON {
+func packetOut(p flashgrab.Packet) packetJSON {
 	out := packetJSON{ID: p.ID, SenderID: p.SenderID, TotalCents: p.TotalCents, Count: p.Count, Mode: p.Mode,
 		RemainingCents: p.RemainingCents, RemainingCount: p.RemainingCount, ExpiresAt: p.ExpiresAt,
 		Expired: p.Expired, RefundCents: p.RefundCents, Grabs: make([]shareJSON, 0, len(p.Grabs))}
@@ -62,7 +62,7 @@ func (s *Server) createPacket(ctx *fasthttp.RequestCtx, _ params) error {
 	}
 	var ttl time.Duration // the default
 	if req.ExpiresInS != nil {
-		if ttl, err = engine.PacketTTL(*req.ExpiresInS); err != nil {
+		if ttl, err = flashgrab.PacketTTL(*req.ExpiresInS); err != nil {
 			return err
 		}
 	}
@@ -87,7 +87,7 @@ func (s *Server) getPacket(ctx *fasthttp.RequestCtx, ps params) error {
 	c, cancel := s.reqContext()
 	defer cancel()
 	pk, err := s.Engine.Packet(c, ps[0])
-	if errors.Is(err, engine.ErrNotFound) {
+	if errors.Is(err, flashgrab.ErrNotFound) {
 		// Past its Redis retention (or never published): MySQL has it.
 		pk, err = s.Books.Packet(c, ps[0])
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
@@ -117,7 +118,7 @@ func TestPacketOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var evs []engine.Event
+	var evs []flashgrab.Event
 	for _, m := range msgs {
 		ev, err := engine.ParseEvent(p, m)
 		if err != nil {

@@ -5,7 +5,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/pay/alipay"
 	"github.com/flashgrab/flashgrab/pay/wechat"
@@ -57,7 +57,7 @@ func (s *Server) payOrder(ctx *fasthttp.RequestCtx, ps params) error {
 		return err
 	}
 	if o.UserID != p.UserID {
-		return engine.ErrNotFound // only the buyer pays, and others' orders stay unseen
+		return flashgrab.ErrNotFound // only the buyer pays, and others' orders stay unseen
 	}
 	pay, err := s.Payments.PayOrder(c, o, req.Channel)
 	if err != nil {
@@ -85,7 +85,7 @@ func (s *Server) topup(ctx *fasthttp.RequestCtx, _ params) error {
 		return err
 	}
 	if req.AmountCents < 1 || req.AmountCents > maxTopupCents {
-		return engine.Invalid("amount_cents", "must be in [1, 5000000]")
+		return flashgrab.Invalid("amount_cents", "must be in [1, 5000000]")
 	}
 	if s.Payments == nil {
 		return settle.ErrNoChannel

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
@@ -442,7 +443,7 @@ func (p *payHarness) reconcile(ctx context.Context) (*settle.Report, error) {
 		if err != nil {
 			return nil, err
 		}
-		var evs []engine.Event
+		var evs []flashgrab.Event
 		for _, m := range msgs {
 			ev, err := engine.ParseEvent(part, m)
 			if err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 type saleJSON struct {
@@ -23,7 +23,7 @@ type saleJSON struct {
 	EndsAt       time.Time `json:"ends_at"`
 }
 
-func saleOut(s engine.Sale) saleJSON {
+func saleOut(s flashgrab.Sale) saleJSON {
 	return saleJSON{ID: s.ID, MerchantID: s.MerchantID, PriceCents: s.PriceCents, Stock: s.Stock, Sold: s.Sold,
 		PerUserLimit: s.PerUserLimit, StartsAt: s.StartsAt.UTC(), EndsAt: s.EndsAt.UTC()}
 }
@@ -48,7 +48,7 @@ func (s *Server) createSale(ctx *fasthttp.RequestCtx, _ params) error {
 	}
 	c, cancel := s.reqContext()
 	defer cancel()
-	sale, err := s.Engine.CreateSale(c, engine.Sale{ID: req.ID, MerchantID: req.MerchantID, PriceCents: req.PriceCents,
+	sale, err := s.Engine.CreateSale(c, flashgrab.Sale{ID: req.ID, MerchantID: req.MerchantID, PriceCents: req.PriceCents,
 		Stock: req.Stock, PerUserLimit: req.PerUserLimit, StartsAt: req.StartsAt, EndsAt: req.EndsAt})
 	if err != nil {
 		return err
@@ -107,7 +107,7 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 			qty = *req.Qty
 		}
 	}
-	r := engine.GrabRequest{SaleID: ps[0], UserID: p.UserID,
+	r := flashgrab.GrabRequest{SaleID: ps[0], UserID: p.UserID,
 		Key: string(ctx.Request.Header.Peek("Idempotency-Key")), Qty: qty}
 	res, local, err := s.Engine.GrabLocal(r)
 	if !local {
@@ -134,7 +134,7 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 }
 
 // writeGrabAnswer answers 200 with the grabSaleResponse of res.
-func writeGrabAnswer(ctx *fasthttp.RequestCtx, res engine.GrabResult) {
+func writeGrabAnswer(ctx *fasthttp.RequestCtx, res flashgrab.GrabResult) {
 	var arr [256]byte
 	b := append(arr[:0], `{"order_id":`...)
 	b = appendJSONString(b, res.OrderID)
@@ -158,16 +158,16 @@ func writeGrabAnswer(ctx *fasthttp.RequestCtx, res engine.GrabResult) {
 // statusOf once: statusOf is the one mapping, but it searches (and
 // allocates) on every call.
 var (
-	soldOutStatus, soldOutCode, _ = statusOf(engine.ErrSoldOut)
-	limitStatus, limitCode, _     = statusOf(engine.ErrLimitReached)
+	soldOutStatus, soldOutCode, _ = statusOf(flashgrab.ErrSoldOut)
+	limitStatus, limitCode, _     = statusOf(flashgrab.ErrLimitReached)
 )
 
 // grabRefusal is statusOf for a grab's error, fast for sold_out and limit_reached.
 func grabRefusal(err error) (status int, code, msg string) {
 	switch {
-	case errors.Is(err, engine.ErrSoldOut):
+	case errors.Is(err, flashgrab.ErrSoldOut):
 		return soldOutStatus, soldOutCode, err.Error()
-	case errors.Is(err, engine.ErrLimitReached):
+	case errors.Is(err, flashgrab.ErrLimitReached):
 		return limitStatus, limitCode, err.Error()
 	}
 	return statusOf(err)
@@ -269,18 +269,18 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx, ps params) error {
 	defer cancel()
 	o, err := s.Engine.Order(c, ps[0])
 	inRedis := err == nil
-	if err != nil && !errors.Is(err, engine.ErrNotFound) {
+	if err != nil && !errors.Is(err, flashgrab.ErrNotFound) {
 		return err
 	}
 	st, serr := s.Books.Order(c, ps[0])
 	switch {
 	case serr == nil:
 		o = st.Order
-	case !inRedis || !errors.Is(serr, engine.ErrNotFound):
+	case !inRedis || !errors.Is(serr, flashgrab.ErrNotFound):
 		return serr
 	}
 	if o.UserID != p.UserID && !p.Admin {
-		return engine.ErrNotFound // do not reveal other users' orders
+		return flashgrab.ErrNotFound // do not reveal other users' orders
 	}
 	out := orderJSON{ID: o.ID, SaleID: o.SaleID, UserID: o.UserID, Qty: o.Qty, AmountCents: o.AmountCents,
 		Status: "pending", CreatedAt: o.CreatedAt}

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/api"
-	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
 )
@@ -111,7 +111,7 @@ func TestSaleGrabOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := &settle.Settler{DB: h.db, Books: h.books, Keys: h.eng.Keys()}
-	if err := s.Apply(context.Background(), []engine.Event{{Kind: engine.EventOrder, ID: "1-1", Order: o}}); err != nil {
+	if err := s.Apply(context.Background(), []flashgrab.Event{{Kind: flashgrab.EventOrder, ID: "1-1", Order: o}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := rdb.Del(context.Background(), h.eng.Keys().Order(h.eng.Keys().Partition("s1"), oid)).Err(); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/scripts"
@@ -42,26 +43,26 @@ func BenchmarkGrab(b *testing.B) {
 	}
 
 	b.Run("http-coalesced", func(b *testing.B) {
-		sale := newSale(coalesced, engine.MaxStock, engine.MaxPerUserLimit)
+		sale := newSale(coalesced, flashgrab.MaxStock, flashgrab.MaxPerUserLimit)
 		defer env.purge(b)
 		env.hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
 		st := coalesced.eng.BatchStats()
 		b.ReportMetric(float64(st.Users)/float64(st.Calls), "users/call")
 	})
 	b.Run("http-per-call", func(b *testing.B) {
-		sale := newSale(perCall, engine.MaxStock, engine.MaxPerUserLimit)
+		sale := newSale(perCall, flashgrab.MaxStock, flashgrab.MaxPerUserLimit)
 		defer env.purge(b)
 		env.hammer(b, env.httpGrab(perCall.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
 	})
 	b.Run("raw-script", func(b *testing.B) {
-		sale := newSale(coalesced, engine.MaxStock, engine.MaxPerUserLimit)
+		sale := newSale(coalesced, flashgrab.MaxStock, flashgrab.MaxPerUserLimit)
 		defer env.purge(b)
 		env.hammer(b, env.rawScript(b, sale))
 	})
 	b.Run("http-soldout", func(b *testing.B) {
 		sale := newSale(coalesced, 1, 1)
 		defer env.purge(b)
-		if _, err := coalesced.eng.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: "winner", Qty: 1}); err != nil {
+		if _, err := coalesced.eng.Grab(context.Background(), flashgrab.GrabRequest{SaleID: sale, UserID: "winner", Qty: 1}); err != nil {
 			b.Fatal(err)
 		}
 		awaitSoldOutMark(b, coalesced, sale)
@@ -111,10 +112,10 @@ func (env *harness) rawScript(b *testing.B, sale string) worker {
 // user. The packets are published straight through the engine: funding them
 // in MySQL is not what this measures.
 func (env *harness) packetGrab(b *testing.B, srv *server) worker {
-	const shares = engine.MaxPacketCount
+	const shares = flashgrab.MaxPacketCount
 	ids := make([]string, b.N/shares+1)
 	for i := range ids {
-		pk, err := srv.eng.NewPacket("sender", engine.MaxPacketCents, shares, engine.ModeRandom, time.Hour)
+		pk, err := srv.eng.NewPacket("sender", flashgrab.MaxPacketCents, shares, flashgrab.ModeRandom, time.Hour)
 		if err != nil {
 			b.Fatal(err)
 		}

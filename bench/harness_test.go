@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
@@ -123,7 +124,7 @@ func (env *harness) startServer(b *testing.B, cfg engine.Config) *server {
 func (s *server) createSale(b *testing.B, id string, stock, limit int64) {
 	b.Helper()
 	now := time.Now()
-	if _, err := s.eng.CreateSale(context.Background(), engine.Sale{ID: id, MerchantID: "m", PriceCents: 100,
+	if _, err := s.eng.CreateSale(context.Background(), flashgrab.Sale{ID: id, MerchantID: "m", PriceCents: 100,
 		Stock: stock, PerUserLimit: limit, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(24 * time.Hour)}); err != nil {
 		b.Fatal(err)
 	}
@@ -262,8 +263,8 @@ func awaitSoldOutMark(b *testing.B, srv *server, sale string) {
 	testenv.Eventually(b, 10*time.Second, func() (bool, string) {
 		i++
 		before := srv.eng.SoldOutStats().Answered
-		_, err := srv.eng.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: "probe" + strconv.Itoa(i), Qty: 1})
-		if !errors.Is(err, engine.ErrSoldOut) {
+		_, err := srv.eng.Grab(context.Background(), flashgrab.GrabRequest{SaleID: sale, UserID: "probe" + strconv.Itoa(i), Qty: 1})
+		if !errors.Is(err, flashgrab.ErrSoldOut) {
 			b.Fatalf("probe grab of sold-out sale %s: %v", sale, err)
 		}
 		st := srv.eng.SoldOutStats()

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
@@ -21,12 +22,12 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 	}
 	now := time.Now()
 	for _, id := range []string{"batched", "single"} {
-		if _, err := e.CreateSale(ctx, Sale{ID: id, MerchantID: "m", PriceCents: 100, Stock: 3, PerUserLimit: 2,
+		if _, err := e.CreateSale(ctx, flashgrab.Sale{ID: id, MerchantID: "m", PriceCents: 100, Stock: 3, PerUserLimit: 2,
 			StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	seq := []GrabRequest{
+	seq := []flashgrab.GrabRequest{
 		{UserID: "alice", Qty: 2},              // ok, 1 left
 		{UserID: "alice", Qty: 1},              // repeat of her order
 		{UserID: "bob", Qty: 3},                // bad_qty
@@ -38,7 +39,7 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 		{UserID: "carol", Key: "next", Qty: 1}, // sold_out (within her limit)
 	}
 	// waiterFor makes the waiter Grab would queue for r.
-	waiterFor := func(sale string, r GrabRequest) *waiter {
+	waiterFor := func(sale string, r flashgrab.GrabRequest) *waiter {
 		h := e.saleHead(sale)
 		id, _ := e.ids.Next()
 		key, oid := h.orderKey(id)

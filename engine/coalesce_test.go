@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
@@ -68,13 +69,13 @@ func TestGrabNeverOversells(t *testing.T) {
 							defer wg.Done()
 							<-start
 							user := fmt.Sprintf("u%d", u)
-							r, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: user, Qty: 1})
+							r, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: user, Qty: 1})
 							switch {
 							case err == nil:
 								mu.Lock()
 								wins = append(wins, win{user, r.OrderID})
 								mu.Unlock()
-							case errors.Is(err, engine.ErrSoldOut):
+							case errors.Is(err, flashgrab.ErrSoldOut):
 							default:
 								fails.Add(1)
 								t.Errorf("user %s: unexpected %v", user, err)
@@ -142,7 +143,7 @@ func checkOrderEvents(t *testing.T, e *engine.Engine, rdb *redis.Client, sale st
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ev.Kind == engine.EventOrder {
+		if ev.Kind == flashgrab.EventOrder {
 			if seen[ev.Order.ID] || !orders[ev.Order.ID] {
 				t.Fatalf("event for order %s is a duplicate or names no won order", ev.Order.ID)
 			}
@@ -177,7 +178,7 @@ func TestCoalescedGrabsOnManySales(t *testing.T) {
 				defer wg.Done()
 				<-start
 				sale := fmt.Sprintf("m%d", i)
-				r, err := e.Grab(ctx, engine.GrabRequest{SaleID: sale, UserID: fmt.Sprintf("u%d", u), Qty: 1})
+				r, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: sale, UserID: fmt.Sprintf("u%d", u), Qty: 1})
 				switch {
 				case err == nil:
 					if r.SaleID != sale {
@@ -188,7 +189,7 @@ func TestCoalescedGrabsOnManySales(t *testing.T) {
 						t.Errorf("order %s of u%d on %s: %+v %v", r.OrderID, u, sale, o, err)
 					}
 					won[i].Add(1)
-				case !errors.Is(err, engine.ErrSoldOut):
+				case !errors.Is(err, flashgrab.ErrSoldOut):
 					t.Errorf("grab %s: %v", sale, err)
 				}
 			}()
@@ -221,7 +222,7 @@ func TestLoneGrabGoesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "u", Key: fmt.Sprint("k", i), Qty: 1}); err != nil {
+		if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "u", Key: fmt.Sprint("k", i), Qty: 1}); err != nil {
 			t.Fatal(err)
 		}
 		// (Round trips are not counted exactly: a SCRIPT FLUSH by a test
@@ -252,7 +253,7 @@ func TestCoalescedGrabsSurviveScriptFlush(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				sale := []string{"a", "b"}[u%2]
-				if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: sale, UserID: fmt.Sprintf("r%du%d", round, u), Qty: 1}); err != nil {
+				if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: sale, UserID: fmt.Sprintf("r%du%d", round, u), Qty: 1}); err != nil {
 					t.Errorf("grab after SCRIPT FLUSH: %v", err)
 				}
 			}()
@@ -291,7 +292,7 @@ func TestCancelledGrabLeavesBatchIntact(t *testing.T) {
 			case 1:
 				go cancel() // at some point while it waits or flies
 			}
-			_, err := e.Grab(c, engine.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
+			_, err := e.Grab(c, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
 			switch {
 			case u%3 == 2 && err != nil:
 				t.Errorf("live grab u%d: %v", u, err)
@@ -340,7 +341,7 @@ func TestCoalescedGrabsWhileRedisDown(t *testing.T) {
 				c, cancel := context.WithTimeout(ctx, 5*time.Second)
 				defer cancel()
 				sale := []string{"a", "b"}[u%2]
-				if _, err := e.Grab(c, engine.GrabRequest{SaleID: sale, UserID: fmt.Sprintf("%s%d", tag, u), Qty: 1}); !want(err) {
+				if _, err := e.Grab(c, flashgrab.GrabRequest{SaleID: sale, UserID: fmt.Sprintf("%s%d", tag, u), Qty: 1}); !want(err) {
 					t.Errorf("%s grab u%d of %s: %v", tag, u, sale, err)
 				}
 			}()
@@ -348,7 +349,7 @@ func TestCoalescedGrabsWhileRedisDown(t *testing.T) {
 		wg.Wait()
 	}
 	proxy.Down()
-	grabAll("down", func(err error) bool { return errors.Is(err, engine.ErrUnavailable) })
+	grabAll("down", func(err error) bool { return errors.Is(err, flashgrab.ErrUnavailable) })
 	proxy.Up()
 	grabAll("up", func(err error) bool { return err == nil })
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
@@ -61,7 +62,7 @@ func TestWonGrabSurvivesItsDeadline(t *testing.T) {
 	for u := range grabs {
 		c, cancel := context.WithCancel(ctx)
 		cancelRequest.Store(&cancel)
-		res, err := e.Grab(c, engine.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
+		res, err := e.Grab(c, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
 		cancelRequest.Store(nil)
 		if c.Err() == nil {
 			t.Fatalf("grab u%d: the hook did not cancel its context", u)
@@ -130,9 +131,9 @@ func TestGrabDeadlineBoundsRedisWait(t *testing.T) {
 			c, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 			defer cancel()
 			start := time.Now()
-			_, err := e.Grab(c, engine.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
+			_, err := e.Grab(c, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
 			took := time.Since(start)
-			if !errors.Is(err, engine.ErrUnavailable) {
+			if !errors.Is(err, flashgrab.ErrUnavailable) {
 				t.Errorf("grab u%d against a silent Redis: %v, want ErrUnavailable", u, err)
 			}
 			if took > time.Second {

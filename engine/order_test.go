@@ -5,7 +5,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // TestReleaseWithoutRecordReturnsOnce is issue 13 item 11: an expired order
@@ -19,7 +19,7 @@ func TestReleaseWithoutRecordReturnsOnce(t *testing.T) {
 	if _, err := e.CreateSale(ctx, openSale("s1", 3, 2)); err != nil {
 		t.Fatal(err)
 	}
-	won, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Key: "k1", Qty: 2})
+	won, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Key: "k1", Qty: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +27,7 @@ func TestReleaseWithoutRecordReturnsOnce(t *testing.T) {
 	if err := rdb.Del(ctx, ks.Order(ks.Partition("s1"), won.OrderID)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	facts := engine.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 2, AmountCents: 300}
+	facts := flashgrab.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 2, AmountCents: 300}
 	for i, want := range []bool{true, false, false} {
 		released, err := e.ReleaseOrder(ctx, facts)
 		if err != nil || released != want {
@@ -38,12 +38,12 @@ func TestReleaseWithoutRecordReturnsOnce(t *testing.T) {
 	if err != nil || s.Stock != 3 || s.Sold != 0 {
 		t.Fatalf("sale after releases: %+v %v, want stock 3 sold 0", s, err)
 	}
-	if _, err := e.Order(ctx, won.OrderID); !errors.Is(err, engine.ErrNotFound) {
+	if _, err := e.Order(ctx, won.OrderID); !errors.Is(err, flashgrab.ErrNotFound) {
 		t.Fatalf("released order without record: %v, want ErrNotFound", err)
 	}
 	// The limit is back and the attempt's key is free: the same key buys a
 	// new order rather than repeating the released one.
-	again, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Key: "k1", Qty: 2})
+	again, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Key: "k1", Qty: 2})
 	if err != nil || again.Repeat || again.OrderID == won.OrderID || again.Remaining != 1 {
 		t.Fatalf("grab after release: %+v %v, want a new order of 2 leaving 1", again, err)
 	}
@@ -58,13 +58,13 @@ func TestReleaseOfGoneSaleIsReported(t *testing.T) {
 	if _, err := e.CreateSale(ctx, openSale("s1", 3, 1)); err != nil {
 		t.Fatal(err)
 	}
-	won, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
+	won, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ks := e.Keys()
 	p := ks.Partition("s1")
-	facts := engine.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", Qty: 1}
+	facts := flashgrab.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", Qty: 1}
 	for name, keys := range map[string][]string{
 		"sale gone, record kept": {ks.Sale(p, "s1"), ks.Buyers(p, "s1")},
 		"sale and record gone":   {ks.Order(p, won.OrderID)},
@@ -73,7 +73,7 @@ func TestReleaseOfGoneSaleIsReported(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 2 {
-			if released, err := e.ReleaseOrder(ctx, facts); released || !errors.Is(err, engine.ErrSaleGone) {
+			if released, err := e.ReleaseOrder(ctx, facts); released || !errors.Is(err, flashgrab.ErrSaleGone) {
 				t.Fatalf("%s: %v %v, want ErrSaleGone", name, released, err)
 			}
 		}

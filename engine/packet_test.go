@@ -9,10 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 )
 
-func publish(t *testing.T, e *engine.Engine, total, count int64, mode string) engine.Packet {
+func publish(t *testing.T, e *engine.Engine, total, count int64, mode string) flashgrab.Packet {
 	t.Helper()
 	pk, err := e.NewPacket("sender", total, count, mode, time.Hour)
 	if err != nil {
@@ -26,7 +27,7 @@ func publish(t *testing.T, e *engine.Engine, total, count int64, mode string) en
 
 // TestPacketConcurrentGrabs is invariant 3: 200 users at once on 5 shares.
 func TestPacketConcurrentGrabs(t *testing.T) {
-	for _, mode := range []string{engine.ModeRandom, engine.ModeFixed} {
+	for _, mode := range []string{flashgrab.ModeRandom, flashgrab.ModeFixed} {
 		t.Run(mode, func(t *testing.T) {
 			e, rdb := newEngine(t)
 			ctx := context.Background()
@@ -46,7 +47,7 @@ func TestPacketConcurrentGrabs(t *testing.T) {
 					switch {
 					case err == nil && !r.Repeat:
 						shares[user] = r.AmountCents
-					case errors.Is(err, engine.ErrEmpty):
+					case errors.Is(err, flashgrab.ErrEmpty):
 						empty++
 					default:
 						t.Errorf("user %s: %+v %v", user, r, err)
@@ -62,7 +63,7 @@ func TestPacketConcurrentGrabs(t *testing.T) {
 				if a < 1 {
 					t.Errorf("user %s got %d fen", u, a)
 				}
-				if mode == engine.ModeFixed && a != 40 {
+				if mode == flashgrab.ModeFixed && a != 40 {
 					t.Errorf("fixed packet gave %s %d fen, want 40", u, a)
 				}
 				sum += a
@@ -115,7 +116,7 @@ func TestPacketFairness(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range work {
-				pk := publish(t, e, 1000, count, engine.ModeRandom)
+				pk := publish(t, e, 1000, count, flashgrab.ModeRandom)
 				var local [count]int64
 				var total int64
 				for pos := 0; pos < count; pos++ {
@@ -170,7 +171,7 @@ func TestPacketRules(t *testing.T) {
 		t.Errorf("largest packet refused: %v", err)
 	}
 	ctx := context.Background()
-	if _, err := e.GrabPacket(ctx, "12345", "u"); !errors.Is(err, engine.ErrNotFound) {
+	if _, err := e.GrabPacket(ctx, "12345", "u"); !errors.Is(err, flashgrab.ErrNotFound) {
 		t.Errorf("grab of a missing packet: %v", err)
 	}
 }
@@ -180,20 +181,20 @@ func TestPacketRules(t *testing.T) {
 // no count of seconds overflows into range.
 func TestPacketTTLOneRule(t *testing.T) {
 	e, _ := newEngine(t)
-	_, err := e.NewPacket("s", 100, 1, engine.ModeRandom, engine.MaxPacketTTL+time.Second)
-	var want *engine.InvalidError
+	_, err := e.NewPacket("s", 100, 1, flashgrab.ModeRandom, flashgrab.MaxPacketTTL+time.Second)
+	var want *flashgrab.InvalidError
 	if !errors.As(err, &want) || want.Field != "expires_in_s" {
 		t.Fatalf("NewPacket with a ttl of 7 days 1 s: %v, want an InvalidError for expires_in_s", err)
 	}
 	for _, s := range []int64{0, -1, 604801, 1 << 62, math.MaxInt64, math.MinInt64} {
-		_, err := engine.PacketTTL(s)
-		var got *engine.InvalidError
+		_, err := flashgrab.PacketTTL(s)
+		var got *flashgrab.InvalidError
 		if !errors.As(err, &got) || *got != *want {
 			t.Errorf("PacketTTL(%d): %v, want %v", s, err, want)
 		}
 	}
-	for s, d := range map[int64]time.Duration{1: time.Second, 604800: engine.MaxPacketTTL, 3600: time.Hour} {
-		if got, err := engine.PacketTTL(s); err != nil || got != d {
+	for s, d := range map[int64]time.Duration{1: time.Second, 604800: flashgrab.MaxPacketTTL, 3600: time.Hour} {
+		if got, err := flashgrab.PacketTTL(s); err != nil || got != d {
 			t.Errorf("PacketTTL(%d) = %v, %v; want %v", s, got, err, d)
 		}
 	}
@@ -204,7 +205,7 @@ func TestPacketTTLOneRule(t *testing.T) {
 func TestPacketExpiryRefundsOnce(t *testing.T) {
 	e, rdb := newEngine(t)
 	ctx := context.Background()
-	pk, err := e.NewPacket("sender", 500, 5, engine.ModeRandom, time.Hour)
+	pk, err := e.NewPacket("sender", 500, 5, flashgrab.ModeRandom, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -215,7 +216,7 @@ func TestPacketExpiryRefundsOnce(t *testing.T) {
 	if err := e.PublishPacket(ctx, pk); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.GrabPacket(ctx, pk.ID, "late"); !errors.Is(err, engine.ErrExpired) {
+	if _, err := e.GrabPacket(ctx, pk.ID, "late"); !errors.Is(err, flashgrab.ErrExpired) {
 		t.Fatalf("grab after expiry: %v, want ErrExpired", err)
 	}
 	var wg sync.WaitGroup
@@ -240,7 +241,7 @@ func TestPacketExpiryRefundsOnce(t *testing.T) {
 	refunds := 0
 	for _, m := range msgs {
 		ev, _ := engine.ParseEvent(p, m)
-		if ev.Kind == engine.EventRefund {
+		if ev.Kind == flashgrab.EventRefund {
 			refunds++
 			if ev.Refund.AmountCents != 500 || ev.Refund.SenderID != "sender" {
 				t.Fatalf("refund %+v", ev.Refund)

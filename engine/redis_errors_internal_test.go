@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
@@ -31,14 +32,14 @@ func TestWrapRedisReplies(t *testing.T) {
 			t.Fatalf("%q: the script's error reply came back as no error", reply)
 		}
 		got := wrapRedis(err)
-		if errors.Is(got, ErrUnavailable) != unavailable {
+		if errors.Is(got, flashgrab.ErrUnavailable) != unavailable {
 			t.Errorf("%q: wrapRedis gave %v, want unavailable=%v", reply, got, unavailable)
 		}
 		if !unavailable && got != err {
 			t.Errorf("%q: wrapRedis gave %v, want the reply unchanged", reply, got)
 		}
 	}
-	if got := wrapRedis(errors.New("dial tcp 127.0.0.1:1: connect: connection refused")); !errors.Is(got, ErrUnavailable) {
+	if got := wrapRedis(errors.New("dial tcp 127.0.0.1:1: connect: connection refused")); !errors.Is(got, flashgrab.ErrUnavailable) {
 		t.Errorf("a transport error: wrapRedis gave %v, want ErrUnavailable", got)
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
@@ -23,9 +24,9 @@ func newEngine(t *testing.T) (*engine.Engine, *redis.Client) {
 	return e, rdb
 }
 
-func openSale(id string, stock, limit int64) engine.Sale {
+func openSale(id string, stock, limit int64) flashgrab.Sale {
 	now := time.Now()
-	return engine.Sale{ID: id, MerchantID: "m1", PriceCents: 150, Stock: stock, PerUserLimit: limit,
+	return flashgrab.Sale{ID: id, MerchantID: "m1", PriceCents: 150, Stock: stock, PerUserLimit: limit,
 		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}
 }
 
@@ -37,22 +38,22 @@ func TestGrabRetryReturnsSameOrder(t *testing.T) {
 	if _, err := e.CreateSale(ctx, openSale("s2", 10, 2)); err != nil {
 		t.Fatal(err)
 	}
-	first, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Qty: 1})
+	first, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s2", UserID: "bob", Qty: 1})
 	if err != nil || first.Repeat {
 		t.Fatalf("first grab: %+v %v", first, err)
 	}
-	again, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Qty: 1})
+	again, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s2", UserID: "bob", Qty: 1})
 	if err != nil || !again.Repeat || again.OrderID != first.OrderID || again.AmountCents != 150 {
 		t.Fatalf("retry: %+v %v, want repeat of %s", again, err, first.OrderID)
 	}
-	second, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Key: "k2", Qty: 1})
+	second, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s2", UserID: "bob", Key: "k2", Qty: 1})
 	if err != nil || second.OrderID == first.OrderID {
 		t.Fatalf("second purchase: %+v %v", second, err)
 	}
-	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "bob", Key: "k3", Qty: 1}); !errors.Is(err, engine.ErrLimitReached) {
+	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s2", UserID: "bob", Key: "k3", Qty: 1}); !errors.Is(err, flashgrab.ErrLimitReached) {
 		t.Fatalf("third purchase: %v, want limit_reached", err)
 	}
-	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s2", UserID: "carol", Qty: 3}); err == nil {
+	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s2", UserID: "carol", Qty: 3}); err == nil {
 		t.Fatal("qty above the limit accepted")
 	}
 	s, _ := e.Sale(ctx, "s2")
@@ -69,22 +70,22 @@ func TestGrabWindowAndMissing(t *testing.T) {
 	e, _ := newEngine(t)
 	ctx := context.Background()
 	now := time.Now()
-	future := engine.Sale{ID: "later", MerchantID: "m", PriceCents: 1, Stock: 1, PerUserLimit: 1,
+	future := flashgrab.Sale{ID: "later", MerchantID: "m", PriceCents: 1, Stock: 1, PerUserLimit: 1,
 		StartsAt: now.Add(time.Hour), EndsAt: now.Add(2 * time.Hour)}
-	past := engine.Sale{ID: "over", MerchantID: "m", PriceCents: 1, Stock: 1, PerUserLimit: 1,
+	past := flashgrab.Sale{ID: "over", MerchantID: "m", PriceCents: 1, Stock: 1, PerUserLimit: 1,
 		StartsAt: now.Add(-2 * time.Hour), EndsAt: now.Add(-time.Hour)}
-	for _, s := range []engine.Sale{future, past} {
+	for _, s := range []flashgrab.Sale{future, past} {
 		if _, err := e.CreateSale(ctx, s); err != nil {
 			t.Fatal(err)
 		}
 	}
 	moved := future
 	moved.EndsAt = moved.EndsAt.Add(time.Hour)
-	if _, err := e.CreateSale(ctx, moved); !errors.Is(err, engine.ErrExists) {
+	if _, err := e.CreateSale(ctx, moved); !errors.Is(err, flashgrab.ErrExists) {
 		t.Fatalf("create under a taken id with other terms: %v, want ErrExists", err)
 	}
-	for id, want := range map[string]error{"later": engine.ErrNotStarted, "over": engine.ErrEnded, "nope": engine.ErrNotFound} {
-		if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: id, UserID: "u", Qty: 1}); !errors.Is(err, want) {
+	for id, want := range map[string]error{"later": flashgrab.ErrNotStarted, "over": flashgrab.ErrEnded, "nope": flashgrab.ErrNotFound} {
+		if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: id, UserID: "u", Qty: 1}); !errors.Is(err, want) {
 			t.Errorf("grab %s: %v, want %v", id, err, want)
 		}
 	}
@@ -101,7 +102,7 @@ func TestGrabSurvivesScriptFlush(t *testing.T) {
 	if err := rdb.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s3", UserID: "u", Qty: 1}); err != nil {
+	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s3", UserID: "u", Qty: 1}); err != nil {
 		t.Fatalf("grab after SCRIPT FLUSH: %v", err)
 	}
 }
@@ -119,11 +120,11 @@ func TestGrabRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Down()
-	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s4", UserID: "u", Qty: 1}); !errors.Is(err, engine.ErrUnavailable) {
+	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s4", UserID: "u", Qty: 1}); !errors.Is(err, flashgrab.ErrUnavailable) {
 		t.Fatalf("grab with Redis down: %v, want ErrUnavailable", err)
 	}
 	proxy.Up()
-	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s4", UserID: "u", Qty: 1}); err != nil {
+	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s4", UserID: "u", Qty: 1}); err != nil {
 		t.Fatalf("grab after Redis returned: %v", err)
 	}
 }
@@ -146,18 +147,18 @@ func TestIDsAreUniqueAndOrdered(t *testing.T) {
 func TestGrabLargeAmountsStayExact(t *testing.T) {
 	e, rdb := newEngine(t)
 	ctx := context.Background()
-	s := openSale("big", engine.MaxPerUserLimit*2, engine.MaxPerUserLimit)
-	s.PriceCents = engine.MaxPriceCents
+	s := openSale("big", flashgrab.MaxPerUserLimit*2, flashgrab.MaxPerUserLimit)
+	s.PriceCents = flashgrab.MaxPriceCents
 	if _, err := e.CreateSale(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	const want = int64(engine.MaxPriceCents) * engine.MaxPerUserLimit
-	r, err := e.Grab(ctx, engine.GrabRequest{SaleID: "big", UserID: "whale", Qty: engine.MaxPerUserLimit})
-	if err != nil || r.AmountCents != want || r.Remaining != engine.MaxPerUserLimit {
+	const want = int64(flashgrab.MaxPriceCents) * flashgrab.MaxPerUserLimit
+	r, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "big", UserID: "whale", Qty: flashgrab.MaxPerUserLimit})
+	if err != nil || r.AmountCents != want || r.Remaining != flashgrab.MaxPerUserLimit {
 		t.Fatalf("grab: %+v %v, want amount %d", r, err, want)
 	}
 	o, err := e.Order(ctx, r.OrderID)
-	if err != nil || o.AmountCents != want || o.Qty != engine.MaxPerUserLimit {
+	if err != nil || o.AmountCents != want || o.Qty != flashgrab.MaxPerUserLimit {
 		t.Fatalf("order: %+v %v", o, err)
 	}
 	p := e.Keys().Partition("big")
@@ -166,11 +167,11 @@ func TestGrabLargeAmountsStayExact(t *testing.T) {
 	if err != nil || ev.Order.AmountCents != want {
 		t.Fatalf("event: %+v %v", ev.Order, err)
 	}
-	again, err := e.Grab(ctx, engine.GrabRequest{SaleID: "big", UserID: "whale", Qty: engine.MaxPerUserLimit})
+	again, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "big", UserID: "whale", Qty: flashgrab.MaxPerUserLimit})
 	if err != nil || !again.Repeat || again.AmountCents != want {
 		t.Fatalf("repeat: %+v %v", again, err)
 	}
-	if sale, _ := e.Sale(ctx, "big"); sale.Sold != engine.MaxPerUserLimit || sale.Stock != engine.MaxPerUserLimit {
+	if sale, _ := e.Sale(ctx, "big"); sale.Sold != flashgrab.MaxPerUserLimit || sale.Stock != flashgrab.MaxPerUserLimit {
 		t.Fatalf("sale after: %+v", sale)
 	}
 }
@@ -188,7 +189,7 @@ func TestOrderRecordsExpire(t *testing.T) {
 	if _, err := e.CreateSale(ctx, openSale("s", 5, 1)); err != nil {
 		t.Fatal(err)
 	}
-	r, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s", UserID: "u", Qty: 1})
+	r, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s", UserID: "u", Qty: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,17 +215,17 @@ func TestCreateSaleIsIdempotent(t *testing.T) {
 	if err != nil || again != first {
 		t.Fatalf("identical create again: %+v %v, want %+v", again, err, first)
 	}
-	for name, change := range map[string]func(*engine.Sale){
-		"merchant": func(s *engine.Sale) { s.MerchantID = "m2" },
-		"price":    func(s *engine.Sale) { s.PriceCents++ },
-		"stock":    func(s *engine.Sale) { s.Stock++ },
-		"limit":    func(s *engine.Sale) { s.PerUserLimit++ },
-		"start":    func(s *engine.Sale) { s.StartsAt = s.StartsAt.Add(-time.Second) },
-		"end":      func(s *engine.Sale) { s.EndsAt = s.EndsAt.Add(time.Second) },
+	for name, change := range map[string]func(*flashgrab.Sale){
+		"merchant": func(s *flashgrab.Sale) { s.MerchantID = "m2" },
+		"price":    func(s *flashgrab.Sale) { s.PriceCents++ },
+		"stock":    func(s *flashgrab.Sale) { s.Stock++ },
+		"limit":    func(s *flashgrab.Sale) { s.PerUserLimit++ },
+		"start":    func(s *flashgrab.Sale) { s.StartsAt = s.StartsAt.Add(-time.Second) },
+		"end":      func(s *flashgrab.Sale) { s.EndsAt = s.EndsAt.Add(time.Second) },
 	} {
 		other := s
 		change(&other)
-		if _, err := e.CreateSale(ctx, other); !errors.Is(err, engine.ErrExists) {
+		if _, err := e.CreateSale(ctx, other); !errors.Is(err, flashgrab.ErrExists) {
 			t.Errorf("create with another %s: %v, want ErrExists", name, err)
 		}
 	}
@@ -252,7 +253,7 @@ func TestCreateSaleIsIdempotent(t *testing.T) {
 // while it holds a node whose time is not up (issue 13 item 3).
 func TestLeasedIDsRefuseOutsideLease(t *testing.T) {
 	g := engine.NewLeasedIDs()
-	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+	if _, err := g.Next(); !errors.Is(err, flashgrab.ErrUnavailable) {
 		t.Fatalf("before any lease: %v, want ErrUnavailable", err)
 	}
 	g.Hold(5, time.Now().Add(time.Hour))
@@ -261,12 +262,12 @@ func TestLeasedIDsRefuseOutsideLease(t *testing.T) {
 		t.Fatalf("under a lease on node 5: %d %v", id, err)
 	}
 	g.Hold(5, time.Now().Add(-time.Millisecond))
-	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+	if _, err := g.Next(); !errors.Is(err, flashgrab.ErrUnavailable) {
 		t.Fatalf("past the lease's time: %v, want ErrUnavailable", err)
 	}
 	g.Hold(6, time.Now().Add(time.Hour))
 	g.Drop()
-	if _, err := g.Next(); !errors.Is(err, engine.ErrUnavailable) {
+	if _, err := g.Next(); !errors.Is(err, flashgrab.ErrUnavailable) {
 		t.Fatalf("after Drop: %v, want ErrUnavailable", err)
 	}
 }

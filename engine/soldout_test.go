@@ -8,9 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
-	"github.com/redis/go-redis/v9"
 )
 
 // fakeClock is a settable clock for the sold-out mark; it starts at the real
@@ -43,8 +45,8 @@ func awaitMark(t *testing.T, e *engine.Engine, sale string) {
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		i++
 		before := e.SoldOutStats().Answered
-		_, err := e.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: fmt.Sprint("probe", i), Qty: 1})
-		if !errors.Is(err, engine.ErrSoldOut) {
+		_, err := e.Grab(context.Background(), flashgrab.GrabRequest{SaleID: sale, UserID: fmt.Sprint("probe", i), Qty: 1})
+		if !errors.Is(err, flashgrab.ErrSoldOut) {
 			t.Fatalf("probe grab of sold-out %s: %v", sale, err)
 		}
 		st := e.SoldOutStats()
@@ -53,7 +55,7 @@ func awaitMark(t *testing.T, e *engine.Engine, sale string) {
 }
 
 // grabLocally grabs and reports whether the mark answered without Redis.
-func grabLocally(t *testing.T, e *engine.Engine, r engine.GrabRequest) (engine.GrabResult, error, bool) {
+func grabLocally(t *testing.T, e *engine.Engine, r flashgrab.GrabRequest) (flashgrab.GrabResult, error, bool) {
 	t.Helper()
 	before := e.SoldOutStats().Answered
 	res, err := e.Grab(context.Background(), r)
@@ -70,40 +72,40 @@ func TestSoldOutMarkAnswersLikeRedis(t *testing.T) {
 	if _, err := e.CreateSale(ctx, openSale("s1", 3, 2)); err != nil {
 		t.Fatal(err)
 	}
-	alice, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 2})
+	alice, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	bob, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k1", Qty: 1})
+	bob, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k1", Qty: 1})
 	if err != nil || bob.Remaining != 0 {
 		t.Fatalf("bob's grab: %+v %v, want the last unit", bob, err)
 	}
 	awaitMark(t, e, "s1")
 
-	res, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
+	res, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
 	if err != nil || !local || !res.Repeat || res.OrderID != alice.OrderID || res.Qty != 2 || res.AmountCents != 300 {
 		t.Fatalf("alice's retry: %+v %v local=%v, want her order %s (qty 2, 300) from memory", res, err, local, alice.OrderID)
 	}
-	res, err, local = grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k1", Qty: 1})
+	res, err, local = grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k1", Qty: 1})
 	if err != nil || !local || res.OrderID != bob.OrderID || !res.Repeat {
 		t.Fatalf("bob's retry: %+v %v local=%v, want %s", res, err, local, bob.OrderID)
 	}
 	for _, c := range []struct {
-		r    engine.GrabRequest
+		r    flashgrab.GrabRequest
 		want error
 	}{
-		{engine.GrabRequest{SaleID: "s1", UserID: "alice", Key: "again", Qty: 1}, engine.ErrLimitReached},
-		{engine.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k2", Qty: 1}, engine.ErrSoldOut},
-		{engine.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k2", Qty: 2}, engine.ErrLimitReached},
-		{engine.GrabRequest{SaleID: "s1", UserID: "carol", Qty: 1}, engine.ErrSoldOut},
+		{flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Key: "again", Qty: 1}, flashgrab.ErrLimitReached},
+		{flashgrab.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k2", Qty: 1}, flashgrab.ErrSoldOut},
+		{flashgrab.GrabRequest{SaleID: "s1", UserID: "bob", Key: "k2", Qty: 2}, flashgrab.ErrLimitReached},
+		{flashgrab.GrabRequest{SaleID: "s1", UserID: "carol", Qty: 1}, flashgrab.ErrSoldOut},
 	} {
 		_, err, local := grabLocally(t, e, c.r)
 		if !errors.Is(err, c.want) || !local {
 			t.Errorf("%+v: %v local=%v, want %v from memory", c.r, err, local, c.want)
 		}
 	}
-	var inv *engine.InvalidError
-	if _, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "carol", Qty: 3}); !errors.As(err, &inv) || !local {
+	var inv *flashgrab.InvalidError
+	if _, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "carol", Qty: 3}); !errors.As(err, &inv) || !local {
 		t.Errorf("qty over the limit: %v local=%v, want bad_qty from memory", err, local)
 	}
 	if s, _ := e.Sale(ctx, "s1"); s.Stock != 0 || s.Sold != 3 {
@@ -113,13 +115,13 @@ func TestSoldOutMarkAnswersLikeRedis(t *testing.T) {
 
 // sellOutToAlice creates sale s1 with one unit (per-user limit), lets alice
 // win it, waits until e's sold-out mark is active and returns her order.
-func sellOutToAlice(t *testing.T, e *engine.Engine, limit int64) engine.Order {
+func sellOutToAlice(t *testing.T, e *engine.Engine, limit int64) flashgrab.Order {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := e.CreateSale(ctx, openSale("s1", 1, limit)); err != nil {
 		t.Fatal(err)
 	}
-	won, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
+	won, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,17 +156,17 @@ func TestSoldOutMarkStalenessIsBounded(t *testing.T) {
 		t.Fatalf("release: %v %v", released, err)
 	}
 	clock.Advance(markTTL - time.Nanosecond)
-	if _, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); !errors.Is(err, engine.ErrSoldOut) || !local {
+	if _, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); !errors.Is(err, flashgrab.ErrSoldOut) || !local {
 		t.Fatalf("within the TTL: %v local=%v, want the (stale) mark's sold_out", err, local)
 	}
 	clock.Advance(time.Nanosecond)
-	res, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1})
+	res, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1})
 	if err != nil || local || res.Remaining != 0 {
 		t.Fatalf("once the TTL has passed: %+v %v local=%v, want dave to win the released unit in Redis", res, err, local)
 	}
 	// Sold out again: the mark comes back, and knows dave's order.
 	awaitMark(t, e, "s1")
-	if again, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); err != nil || !local || again.OrderID != res.OrderID {
+	if again, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); err != nil || !local || again.OrderID != res.OrderID {
 		t.Fatalf("dave's retry: %+v %v local=%v, want %s from memory", again, err, local, res.OrderID)
 	}
 }
@@ -179,7 +181,7 @@ func TestSoldOutMarkDroppedOnLocalRelease(t *testing.T) {
 	if released, err := e.ReleaseOrder(ctx, order); err != nil || !released {
 		t.Fatalf("release: %v %v", released, err)
 	}
-	if res, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); err != nil || local {
+	if res, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "dave", Qty: 1}); err != nil || local {
 		t.Fatalf("grab right after a local release: %+v %v local=%v, want a win in Redis", res, err, local)
 	}
 }
@@ -198,11 +200,11 @@ func TestSoldOutMarkDroppedWhenStockSeen(t *testing.T) {
 	}
 	// The mark expires and a grab that loses on qty sees stock 1 again.
 	clock.Advance(markTTL)
-	if res, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "erin", Qty: 2}); !errors.Is(err, engine.ErrSoldOut) || res.Remaining != 1 {
+	if res, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "erin", Qty: 2}); !errors.Is(err, flashgrab.ErrSoldOut) || res.Remaining != 1 {
 		t.Fatalf("qty 2 of 1 left: %+v %v", res, err)
 	}
 	clock.Advance(-markTTL) // back inside what would have been the old mark's life
-	if res, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: "frank", Qty: 1}); err != nil || local {
+	if res, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: "frank", Qty: 1}); err != nil || local {
 		t.Fatalf("after stock was seen: %+v %v local=%v, want a win in Redis", res, err, local)
 	}
 }
@@ -216,16 +218,16 @@ func TestSoldOutMarkNeedsZeroStock(t *testing.T) {
 	if _, err := e.CreateSale(ctx, openSale("s1", 3, 3)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 2}); err != nil {
+	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 2}); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 20 {
-		res, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: fmt.Sprint("b", i), Qty: 2})
-		if !errors.Is(err, engine.ErrSoldOut) || res.Remaining != 1 {
+		res, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprint("b", i), Qty: 2})
+		if !errors.Is(err, flashgrab.ErrSoldOut) || res.Remaining != 1 {
 			t.Fatalf("qty 2 of 1 left: %+v %v", res, err)
 		}
 	}
-	if res, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "carol", Qty: 1}); err != nil || res.Remaining != 0 {
+	if res, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "carol", Qty: 1}); err != nil || res.Remaining != 0 {
 		t.Fatalf("qty 1 of 1 left: %+v %v, want the last unit", res, err)
 	}
 	if st := e.SoldOutStats(); st.Answered != 0 {
@@ -243,19 +245,19 @@ func TestSoldOutMarkSkipsLargeBuyers(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, u := range []string{"alice", "bob"} {
-		if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: u, Qty: 1}); err != nil {
+		if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: u, Qty: 1}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "probe", Qty: 1}); !errors.Is(err, engine.ErrSoldOut) {
+		if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "probe", Qty: 1}); !errors.Is(err, flashgrab.ErrSoldOut) {
 			t.Fatalf("probe grab of sold-out s1: %v", err)
 		}
 		st := e.SoldOutStats()
 		return st.TooBig > 0, fmt.Sprintf("the oversized buyers hash is not refused: %+v, want TooBig > 0", st)
 	})
 	for i := range 10 {
-		if _, err, local := grabLocally(t, e, engine.GrabRequest{SaleID: "s1", UserID: fmt.Sprint("c", i), Qty: 1}); !errors.Is(err, engine.ErrSoldOut) || local {
+		if _, err, local := grabLocally(t, e, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprint("c", i), Qty: 1}); !errors.Is(err, flashgrab.ErrSoldOut) || local {
 			t.Fatalf("grab: %v local=%v, want sold_out from Redis", err, local)
 		}
 	}
@@ -274,7 +276,7 @@ func TestSoldOutMarkRenewsWithoutReload(t *testing.T) {
 	if _, err := e.CreateSale(ctx, openSale("s1", 1, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1}); err != nil {
+	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1}); err != nil {
 		t.Fatal(err)
 	}
 	awaitMark(t, e, "s1")

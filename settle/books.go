@@ -15,7 +15,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // Posting is one line of the ledger: Delta fen to Account. EventID makes it
@@ -99,7 +99,7 @@ func (b *Books) Account(ctx context.Context, id string) (Account, error) {
 	err := b.DB.QueryRowContext(ctx, `SELECT balance_cents, version FROM accounts WHERE id = ?`, id).
 		Scan(&a.BalanceCents, &a.Version)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Account{}, fmt.Errorf("account %s: %w", id, engine.ErrNotFound)
+		return Account{}, fmt.Errorf("account %s: %w", id, flashgrab.ErrNotFound)
 	}
 	if err != nil {
 		return Account{}, fmt.Errorf("get account %s: %w", id, unavailable(err))
@@ -123,7 +123,7 @@ func (b *Books) Credit(ctx context.Context, account string, amount int64, ref st
 		return Account{}, fmt.Errorf("credit %s: read back: %w", ref, unavailable(err))
 	}
 	if acct != account || delta != amount {
-		return Account{}, fmt.Errorf("credit ref %s was used for %d fen to %s: %w", ref, delta, acct, engine.ErrExists)
+		return Account{}, fmt.Errorf("credit ref %s was used for %d fen to %s: %w", ref, delta, acct, flashgrab.ErrExists)
 	}
 	return b.Account(ctx, account)
 }
@@ -209,11 +209,11 @@ func unavailable(err error) error {
 		return nil
 	}
 	var me *mysql.MySQLError
-	if errors.As(err, &me) || errors.Is(err, engine.ErrUnavailable) ||
+	if errors.As(err, &me) || errors.Is(err, flashgrab.ErrUnavailable) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}
-	return fmt.Errorf("%w: mysql: %v", engine.ErrUnavailable, err)
+	return fmt.Errorf("%w: mysql: %v", flashgrab.ErrUnavailable, err)
 }
 
 func accountsOf(ps []Posting) []string {
@@ -302,7 +302,7 @@ func post(ctx context.Context, tx *sql.Tx, ps []Posting, noOverdraft bool) (int,
 	for i, p := range fresh {
 		balance[p.Account] += p.Delta
 		if noOverdraft && balance[p.Account] < 0 {
-			return 0, fmt.Errorf("account %s: %w", p.Account, engine.ErrInsufficientFunds)
+			return 0, fmt.Errorf("account %s: %w", p.Account, flashgrab.ErrInsufficientFunds)
 		}
 		if i > 0 {
 			sb.WriteByte(',')

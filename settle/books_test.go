@@ -7,7 +7,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
 )
@@ -145,10 +145,10 @@ func TestCreditIdempotentByRef(t *testing.T) {
 	if err != nil || a2 != a1 {
 		t.Fatalf("repeat credit: %+v %v, want %+v", a2, err, a1)
 	}
-	if _, err := b.Credit(ctx, "alice", 700, "r1"); !errors.Is(err, engine.ErrExists) {
+	if _, err := b.Credit(ctx, "alice", 700, "r1"); !errors.Is(err, flashgrab.ErrExists) {
 		t.Fatalf("ref reused with another amount: %v, want ErrExists", err)
 	}
-	if _, err := b.Credit(ctx, "bob", 500, "r1"); !errors.Is(err, engine.ErrExists) {
+	if _, err := b.Credit(ctx, "bob", 500, "r1"); !errors.Is(err, flashgrab.ErrExists) {
 		t.Fatalf("ref reused for another account: %v, want ErrExists", err)
 	}
 }
@@ -159,8 +159,8 @@ func TestFundPacketRefusesOverdraft(t *testing.T) {
 	if _, err := b.Credit(ctx, "s", 1000, "seed"); err != nil {
 		t.Fatal(err)
 	}
-	pk := engine.Packet{ID: "1", SenderID: "s", TotalCents: 1001, Count: 1, Mode: "fixed"}
-	if err := b.FundPacket(ctx, pk); !errors.Is(err, engine.ErrInsufficientFunds) {
+	pk := flashgrab.Packet{ID: "1", SenderID: "s", TotalCents: 1001, Count: 1, Mode: "fixed"}
+	if err := b.FundPacket(ctx, pk); !errors.Is(err, flashgrab.ErrInsufficientFunds) {
 		t.Fatalf("overdraft: %v, want ErrInsufficientFunds", err)
 	}
 	var n int

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -41,12 +41,12 @@ func TestCaseDistinctGrabsAndSalesSettle(t *testing.T) {
 	r.meteredSettler(t, "a", time.Minute)
 	now := time.Now().UnixMilli()
 	grab := func(pkt, user string, amt, seq int) {
-		r.addEvent(t, 0, "k", engine.EventGrab, "pkt", pkt, "sender", "s", "user", user, "amt", amt, "seq", seq, "at", now)
+		r.addEvent(t, 0, "k", flashgrab.EventGrab, "pkt", pkt, "sender", "s", "user", user, "amt", amt, "seq", seq, "at", now)
 	}
 	grab("P", "Bob", 30, 1)
 	grab("P", "bob", 20, 2)
 	for _, id := range []string{"Promo", "promo"} {
-		r.addEvent(t, 0, "k", engine.EventSale, "id", id, "mch", "m", "price", 100, "stock", 5, "limit", 1,
+		r.addEvent(t, 0, "k", flashgrab.EventSale, "id", id, "mch", "m", "price", 100, "stock", 5, "limit", 1,
 			"start", now, "end", now+3600_000)
 	}
 	r.addOrder(t, 0, "1-0", "Bob")
@@ -99,7 +99,7 @@ func TestCaseDistinctPayees(t *testing.T) {
 	}
 	var nos []string
 	for i, mch := range []string{"apple", "Apple"} {
-		o := engine.Order{ID: []string{"5-0", "6-0"}[i], SaleID: "s", UserID: "u", MerchantID: mch, Qty: 1,
+		o := flashgrab.Order{ID: []string{"5-0", "6-0"}[i], SaleID: "s", UserID: "u", MerchantID: mch, Qty: 1,
 			AmountCents: int64(300 + i), CreatedAt: time.Now().UTC()}
 		pm, err := p.PayOrder(ctx, o, "alipay")
 		if err != nil {

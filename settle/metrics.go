@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // Metrics are the settler's Prometheus collectors.
@@ -52,7 +52,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) observe(events []engine.Event, took time.Duration) {
+func (m *Metrics) observe(events []flashgrab.Event, took time.Duration) {
 	m.Batches.Observe(took.Seconds())
 	now := time.Now().UnixMilli()
 	for _, e := range events {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
@@ -141,15 +142,15 @@ func TestEngineRefusesIDsWithoutLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	if _, err := eng.CreateSale(ctx, engine.Sale{ID: "s1", MerchantID: "m", PriceCents: 100, Stock: 10, PerUserLimit: 1,
+	if _, err := eng.CreateSale(ctx, flashgrab.Sale{ID: "s1", MerchantID: "m", PriceCents: 100, Stock: 10, PerUserLimit: 1,
 		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	grab := func(u string) error {
-		_, err := eng.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: u, Qty: 1})
+		_, err := eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: u, Qty: 1})
 		return err
 	}
-	if err := grab("before"); !errors.Is(err, engine.ErrUnavailable) {
+	if err := grab("before"); !errors.Is(err, flashgrab.ErrUnavailable) {
 		t.Fatalf("grab before any lease: %v, want ErrUnavailable", err)
 	}
 	l, err := settle.ClaimNode(ctx, r.db, "eng", 300*time.Millisecond)
@@ -172,14 +173,14 @@ func TestEngineRefusesIDsWithoutLease(t *testing.T) {
 	// ("lost" may win once more before Keep's next renewal sees the loss.)
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		err := grab("lost")
-		return errors.Is(err, engine.ErrUnavailable), fmt.Sprintf("grab with the lease lost: %v, want ErrUnavailable", err)
+		return errors.Is(err, flashgrab.ErrUnavailable), fmt.Sprintf("grab with the lease lost: %v, want ErrUnavailable", err)
 	})
 	before, err := eng.Sale(ctx, "s1")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for u := range 5 {
-		if err := grab(fmt.Sprintf("refused%d", u)); !errors.Is(err, engine.ErrUnavailable) {
+		if err := grab(fmt.Sprintf("refused%d", u)); !errors.Is(err, flashgrab.ErrUnavailable) {
 			t.Fatalf("grab with the lease lost: %v, want ErrUnavailable", err)
 		}
 	}
@@ -221,7 +222,7 @@ func TestLeasedEnginesGiveDistinctOrderIDs(t *testing.T) {
 	}
 	const grabs = 10000
 	now := time.Now()
-	if _, err := engines[0].CreateSale(ctx, engine.Sale{ID: "s1", MerchantID: "m", PriceCents: 1, Stock: grabs, PerUserLimit: 1,
+	if _, err := engines[0].CreateSale(ctx, flashgrab.Sale{ID: "s1", MerchantID: "m", PriceCents: 1, Stock: grabs, PerUserLimit: 1,
 		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +233,7 @@ func TestLeasedEnginesGiveDistinctOrderIDs(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for u := w; u < grabs; u += 32 {
-				res, err := engines[u%2].Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
+				res, err := engines[u%2].Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", u), Qty: 1})
 				if err != nil {
 					t.Errorf("grab u%d: %v", u, err)
 					return

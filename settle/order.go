@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // Order statuses in MySQL.
@@ -20,7 +20,7 @@ const (
 
 // OrderState is a settled order with its payment status.
 type OrderState struct {
-	engine.Order
+	flashgrab.Order
 	Status     string
 	Channel    string
 	OutTradeNo string
@@ -38,7 +38,7 @@ func (b *Books) Order(ctx context.Context, id string) (OrderState, error) {
 		Scan(&o.ID, &o.SaleID, &o.UserID, &o.MerchantID, &o.Qty, &o.AmountCents, &o.Status,
 			&channel, &outTradeNo, &o.CreatedAt, &o.ExpiresAt, &paidAt)
 	if errors.Is(err, sql.ErrNoRows) {
-		return OrderState{}, fmt.Errorf("order %s: %w", id, engine.ErrNotFound)
+		return OrderState{}, fmt.Errorf("order %s: %w", id, flashgrab.ErrNotFound)
 	}
 	if err != nil {
 		return OrderState{}, fmt.Errorf("get order %s: %w", id, unavailable(err))

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // Packet statuses in MySQL.
@@ -20,7 +20,7 @@ const (
 // FundPacket debits the sender by the packet's total (versioned
 // compare-and-set; ErrInsufficientFunds when short) and records the packet,
 // in one transaction. The packet is not grabbable until published to Redis.
-func (b *Books) FundPacket(ctx context.Context, pk engine.Packet) error {
+func (b *Books) FundPacket(ctx context.Context, pk flashgrab.Packet) error {
 	debit := Posting{EventID: "packet:" + pk.ID, Account: pk.SenderID, Delta: -pk.TotalCents, Kind: "packet", Ref: pk.ID}
 	return b.Tx(ctx, func(tx *sql.Tx) error {
 		if _, err := post(ctx, tx, []Posting{debit}, true); err != nil {
@@ -43,16 +43,16 @@ func (b *Books) MarkPacketLive(ctx context.Context, id string) error {
 
 // FundedPackets returns packets funded before cutoff and still not published:
 // their create was interrupted between the debit and Redis.
-func (b *Books) FundedPackets(ctx context.Context, cutoff time.Time) ([]engine.Packet, error) {
+func (b *Books) FundedPackets(ctx context.Context, cutoff time.Time) ([]flashgrab.Packet, error) {
 	rows, err := b.DB.QueryContext(ctx, `SELECT id, sender_id, total_cents, count, mode, created_at, expires_at
 		FROM packets WHERE status = ? AND created_at < ? LIMIT 500`, PacketFunded, cutoff)
 	if err != nil {
 		return nil, unavailable(err)
 	}
 	defer rows.Close()
-	var out []engine.Packet
+	var out []flashgrab.Packet
 	for rows.Next() {
-		var pk engine.Packet
+		var pk flashgrab.Packet
 		if err := rows.Scan(&pk.ID, &pk.SenderID, &pk.TotalCents, &pk.Count, &pk.Mode, &pk.CreatedAt, &pk.ExpiresAt); err != nil {
 			return nil, unavailable(err)
 		}
@@ -62,10 +62,10 @@ func (b *Books) FundedPackets(ctx context.Context, cutoff time.Time) ([]engine.P
 	return out, unavailable(rows.Err())
 }
 
-func insertGrabs(ctx context.Context, tx *sql.Tx, events []engine.Event) error {
+func insertGrabs(ctx context.Context, tx *sql.Tx, events []flashgrab.Event) error {
 	var args []any
 	for _, e := range events {
-		if e.Kind == engine.EventGrab {
+		if e.Kind == flashgrab.EventGrab {
 			g := e.Grab
 			args = append(args, g.PacketID, g.UserID, g.AmountCents, g.Seq, g.At)
 		}
@@ -78,9 +78,9 @@ func insertGrabs(ctx context.Context, tx *sql.Tx, events []engine.Event) error {
 	return unavailable(err)
 }
 
-func closeRefunded(ctx context.Context, tx *sql.Tx, events []engine.Event) error {
+func closeRefunded(ctx context.Context, tx *sql.Tx, events []flashgrab.Event) error {
 	for _, e := range events {
-		if e.Kind != engine.EventRefund {
+		if e.Kind != flashgrab.EventRefund {
 			continue
 		}
 		if _, err := tx.ExecContext(ctx, `UPDATE packets SET status = ?, refunded_cents = ? WHERE id = ?`,
@@ -94,29 +94,29 @@ func closeRefunded(ctx context.Context, tx *sql.Tx, events []engine.Event) error
 // Packet returns a packet as MySQL has settled it: its terms, its settled
 // shares in grab order, and its refund. The API reads it when Redis no longer
 // keeps the packet (past its retention).
-func (b *Books) Packet(ctx context.Context, id string) (engine.Packet, error) {
-	pk := engine.Packet{ID: id}
+func (b *Books) Packet(ctx context.Context, id string) (flashgrab.Packet, error) {
+	pk := flashgrab.Packet{ID: id}
 	var status string
 	err := b.DB.QueryRowContext(ctx, `SELECT sender_id, total_cents, count, mode, status, refunded_cents, created_at, expires_at
 		FROM packets WHERE id = ?`, id).Scan(&pk.SenderID, &pk.TotalCents, &pk.Count, &pk.Mode, &status, &pk.RefundCents,
 		&pk.CreatedAt, &pk.ExpiresAt)
 	if errors.Is(err, sql.ErrNoRows) {
-		return engine.Packet{}, fmt.Errorf("packet %s: %w", id, engine.ErrNotFound)
+		return flashgrab.Packet{}, fmt.Errorf("packet %s: %w", id, flashgrab.ErrNotFound)
 	}
 	if err != nil {
-		return engine.Packet{}, fmt.Errorf("get packet %s: %w", id, unavailable(err))
+		return flashgrab.Packet{}, fmt.Errorf("get packet %s: %w", id, unavailable(err))
 	}
 	rows, err := b.DB.QueryContext(ctx, `SELECT user_id, amount_cents, seq, grabbed_at FROM packet_grabs
 		WHERE packet_id = ? ORDER BY seq`, id)
 	if err != nil {
-		return engine.Packet{}, fmt.Errorf("get packet %s: %w", id, unavailable(err))
+		return flashgrab.Packet{}, fmt.Errorf("get packet %s: %w", id, unavailable(err))
 	}
 	defer rows.Close()
 	var shares int64
 	for rows.Next() {
-		var g engine.PacketShare
+		var g flashgrab.PacketShare
 		if err := rows.Scan(&g.UserID, &g.AmountCents, &g.Seq, &g.At); err != nil {
-			return engine.Packet{}, unavailable(err)
+			return flashgrab.Packet{}, unavailable(err)
 		}
 		g.At = g.At.UTC()
 		shares += g.AmountCents

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -39,17 +39,17 @@ func TestPacketBooksBalance(t *testing.T) {
 	ctx := context.Background()
 	const senders, perSender, shares, grabsPerPacket, users = 10, 10, 120, 100, 1000
 
-	var packets []engine.Packet
+	var packets []flashgrab.Packet
 	for i := 0; i < senders; i++ {
 		sender := fmt.Sprintf("sender%d", i)
 		if _, err := books.Credit(ctx, sender, 1_000_000, "seed-"+sender); err != nil {
 			t.Fatal(err)
 		}
 		for j := 0; j < perSender; j++ {
-			mode := engine.ModeRandom
+			mode := flashgrab.ModeRandom
 			total := int64(5000 + 100*j)
 			if j%2 == 1 {
-				mode, total = engine.ModeFixed, 6000
+				mode, total = flashgrab.ModeFixed, 6000
 			}
 			pk, err := r.eng.NewPacket(sender, total, shares, mode, time.Hour)
 			if err != nil {
@@ -175,7 +175,7 @@ func TestFundedPacketPublishedLater(t *testing.T) {
 	if _, err := books.Credit(ctx, "s", 1000, "seed"); err != nil {
 		t.Fatal(err)
 	}
-	pk, err := r.eng.NewPacket("s", 1000, 4, engine.ModeFixed, time.Hour)
+	pk, err := r.eng.NewPacket("s", 1000, 4, flashgrab.ModeFixed, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func TestFundedPacketPublishedLater(t *testing.T) {
 	if err := books.FundPacket(ctx, pk); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.eng.GrabPacket(ctx, pk.ID, "u"); !errors.Is(err, engine.ErrNotFound) {
+	if _, err := r.eng.GrabPacket(ctx, pk.ID, "u"); !errors.Is(err, flashgrab.ErrNotFound) {
 		t.Fatalf("grab of an unpublished packet: %v", err)
 	}
 	sweeper := &settle.Sweeper{Engine: r.eng, Books: books, Grace: time.Nanosecond}

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 )
 
 // Payment kinds and statuses.
@@ -159,7 +159,7 @@ func (p *Payments) provider(channel string) (Provider, error) {
 	pr, ok := p.Providers[channel]
 	if !ok || pr == nil {
 		if channel != "alipay" && channel != "wechat" {
-			return nil, engine.Invalid("channel", `must be "alipay" or "wechat"`)
+			return nil, flashgrab.Invalid("channel", `must be "alipay" or "wechat"`)
 		}
 		return nil, fmt.Errorf("channel %s: %w", channel, ErrNoChannel)
 	}
@@ -169,7 +169,7 @@ func (p *Payments) provider(channel string) (Provider, error) {
 // PayOrder opens (or returns the already open) trade for an order on a
 // channel. The order comes from Redis; if the settler has not written it to
 // MySQL yet, it is written now (the same idempotent insert).
-func (p *Payments) PayOrder(ctx context.Context, o engine.Order, channel string) (Payment, error) {
+func (p *Payments) PayOrder(ctx context.Context, o flashgrab.Order, channel string) (Payment, error) {
 	pr, err := p.provider(channel)
 	if err != nil {
 		return Payment{}, err
@@ -182,7 +182,7 @@ func (p *Payments) PayOrder(ctx context.Context, o engine.Order, channel string)
 		return Payment{}, err
 	}
 	if st.Status != OrderPending || !time.Now().Before(st.ExpiresAt) {
-		return Payment{}, fmt.Errorf("order %s is %s: %w", o.ID, st.Status, engine.ErrNotPayable)
+		return Payment{}, fmt.Errorf("order %s is %s: %w", o.ID, st.Status, flashgrab.ErrNotPayable)
 	}
 	pay := Payment{OutTradeNo: OutTradeNo(o.ID, channel), Kind: KindOrder, OrderID: o.ID, UserID: o.UserID,
 		PayeeID: o.MerchantID, Channel: channel, AmountCents: o.AmountCents, Status: PaymentCreated}
@@ -215,14 +215,14 @@ func (p *Payments) open(ctx context.Context, pr Provider, pay Payment, subject s
 		return Payment{}, err
 	}
 	if cur.Status != PaymentCreated {
-		return Payment{}, fmt.Errorf("payment %s is %s: %w", pay.OutTradeNo, cur.Status, engine.ErrNotPayable)
+		return Payment{}, fmt.Errorf("payment %s is %s: %w", pay.OutTradeNo, cur.Status, flashgrab.ErrNotPayable)
 	}
 	if cur.PayURL != "" {
 		return cur, nil
 	}
 	url, err := pr.Create(ctx, Trade{OutTradeNo: pay.OutTradeNo, AmountCents: pay.AmountCents, Subject: subject, Expire: expire})
 	if err != nil {
-		return Payment{}, fmt.Errorf("open %s trade %s: %w: %v", pay.Channel, pay.OutTradeNo, engine.ErrUnavailable, err)
+		return Payment{}, fmt.Errorf("open %s trade %s: %w: %v", pay.Channel, pay.OutTradeNo, flashgrab.ErrUnavailable, err)
 	}
 	if _, err := p.Books.DB.ExecContext(ctx, `UPDATE payments SET pay_url = ? WHERE out_trade_no = ?`, url, pay.OutTradeNo); err != nil {
 		return Payment{}, fmt.Errorf("record payment %s: %w", pay.OutTradeNo, unavailable(err))
@@ -255,14 +255,14 @@ func (b *Books) Payment(ctx context.Context, outTradeNo string) (Payment, error)
 // ensureOrder writes an order the settler has not written yet; it is the
 // settler's own idempotent insert, and like it fails with ErrOrderConflict
 // when the id already holds a different order.
-func (b *Books) ensureOrder(ctx context.Context, o engine.Order) error {
+func (b *Books) ensureOrder(ctx context.Context, o flashgrab.Order) error {
 	_, err := b.DB.ExecContext(ctx, `INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents,
 		created_at, expires_at) VALUES (?,?,?,?,?,?,?,?)`, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
 		o.CreatedAt, o.CreatedAt.Add(b.orderTTL()))
 	if err != nil {
 		return fmt.Errorf("write order %s: %w", o.ID, unavailable(err))
 	}
-	if err := checkOrders(ctx, b.DB, []engine.Order{o}); err != nil {
+	if err := checkOrders(ctx, b.DB, []flashgrab.Order{o}); err != nil {
 		return fmt.Errorf("write order %s: %w", o.ID, err)
 	}
 	return nil
@@ -572,7 +572,7 @@ func (p *Payments) RetryRefunds(ctx context.Context) error {
 // same one a paid notify makes, so an order ends either paid or cancelled,
 // never both. A crash after the cancel is finished by the next sweep
 // (released = 0).
-func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Context, engine.Order) error) (int, error) {
+func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Context, flashgrab.Order) error) (int, error) {
 	now := time.Now().UTC()
 	rows, err := p.Books.DB.QueryContext(ctx, `SELECT id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, status
 		FROM orders WHERE (status = ? AND expires_at <= ?) OR (status IN (?, ?) AND released = 0) LIMIT 500`,
@@ -581,7 +581,7 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 		return 0, unavailable(err)
 	}
 	type due struct {
-		engine.Order
+		flashgrab.Order
 		status string
 	}
 	var orders []due
@@ -634,11 +634,11 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 			cancelled++
 		}
 		released := 1
-		if err := release(ctx, o.Order); errors.Is(err, engine.ErrSaleGone) {
+		if err := release(ctx, o.Order); errors.Is(err, flashgrab.ErrSaleGone) {
 			// Stranded: nothing in Redis to return the stock to; reconcile reports released = 2.
 			released = 2
 			p.logger().Error("expired order's stock stranded", "order", o.ID, "sale", o.SaleID, "user", o.UserID, "qty", o.Qty, "err", err)
-		} else if err != nil && !errors.Is(err, engine.ErrNotFound) {
+		} else if err != nil && !errors.Is(err, flashgrab.ErrNotFound) {
 			return cancelled, err
 		}
 		if _, err := p.Books.DB.ExecContext(ctx, `UPDATE orders SET released = ? WHERE id = ?`, released, o.ID); err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -67,7 +67,7 @@ func TestPaidIsIdempotentAndChecked(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	p, _ := newPayments(t, r)
-	o := engine.Order{ID: "1-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
+	o := flashgrab.Order{ID: "1-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
 	pm, err := p.PayOrder(ctx, o, "alipay")
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func TestPaidIsIdempotentAndChecked(t *testing.T) {
 			t.Fatalf("bad notice %+v: %v", bad, err)
 		}
 	}
-	if _, err := r.books.Account(ctx, "m"); !errors.Is(err, engine.ErrNotFound) {
+	if _, err := r.books.Account(ctx, "m"); !errors.Is(err, flashgrab.ErrNotFound) {
 		t.Fatalf("bad notices touched the merchant: %v", err)
 	}
 	n := settle.Notice{Channel: "alipay", OutTradeNo: pm.OutTradeNo, TradeNo: "T1", AmountCents: 300}
@@ -123,7 +123,7 @@ func TestExpiryRacesPayment(t *testing.T) {
 	const orders = 40
 	var nos []string
 	for i := 0; i < orders; i++ {
-		o := engine.Order{ID: fmt.Sprintf("%d-0", 1000+i), SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1,
+		o := flashgrab.Order{ID: fmt.Sprintf("%d-0", 1000+i), SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1,
 			AmountCents: 100, CreatedAt: time.Now().UTC()}
 		pm, err := p.PayOrder(ctx, o, "alipay")
 		if err != nil {
@@ -139,7 +139,7 @@ func TestExpiryRacesPayment(t *testing.T) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		if _, err := p.ExpireOrders(ctx, func(_ context.Context, o engine.Order) error { released.Store(o.ID, true); return nil }); err != nil {
+		if _, err := p.ExpireOrders(ctx, func(_ context.Context, o flashgrab.Order) error { released.Store(o.ID, true); return nil }); err != nil {
 			t.Error(err)
 		}
 	}()
@@ -194,13 +194,13 @@ func TestExpiryOfOrderWithGoneSaleIsStranded(t *testing.T) {
 	ctx := context.Background()
 	p, _ := newPayments(t, r)
 	now := time.Now()
-	if _, err := r.eng.CreateSale(ctx, engine.Sale{ID: "s1", MerchantID: "m", PriceCents: 100, Stock: 5, PerUserLimit: 1,
+	if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "s1", MerchantID: "m", PriceCents: 100, Stock: 5, PerUserLimit: 1,
 		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	var orders []engine.Order
+	var orders []flashgrab.Order
 	for _, u := range []string{"alice", "bob"} {
-		won, err := r.eng.Grab(ctx, engine.GrabRequest{SaleID: "s1", UserID: u, Qty: 1})
+		won, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: u, Qty: 1})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -224,7 +224,7 @@ func TestExpiryOfOrderWithGoneSaleIsStranded(t *testing.T) {
 	if err := r.rdb.Del(ctx, r.keys.Sale(pt, "s1"), r.keys.Buyers(pt, "s1")).Err(); err != nil {
 		t.Fatal(err)
 	}
-	release := func(ctx context.Context, o engine.Order) error { _, err := r.eng.ReleaseOrder(ctx, o); return err }
+	release := func(ctx context.Context, o flashgrab.Order) error { _, err := r.eng.ReleaseOrder(ctx, o); return err }
 	if n, err := p.ExpireOrders(ctx, release); err != nil || n != 2 {
 		t.Fatalf("expire: %d %v, want 2 cancelled", n, err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 )
 
@@ -102,7 +103,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	snaps := make([]*snapshot, r.Keys.Partitions)
-	fl := &inflight{orders: map[string]engine.Order{}, grabs: map[string]bool{}}
+	fl := &inflight{orders: map[string]flashgrab.Order{}, grabs: map[string]bool{}}
 	for p := range snaps {
 		if snaps[p], err = r.snapshot(ctx, p, sales[p]); err != nil {
 			return nil, err
@@ -137,7 +138,7 @@ type state struct {
 // inflight is what the streams still hold unsettled: wins Redis decided that
 // MySQL cannot have yet.
 type inflight struct {
-	orders map[string]engine.Order
+	orders map[string]flashgrab.Order
 	grabs  map[string]bool // packet/user
 	n      int
 }
@@ -150,9 +151,9 @@ func (fl *inflight) add(s *snapshot) {
 			continue
 		}
 		switch ev.Kind {
-		case engine.EventOrder:
+		case flashgrab.EventOrder:
 			fl.orders[ev.Order.ID] = ev.Order
-		case engine.EventGrab:
+		case flashgrab.EventGrab:
 			fl.grabs[ev.Grab.PacketID+"/"+ev.Grab.UserID] = true
 		}
 	}
@@ -336,7 +337,7 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 	if len(missing) == 0 {
 		return c, nil
 	}
-	again := &inflight{orders: map[string]engine.Order{}, grabs: map[string]bool{}}
+	again := &inflight{orders: map[string]flashgrab.Order{}, grabs: map[string]bool{}}
 	read := map[int]bool{}
 	for _, id := range missing {
 		p, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])

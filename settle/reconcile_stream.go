@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 )
 
@@ -184,9 +185,9 @@ func (r *Reconciler) salesMatchOrders(ctx context.Context, st *state) (Check, er
 }
 
 func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []saleRow) ([]string, error) {
-	flying := map[string]engine.Order{}
+	flying := map[string]flashgrab.Order{}
 	for _, m := range s.unsettled {
-		if ev, err := engine.ParseEvent(s.p, m); err == nil && ev.Kind == engine.EventOrder {
+		if ev, err := engine.ParseEvent(s.p, m); err == nil && ev.Kind == flashgrab.EventOrder {
 			flying[ev.Order.ID] = ev.Order
 		}
 	}

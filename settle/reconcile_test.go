@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/settle"
 )
@@ -64,7 +65,7 @@ func newLedgerRig(t *testing.T) *ledgerRig {
 func (b *ledgerRig) createSale(t *testing.T, id string) {
 	t.Helper()
 	now := time.Now()
-	if _, err := b.eng.CreateSale(context.Background(), engine.Sale{ID: id, MerchantID: "m", PriceCents: 300, Stock: 10,
+	if _, err := b.eng.CreateSale(context.Background(), flashgrab.Sale{ID: id, MerchantID: "m", PriceCents: 300, Stock: 10,
 		PerUserLimit: 1, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func (b *ledgerRig) createSale(t *testing.T, id string) {
 
 func (b *ledgerRig) grab(t *testing.T, sale, user string) string {
 	t.Helper()
-	res, err := b.eng.Grab(context.Background(), engine.GrabRequest{SaleID: sale, UserID: user, Qty: 1})
+	res, err := b.eng.Grab(context.Background(), flashgrab.GrabRequest{SaleID: sale, UserID: user, Qty: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +99,7 @@ func (b *ledgerRig) settleAll(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var evs []engine.Event
+		var evs []flashgrab.Event
 		for _, m := range msgs {
 			ev, err := engine.ParseEvent(p, m)
 			if err != nil {
@@ -405,7 +406,7 @@ func TestReconcileWhileGrabsSettle(t *testing.T) {
 		defer close(done)
 		for u := 0; u < users; u++ {
 			for _, id := range []string{"s1", "s2"} {
-				if _, err := r.eng.Grab(ctx, engine.GrabRequest{SaleID: id, UserID: fmt.Sprintf("u%d", u), Qty: 1}); err != nil {
+				if _, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: id, UserID: fmt.Sprintf("u%d", u), Qty: 1}); err != nil {
 					t.Error(err)
 					return
 				}

@@ -15,6 +15,7 @@ import (
 	"github.com/panjf2000/ants/v2"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 )
 
@@ -272,7 +273,7 @@ func (s *Settler) read(ctx context.Context, stream, from string, block time.Dura
 // entry is a stream entry and the event it carries.
 type entry struct {
 	msg redis.XMessage
-	ev  engine.Event
+	ev  flashgrab.Event
 }
 
 // flush settles one batch: entries deleted while pending are acknowledged,
@@ -360,7 +361,7 @@ func (s *Settler) settle(p int, batch []entry, done map[string]bool) error {
 // apply commits entries' events in one transaction through the ants pool
 // and, only after the commit, acknowledges and deletes the entries.
 func (s *Settler) apply(p int, batch []entry) error {
-	events := make([]engine.Event, len(batch))
+	events := make([]flashgrab.Event, len(batch))
 	ids := make([]string, len(batch))
 	for i, e := range batch {
 		events[i], ids[i] = e.ev, e.msg.ID
@@ -370,7 +371,7 @@ func (s *Settler) apply(p int, batch []entry) error {
 	start := time.Now()
 	done := make(chan error, 1)
 	if err := s.Pool.Submit(func() { done <- s.Apply(ctx, events) }); err != nil {
-		return fmt.Errorf("submit batch: %w: %v", engine.ErrUnavailable, err)
+		return fmt.Errorf("submit batch: %w: %v", flashgrab.ErrUnavailable, err)
 	}
 	if err := <-done; err != nil {
 		return err
@@ -389,7 +390,7 @@ func (s *Settler) apply(p int, batch []entry) error {
 // the settler's own checks (ErrOrderConflict, a missing account) are the
 // events' fault.
 func outage(err error) bool {
-	if errors.Is(err, engine.ErrUnavailable) || errors.Is(err, errConflict) ||
+	if errors.Is(err, flashgrab.ErrUnavailable) || errors.Is(err, errConflict) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
@@ -413,7 +414,7 @@ func (s *Settler) ack(p int, ids []string) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("acknowledge %d entries of %s: %w: %v", len(ids), stream, engine.ErrUnavailable, err)
+		return fmt.Errorf("acknowledge %d entries of %s: %w: %v", len(ids), stream, flashgrab.ErrUnavailable, err)
 	}
 	return nil
 }
@@ -443,7 +444,7 @@ func (s *Settler) deadLetter(p int, m redis.XMessage, reason error) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("dead-letter entry %s of %s: %w: %v", m.ID, stream, engine.ErrUnavailable, err)
+		return fmt.Errorf("dead-letter entry %s of %s: %w: %v", m.ID, stream, flashgrab.ErrUnavailable, err)
 	}
 	s.Logger.Error("settler: event cannot be settled; moved to the dead-letter stream",
 		"partition", p, "id", m.ID, "stream", deadLetterStream(s.Keys, p), "reason", reason)
@@ -459,7 +460,7 @@ func deadLetterStream(ks engine.Keyspace, p int) string { return ks.Events(p) + 
 
 // Apply writes a batch of events to MySQL in one transaction. Every write is
 // keyed by its event, so applying the same events again changes nothing.
-func (s *Settler) Apply(ctx context.Context, events []engine.Event) error {
+func (s *Settler) Apply(ctx context.Context, events []flashgrab.Event) error {
 	s.defaults()
 	var postings []Posting
 	for _, e := range events {
@@ -484,13 +485,13 @@ func (s *Settler) Apply(ctx context.Context, events []engine.Event) error {
 }
 
 // postingsOf returns the balance changes an event carries.
-func postingsOf(e engine.Event) []Posting {
+func postingsOf(e flashgrab.Event) []Posting {
 	switch e.Kind {
-	case engine.EventGrab:
+	case flashgrab.EventGrab:
 		g := e.Grab
 		return []Posting{{EventID: "grab:" + g.PacketID + ":" + g.UserID, Account: g.UserID,
 			Delta: g.AmountCents, Kind: "grab", Ref: g.PacketID}}
-	case engine.EventRefund:
+	case flashgrab.EventRefund:
 		r := e.Refund
 		return []Posting{{EventID: "refund:" + r.PacketID, Account: r.SenderID,
 			Delta: r.AmountCents, Kind: "refund", Ref: r.PacketID}}
@@ -498,10 +499,10 @@ func postingsOf(e engine.Event) []Posting {
 	return nil
 }
 
-func (s *Settler) insertSales(ctx context.Context, tx *sql.Tx, events []engine.Event) error {
+func (s *Settler) insertSales(ctx context.Context, tx *sql.Tx, events []flashgrab.Event) error {
 	var args []any
 	for _, e := range events {
-		if e.Kind == engine.EventSale {
+		if e.Kind == flashgrab.EventSale {
 			v := e.Sale
 			args = append(args, v.ID, v.MerchantID, v.PriceCents, v.Stock, v.PerUserLimit, v.StartsAt, v.EndsAt)
 		}
@@ -517,11 +518,11 @@ func (s *Settler) insertSales(ctx context.Context, tx *sql.Tx, events []engine.E
 // insertOrders writes the batch's orders. INSERT IGNORE makes a replay
 // harmless; checkOrders then makes sure that what was ignored was the same
 // order and not another one under the same id.
-func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []engine.Event) error {
+func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []flashgrab.Event) error {
 	var args []any
-	var orders []engine.Order
+	var orders []flashgrab.Order
 	for _, e := range events {
-		if e.Kind == engine.EventOrder {
+		if e.Kind == flashgrab.EventOrder {
 			o := e.Order
 			orders = append(orders, o)
 			args = append(args, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
@@ -554,7 +555,7 @@ type queryer interface {
 // checkOrders reads back the orders just inserted with INSERT IGNORE and fails
 // with ErrOrderConflict when a row under one of their ids holds a different
 // order. An identical row (a replay) passes.
-func checkOrders(ctx context.Context, q queryer, orders []engine.Order) error {
+func checkOrders(ctx context.Context, q queryer, orders []flashgrab.Order) error {
 	ids := make([]any, len(orders))
 	for i, o := range orders {
 		ids[i] = o.ID
@@ -565,9 +566,9 @@ func checkOrders(ctx context.Context, q queryer, orders []engine.Order) error {
 		return unavailable(err)
 	}
 	defer rows.Close()
-	have := make(map[string]engine.Order, len(orders))
+	have := make(map[string]flashgrab.Order, len(orders))
 	for rows.Next() {
-		var o engine.Order
+		var o flashgrab.Order
 		if err := rows.Scan(&o.ID, &o.SaleID, &o.UserID, &o.MerchantID, &o.Qty, &o.AmountCents); err != nil {
 			return unavailable(err)
 		}
@@ -579,7 +580,7 @@ func checkOrders(ctx context.Context, q queryer, orders []engine.Order) error {
 	for _, o := range orders {
 		h, ok := have[o.ID]
 		if !ok {
-			return fmt.Errorf("order %s: not found after insert: %w", o.ID, engine.ErrUnavailable)
+			return fmt.Errorf("order %s: not found after insert: %w", o.ID, flashgrab.ErrUnavailable)
 		}
 		if h.SaleID != o.SaleID || h.UserID != o.UserID || h.MerchantID != o.MerchantID || h.Qty != o.Qty || h.AmountCents != o.AmountCents {
 			return fmt.Errorf("order %s for user %s (sale %s, merchant %s, qty %d, %d fen): id held by user %s (sale %s, merchant %s, qty %d, %d fen): %w",

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
@@ -72,7 +73,7 @@ func (r *rig) sellOut(t *testing.T, sales, stock, users int) map[string]bool {
 	var wg sync.WaitGroup
 	for s := 0; s < sales; s++ {
 		id := fmt.Sprintf("sale%d", s)
-		if _, err := r.eng.CreateSale(ctx, engine.Sale{ID: id, MerchantID: "m", PriceCents: 100, Stock: int64(stock),
+		if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: id, MerchantID: "m", PriceCents: 100, Stock: int64(stock),
 			PerUserLimit: 1, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +81,7 @@ func (r *rig) sellOut(t *testing.T, sales, stock, users int) map[string]bool {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				res, err := r.eng.Grab(ctx, engine.GrabRequest{SaleID: id, UserID: fmt.Sprintf("u%d", u), Qty: 1})
+				res, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: id, UserID: fmt.Sprintf("u%d", u), Qty: 1})
 				if err == nil {
 					mu.Lock()
 					orders[res.OrderID] = true
@@ -194,7 +195,7 @@ func TestSettlerTakeover(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var evs []engine.Event
+		var evs []flashgrab.Event
 		for _, m := range res[0].Messages {
 			ev, err := engine.ParseEvent(p, m)
 			if err != nil {
@@ -263,7 +264,7 @@ func (r *rig) addEvent(t *testing.T, p int, fields ...any) string {
 // addOrder appends an order event of 100 fen to partition p.
 func (r *rig) addOrder(t *testing.T, p int, id, user string) string {
 	t.Helper()
-	return r.addEvent(t, p, "k", engine.EventOrder, "id", id, "sale", "s", "user", user, "mch", "m",
+	return r.addEvent(t, p, "k", flashgrab.EventOrder, "id", id, "sale", "s", "user", user, "mch", "m",
 		"qty", 1, "amt", 100, "at", time.Now().UnixMilli())
 }
 
@@ -364,7 +365,7 @@ func TestSettlerDeadLettersOnlyTheBadEvent(t *testing.T) {
 		t.Fatalf("%d dead letters, want 1: %v", len(dead), dead)
 	}
 	v := dead[0].Values
-	if v["id"] != bad || v["event_id"] != "7-0" || v["user"] != "mallory" || v["k"] != engine.EventOrder ||
+	if v["id"] != bad || v["event_id"] != "7-0" || v["user"] != "mallory" || v["k"] != flashgrab.EventOrder ||
 		!strings.Contains(v["reason"].(string), "held by user alice") || !strings.Contains(v["reason"].(string), settle.ErrOrderConflict.Error()) {
 		t.Fatalf("dead letter %v, want entry %s, order 7-0 of mallory, reason naming alice's order", v, bad)
 	}
@@ -397,11 +398,11 @@ func TestEnsureOrderRefusesTakenID(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	p, _ := newPayments(t, r)
-	alice := engine.Order{ID: "9-0", SaleID: "s", UserID: "alice", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
+	alice := flashgrab.Order{ID: "9-0", SaleID: "s", UserID: "alice", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
 	if _, err := p.PayOrder(ctx, alice, "alipay"); err != nil {
 		t.Fatal(err)
 	}
-	for _, other := range []engine.Order{
+	for _, other := range []flashgrab.Order{
 		{ID: "9-0", SaleID: "s", UserID: "mallory", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: alice.CreatedAt},
 		{ID: "9-0", SaleID: "s", UserID: "alice", MerchantID: "m", Qty: 2, AmountCents: 600, CreatedAt: alice.CreatedAt},
 	} {

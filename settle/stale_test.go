@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -127,7 +127,7 @@ func TestExpiredOrderPaidWithoutNotifyIsRefunded(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	p, q := newQueriedPayments(t, r)
-	o := engine.Order{ID: "7-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 450, CreatedAt: time.Now().UTC()}
+	o := flashgrab.Order{ID: "7-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 450, CreatedAt: time.Now().UTC()}
 	pm, err := p.PayOrder(ctx, o, "alipay")
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +138,7 @@ func TestExpiredOrderPaidWithoutNotifyIsRefunded(t *testing.T) {
 	}
 	var mu sync.Mutex
 	released := 0
-	release := func(context.Context, engine.Order) error { mu.Lock(); released++; mu.Unlock(); return nil }
+	release := func(context.Context, flashgrab.Order) error { mu.Lock(); released++; mu.Unlock(); return nil }
 	for i := 0; i < 3; i++ { // later sweeps find nothing more to do
 		n, err := p.ExpireOrders(ctx, release)
 		if err != nil {
@@ -157,7 +157,7 @@ func TestExpiredOrderPaidWithoutNotifyIsRefunded(t *testing.T) {
 		t.Fatalf("%d queries, %d fen refunded in %d refunds, released %d times; want 1, 450, 1, 1",
 			queries[pm.OutTradeNo], refunded, refunds, released)
 	}
-	if a, err := r.books.Account(ctx, "m"); err == nil && a.BalanceCents != 0 || err != nil && !errors.Is(err, engine.ErrNotFound) {
+	if a, err := r.books.Account(ctx, "m"); err == nil && a.BalanceCents != 0 || err != nil && !errors.Is(err, flashgrab.ErrNotFound) {
 		t.Fatalf("the merchant of a cancelled order: %+v, %v; want nothing credited", a, err)
 	}
 }
@@ -172,7 +172,7 @@ func TestQueryStaleSettlesPaymentsWithoutNotify(t *testing.T) {
 	p, q := newQueriedPayments(t, r)
 	var nos []string
 	for i, id := range []string{"21-0", "22-0", "23-0"} {
-		o := engine.Order{ID: id, SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: int64(100 * (i + 1)),
+		o := flashgrab.Order{ID: id, SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: int64(100 * (i + 1)),
 			CreatedAt: time.Now().UTC()}
 		pm, err := p.PayOrder(ctx, o, "alipay")
 		if err != nil {
@@ -221,7 +221,7 @@ func TestSweeperQueriesStalePayments(t *testing.T) {
 	r := newRig(t)
 	ctx := context.Background()
 	p, q := newQueriedPayments(t, r)
-	o := engine.Order{ID: "31-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 250, CreatedAt: time.Now().UTC()}
+	o := flashgrab.Order{ID: "31-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 250, CreatedAt: time.Now().UTC()}
 	pm, err := p.PayOrder(ctx, o, "alipay")
 	if err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 )
 
@@ -143,7 +144,7 @@ func (w *Sweeper) publishFunded(ctx context.Context) error {
 	return nil
 }
 
-func (w *Sweeper) release(ctx context.Context, o engine.Order) error {
+func (w *Sweeper) release(ctx context.Context, o flashgrab.Order) error {
 	_, err := w.Engine.ReleaseOrder(ctx, o)
 	return err
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
@@ -32,7 +33,7 @@ func TestReconcileCommand(t *testing.T) {
 	if _, err := books.Credit(ctx, "alice", 1000, "seed"); err != nil {
 		t.Fatal(err)
 	}
-	pk, err := eng.NewPacket("alice", 600, 3, engine.ModeFixed, time.Hour)
+	pk, err := eng.NewPacket("alice", 600, 3, flashgrab.ModeFixed, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/api"
-	"github.com/flashgrab/flashgrab/engine"
 )
 
 func tokenCommand() *cli.Command {
@@ -20,7 +20,7 @@ func tokenCommand() *cli.Command {
 			"ALICE=$(flashgrab token --user alice) works in a new shell after make run.",
 		Flags: []cli.Flag{
 			secretFlag, devSecretFlag,
-			&cli.StringFlag{Name: "user", Required: true, Usage: "user id, " + engine.IDRule},
+			&cli.StringFlag{Name: "user", Required: true, Usage: "user id, " + flashgrab.IDRule},
 			&cli.BoolFlag{Name: "admin", Usage: `add "role":"admin"`},
 			&cli.DurationFlag{Name: "ttl", Value: time.Hour, Usage: "lifetime of the token"},
 		},
