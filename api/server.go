@@ -1,5 +1,6 @@
 // Package api is flashgrab's HTTP front end on fasthttp: routing, JWT auth,
-// request decoding, the error model, metrics and health.
+// request decoding, the error model (the root package flashgrab's errors
+// mapped to HTTP statuses and codes), metrics and health.
 package api
 
 import (

@@ -2,7 +2,9 @@
 // partitions' settlement streams in batches, writes orders, packet grabs and
 // ledger rows idempotently (keyed by event), and changes balances only by
 // versioned compare-and-set. It also owns the books (accounts and ledger),
-// order expiry and reconciliation.
+// order expiry and reconciliation. It implements the root package
+// flashgrab's vocabulary over MySQL; of engine it uses only the Redis side
+// (the key layout, ParseEvent, and the Engine the sweeper drives).
 package settle
 
 import (
