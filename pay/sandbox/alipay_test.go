@@ -127,7 +127,10 @@ func newAliEnv(t *testing.T, retry Schedule) *aliEnv {
 	ccfg.ReturnURL = "https://merchant.example/paid"
 	scfg.Retry = retry
 	w := NewWallets()
-	sb := NewAlipay(scfg, w)
+	sb, err := NewAlipay(scfg, w)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(sb.Close) // runs before the servers close: deliveries stop first
 	mux.Handle("/alipay/", http.StripPrefix("/alipay", sb))
 	c, err := alipay.New(ccfg)
@@ -671,4 +674,34 @@ func aliGet(t *testing.T, u string) string {
 		t.Fatalf("GET %s: %d %s", u, resp.StatusCode, b)
 	}
 	return string(b)
+}
+
+// TestNewAlipayRefusesBadConfig: a wiring mistake is an error naming what is
+// missing, not a panic.
+func TestNewAlipayRefusesBadConfig(t *testing.T) {
+	app, ali, _ := aliTestKeys(t)
+	good := AlipayConfig{AppID: DevAlipayAppID, AppPublicKey: &app.PublicKey, PrivateKey: ali}
+	for _, c := range []struct {
+		name    string
+		mutate  func(*AlipayConfig)
+		wallets *Wallets
+		want    string
+	}{
+		{"no app id", func(c *AlipayConfig) { c.AppID = "" }, NewWallets(), "AppID is required"},
+		{"no app public key", func(c *AlipayConfig) { c.AppPublicKey = nil }, NewWallets(), "AppPublicKey and PrivateKey are required"},
+		{"no private key", func(c *AlipayConfig) { c.PrivateKey = nil }, NewWallets(), "AppPublicKey and PrivateKey are required"},
+		{"no wallets", func(*AlipayConfig) {}, nil, "wallets are required"},
+	} {
+		cfg := good
+		c.mutate(&cfg)
+		a, err := NewAlipay(cfg, c.wallets)
+		if a != nil || err == nil || !strings.Contains(err.Error(), "sandbox alipay: "+c.want) {
+			t.Errorf("%s: got %v, %v; want the error %q", c.name, a, err, c.want)
+		}
+	}
+	a, err := NewAlipay(good, NewWallets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
 }

@@ -133,12 +133,16 @@ func newWxEnv(t *testing.T, retry Schedule) *wxEnv {
 	e := &wxEnv{wallets: NewWallets(), clock: clock, merchant: &wxMerchant{orders: map[string]int64{}}}
 	notify := httptest.NewServer(e.merchant)
 	t.Cleanup(notify.Close)
-	e.sb = NewWeChat(WeChatConfig{
+	sb, err := NewWeChat(WeChatConfig{
 		AppID: DevWeChatAppID, MchID: DevWeChatMchID, APIv3Key: wxTestAPIv3Key,
 		MerchantKeys: map[string]*rsa.PublicKey{wxTestMchSerial: &k.merchant.PublicKey},
 		SigningKeys:  map[string]*rsa.PrivateKey{wxTestPubKeyID: k.pubKey, wxTestCertSerial: k.cert},
 		ActiveSerial: wxTestPubKeyID, Retry: retry, Now: clock.Now,
 	}, e.wallets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.sb = sb
 	t.Cleanup(e.sb.Close)
 	mux := http.NewServeMux()
 	mux.Handle("/wechat/", http.StripPrefix("/wechat", e.sb))
@@ -781,7 +785,10 @@ func TestDevWeChatPairsKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb := NewWeChat(sbCfg, NewWallets())
+	sb, err := NewWeChat(sbCfg, NewWallets())
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(sb.Close)
 	mux.Handle("/wechat/", http.StripPrefix("/wechat", sb))
 	cl, err := wechat.New(clientCfg)
@@ -803,4 +810,42 @@ func TestDevWeChatPairsKeys(t *testing.T) {
 	if len(sbCfg.SigningKeys) != 2 || sbCfg.ActiveSerial != DevWeChatPubKeyID {
 		t.Fatalf("dev sandbox config %+v", sbCfg)
 	}
+}
+
+// TestNewWeChatRefusesBadConfig: a wiring mistake is an error naming what is
+// missing, not a panic.
+func TestNewWeChatRefusesBadConfig(t *testing.T) {
+	k := wxTestKeys()
+	good := WeChatConfig{
+		AppID: DevWeChatAppID, MchID: DevWeChatMchID, APIv3Key: wxTestAPIv3Key,
+		MerchantKeys: map[string]*rsa.PublicKey{wxTestMchSerial: &k.merchant.PublicKey},
+		SigningKeys:  map[string]*rsa.PrivateKey{wxTestPubKeyID: k.pubKey},
+		ActiveSerial: wxTestPubKeyID,
+	}
+	for _, c := range []struct {
+		name    string
+		mutate  func(*WeChatConfig)
+		wallets *Wallets
+		want    string
+	}{
+		{"no app id", func(c *WeChatConfig) { c.AppID = "" }, NewWallets(), "AppID and MchID are required"},
+		{"no mch id", func(c *WeChatConfig) { c.MchID = "" }, NewWallets(), "AppID and MchID are required"},
+		{"short APIv3 key", func(c *WeChatConfig) { c.APIv3Key = "short" }, NewWallets(), "APIv3Key must be 32 bytes, not 5"},
+		{"no merchant keys", func(c *WeChatConfig) { c.MerchantKeys = nil }, NewWallets(), "MerchantKeys and SigningKeys are required"},
+		{"no signing keys", func(c *WeChatConfig) { c.SigningKeys = nil }, NewWallets(), "MerchantKeys and SigningKeys are required"},
+		{"unknown active serial", func(c *WeChatConfig) { c.ActiveSerial = "PUB_KEY_ID_NOPE" }, NewWallets(), `ActiveSerial "PUB_KEY_ID_NOPE" names none of SigningKeys`},
+		{"no wallets", func(*WeChatConfig) {}, nil, "wallets are required"},
+	} {
+		cfg := good
+		c.mutate(&cfg)
+		s, err := NewWeChat(cfg, c.wallets)
+		if s != nil || err == nil || !strings.Contains(err.Error(), "sandbox wechat: "+c.want) {
+			t.Errorf("%s: got %v, %v; want the error %q", c.name, s, err, c.want)
+		}
+	}
+	s, err := NewWeChat(good, NewWallets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
 }
