@@ -1,10 +1,8 @@
 package sandbox
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,7 +11,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/flashgrab/flashgrab/pay/alipay"
@@ -27,8 +24,6 @@ const (
 
 	alipayBuyerID       = "2088102177846875" // the buyer's 2088… user id, the account 15911111111
 	alipayBuyerLogonID  = "159****1111"      // how Alipay masks the buyer's phone
-	alipayMaxBody       = 1 << 20
-	alipayMaxAckBody    = 512
 	alipayNotifyTimeout = 15 * time.Second
 )
 
@@ -88,75 +83,49 @@ func devAlipayConfigs(appKey, aliKey *rsa.PrivateKey, gateway, notifyURL string)
 //
 // Trades live in memory only.
 type Alipay struct {
-	cfg     AlipayConfig
-	wallets *Wallets
-
-	ctx    context.Context // cancelled by Close, stops notify delivery
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // notify goroutines
-	once   sync.Once
-
-	mu     sync.Mutex
-	closed bool
-	seq    uint64
-	trades map[string]*aliTrade // by out_trade_no
+	simulator[*aliTrade]
+	cfg AlipayConfig
 }
 
-var errAliNoTrade = errors.New("no such trade")
+// alipayWays returns Alipay's trade states, retry schedule and acknowledgement.
+func alipayWays() provider {
+	return provider{
+		name: "alipay",
+		open: alipay.StatusWaitBuyerPay, paid: alipay.StatusTradeSuccess, closed: alipay.StatusTradeClosed,
+		retries:       AlipayRetries,
+		notifyTimeout: alipayNotifyTimeout,
+		// Alipay stops only on the exact body; "success\n" or " success" retry.
+		acked: func(status int, body string) bool { return status == http.StatusOK && body == alipay.AckSuccess },
+	}
+}
 
 type aliTrade struct {
-	outTradeNo, tradeNo string
-	subject             string
-	amount              int64
-	status              string
-	notifyURL           string
-	returnURL           string
-	quitURL             string
-	created, paidAt     time.Time
-	expire              time.Time // zero: never
+	trade
+	tradeNo   string
+	subject   string
+	returnURL string
+	quitURL   string
 	// scanned: the buyer opened the cashier (scanned the QR code). Alipay
 	// creates a precreate trade only then: before it, query and close answer
 	// ACQ.TRADE_NOT_EXIST.
-	scanned  bool
-	refunds  map[string]int64 // out_request_no → fen
-	refunded int64
-	delivery *notifyRun
+	scanned bool
+	refunds map[string]int64 // out_request_no → fen
 }
 
 // NewAlipay returns a simulator moving money between the buyer and seller in
-// w. It panics when cfg lacks its identity or keys, which is a wiring bug.
-func NewAlipay(cfg AlipayConfig, w *Wallets) *Alipay {
+// w. It fails when cfg lacks its identity or keys, or w is nil.
+func NewAlipay(cfg AlipayConfig, w *Wallets) (*Alipay, error) {
 	switch {
 	case cfg.AppID == "":
-		panic("sandbox.NewAlipay: AppID is required")
+		return nil, errors.New("sandbox alipay: AppID is required")
 	case cfg.AppPublicKey == nil || cfg.PrivateKey == nil:
-		panic("sandbox.NewAlipay: AppPublicKey and PrivateKey are required")
-	case w == nil:
-		panic("sandbox.NewAlipay: wallets are required")
+		return nil, errors.New("sandbox alipay: AppPublicKey and PrivateKey are required")
 	}
-	if cfg.Retry.Delays == nil {
-		cfg.Retry.Delays = AlipayRetries
+	a := &Alipay{cfg: cfg}
+	if err := a.init(alipayWays(), w, cfg.Retry, cfg.HTTPClient, cfg.Now); err != nil {
+		return nil, err
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: alipayNotifyTimeout}
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &Alipay{cfg: cfg, wallets: w, ctx: ctx, cancel: cancel, trades: map[string]*aliTrade{}}
-}
-
-// Close stops notify delivery and waits for its goroutines; the simulator
-// refuses payments afterwards.
-func (a *Alipay) Close() {
-	a.once.Do(func() {
-		a.mu.Lock()
-		a.closed = true
-		a.mu.Unlock()
-		a.cancel()
-		a.wg.Wait()
-	})
+	return a, nil
 }
 
 // ---- paying and notify delivery ----
@@ -168,37 +137,18 @@ func (a *Alipay) Close() {
 // send duplicates or a forged or misstated notify. Paying an unknown, closed,
 // expired or already paid trade fails and moves nothing.
 func (a *Alipay) Pay(outTradeNo string, opts ...PayOption) error {
-	o := applyPayOptions(opts)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.closed {
-		return errors.New("sandbox alipay: closed")
-	}
-	tr := a.trades[outTradeNo]
-	if tr == nil {
-		return fmt.Errorf("sandbox alipay: pay %q: %w", outTradeNo, errAliNoTrade)
-	}
-	tr.scanned = true // paying starts with scanning
-	a.expireLocked(tr)
-	if tr.status != alipay.StatusWaitBuyerPay {
-		return fmt.Errorf("sandbox alipay: pay %q: trade is %s", outTradeNo, tr.status)
-	}
-	if err := a.wallets.Transfer(BuyerAccount, SellerAccount, tr.amount); err != nil {
-		return fmt.Errorf("sandbox alipay: pay %q: %w", outTradeNo, err)
-	}
-	tr.status = alipay.StatusTradeSuccess
-	tr.paidAt = a.cfg.Now()
-	if tr.notifyURL == "" || o.NoNotify {
-		return nil
-	}
-	body, err := a.notifyBody(tr, o)
-	if err != nil {
-		return err
-	}
-	notifyURL := tr.notifyURL
-	tr.delivery = startNotifyRun(a.ctx, &a.wg, a.cfg.Retry, o.Duplicates,
-		func() Delivery { return a.postNotify(notifyURL, body) })
-	return nil
+	scan := func(tr *aliTrade) { tr.scanned = true } // paying starts with scanning
+	return a.pay(outTradeNo, opts, scan, func(tr *aliTrade, o PayOptions) (func() Delivery, error) {
+		if tr.notifyURL == "" || o.NoNotify {
+			return nil, nil
+		}
+		body, err := a.notifyBody(tr, o)
+		if err != nil {
+			return nil, err
+		}
+		notifyURL := tr.notifyURL
+		return func() Delivery { return a.postNotify(notifyURL, []byte(body), aliNotifyHeader) }, nil
+	})
 }
 
 // notifyBody builds the form a trade_status_sync notify carries, signed the
@@ -219,9 +169,9 @@ func (a *Alipay) notifyBody(tr *aliTrade, o PayOptions) (string, error) {
 			p.Set(k, v)
 		}
 	}
-	set("notify_time", alipay.FormatTime(a.cfg.Now()))
+	set("notify_time", alipay.FormatTime(a.now()))
 	set("notify_type", "trade_status_sync")
-	set("notify_id", aliRandomID())
+	set("notify_id", randomHex(16))
 	set("app_id", a.cfg.AppID)
 	set("auth_app_id", a.cfg.AppID)
 	set("charset", "utf-8")
@@ -254,55 +204,16 @@ func (a *Alipay) notifyBody(tr *aliTrade, o PayOptions) (string, error) {
 	return p.Encode(), nil
 }
 
-func (a *Alipay) postNotify(notifyURL, body string) Delivery {
-	rec := Delivery{At: a.cfg.Now()}
-	req, err := http.NewRequestWithContext(a.ctx, http.MethodPost, notifyURL, strings.NewReader(body))
-	if err != nil {
-		rec.Err = err.Error()
-		return rec
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded; charset=utf-8")
-	resp, err := a.cfg.HTTPClient.Do(req)
-	if err != nil {
-		rec.Err = err.Error()
-		return rec
-	}
-	defer resp.Body.Close()
-	ack, _ := io.ReadAll(io.LimitReader(resp.Body, alipayMaxAckBody))
-	rec.Status, rec.Body = resp.StatusCode, string(ack)
-	// Alipay stops only on the exact body; "success\n" or " success" retry.
-	rec.Acked = resp.StatusCode == http.StatusOK && rec.Body == alipay.AckSuccess
-	return rec
-}
-
-// Deliveries returns every notify attempt made for a trade so far, in the
-// order they completed.
-func (a *Alipay) Deliveries(outTradeNo string) []Delivery {
-	return a.run(outTradeNo).deliveries()
-}
-
-// run returns the trade's notify delivery, nil before it is paid.
-func (a *Alipay) run(outTradeNo string) *notifyRun {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if tr := a.trades[outTradeNo]; tr != nil {
-		return tr.delivery
-	}
-	return nil
-}
-
-// Wait blocks until notify delivery for a trade has finished: nil when the
-// merchant acknowledged it, an error when every attempt failed, the simulator
-// closed, ctx ended, or no notify was ever sent for the trade.
-func (a *Alipay) Wait(ctx context.Context, outTradeNo string) error {
-	return a.run(outTradeNo).wait(ctx, "alipay", outTradeNo)
+// aliNotifyHeader is the header of every notify Alipay posts.
+func aliNotifyHeader(time.Time) (http.Header, error) {
+	return http.Header{"Content-Type": {"application/x-www-form-urlencoded; charset=utf-8"}}, nil
 }
 
 // ---- HTTP ----
 
 // ServeHTTP routes the gateway, the cashier page and the pay endpoint.
 func (a *Alipay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, alipayMaxBody)
+	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
 	switch r.URL.Path {
 	case "/gateway.do":
 		if r.Method != http.MethodGet && r.Method != http.MethodPost {
@@ -406,13 +317,13 @@ func (a *Alipay) serveGateway(w http.ResponseWriter, r *http.Request) {
 		a.renderCashier(w, tr)
 		return
 	case "alipay.trade.query":
-		resp, e = a.query(biz)
+		resp, e = a.onTrade(biz, a.queryLocked)
 	case "alipay.trade.close":
-		resp, e = a.closeTrade(biz)
+		resp, e = a.onTrade(biz, a.closeLocked)
 	case "alipay.trade.refund":
-		resp, e = a.refund(biz)
+		resp, e = a.onTrade(biz, a.refundLocked)
 	case "alipay.trade.fastpay.refund.query":
-		resp, e = a.refundQuery(biz)
+		resp, e = a.onTrade(biz, a.refundQueryLocked)
 	}
 	if e != nil {
 		fail(e)
@@ -523,31 +434,19 @@ func (a *Alipay) createTrade(params url.Values, biz *aliBizContent) (*aliTrade, 
 		}
 		return tr, nil
 	}
-	now := a.cfg.Now()
-	a.seq++
+	now := a.now()
 	tr := &aliTrade{
-		outTradeNo: biz.OutTradeNo,
+		trade: trade{outTradeNo: biz.OutTradeNo, amount: amount, status: alipay.StatusWaitBuyerPay,
+			notifyURL: params.Get("notify_url"), created: now, expire: expire},
 		// Alipay's shape: Shanghai date, "22001", 15 digits.
-		tradeNo:   strings.ReplaceAll(alipay.FormatTime(now)[:10], "-", "") + "22001" + fmt.Sprintf("%015d", a.seq),
+		tradeNo:   strings.ReplaceAll(alipay.FormatTime(now)[:10], "-", "") + "22001" + fmt.Sprintf("%015d", a.nextSeq()),
 		subject:   biz.Subject,
-		amount:    amount,
-		status:    alipay.StatusWaitBuyerPay,
-		notifyURL: params.Get("notify_url"),
 		returnURL: params.Get("return_url"),
 		quitURL:   biz.QuitURL,
-		created:   now,
-		expire:    expire,
 		refunds:   map[string]int64{},
 	}
 	a.trades[tr.outTradeNo] = tr
 	return tr, nil
-}
-
-// expireLocked closes an unpaid trade whose time_expire has passed.
-func (a *Alipay) expireLocked(tr *aliTrade) {
-	if tr.status == alipay.StatusWaitBuyerPay && !tr.expire.IsZero() && a.cfg.Now().After(tr.expire) {
-		tr.status = alipay.StatusTradeClosed
-	}
 }
 
 func (a *Alipay) precreate(r *http.Request, params url.Values, biz *aliBizContent) (map[string]string, *alipay.Error) {
@@ -555,7 +454,7 @@ func (a *Alipay) precreate(r *http.Request, params url.Values, biz *aliBizConten
 	if e != nil {
 		return nil, e
 	}
-	qr := aliExternalBase(r) + "/cashier?" + url.Values{"out_trade_no": {tr.outTradeNo}}.Encode()
+	qr := externalBase(r) + "/cashier?" + url.Values{"out_trade_no": {tr.outTradeNo}}.Encode()
 	return map[string]string{"out_trade_no": tr.outTradeNo, "qr_code": qr}, nil
 }
 
@@ -582,13 +481,19 @@ func (a *Alipay) lookupLocked(biz *aliBizContent) (*aliTrade, *alipay.Error) {
 	return tr, nil
 }
 
-func (a *Alipay) query(biz *aliBizContent) (map[string]string, *alipay.Error) {
+// onTrade runs a query, close or refund method on the trade biz names,
+// under the lock; an unknown trade answers ACQ.TRADE_NOT_EXIST.
+func (a *Alipay) onTrade(biz *aliBizContent, method func(*aliTrade, *aliBizContent) (map[string]string, *alipay.Error)) (map[string]string, *alipay.Error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	tr, e := a.lookupLocked(biz)
 	if e != nil {
 		return nil, e
 	}
+	return method(tr, biz)
+}
+
+func (a *Alipay) queryLocked(tr *aliTrade, biz *aliBizContent) (map[string]string, *alipay.Error) {
 	resp := map[string]string{
 		"out_trade_no": tr.outTradeNo, "trade_no": tr.tradeNo, "trade_status": tr.status,
 		"total_amount": alipay.FormatYuan(tr.amount), "buyer_logon_id": alipayBuyerLogonID,
@@ -603,13 +508,7 @@ func (a *Alipay) query(biz *aliBizContent) (map[string]string, *alipay.Error) {
 	return resp, nil
 }
 
-func (a *Alipay) closeTrade(biz *aliBizContent) (map[string]string, *alipay.Error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	tr, e := a.lookupLocked(biz)
-	if e != nil {
-		return nil, e
-	}
+func (a *Alipay) closeLocked(tr *aliTrade, biz *aliBizContent) (map[string]string, *alipay.Error) {
 	if tr.status != alipay.StatusWaitBuyerPay {
 		return nil, aliBizErr(alipay.SubCodeTradeStatus, "交易状态不合法: "+tr.status)
 	}
@@ -617,15 +516,9 @@ func (a *Alipay) closeTrade(biz *aliBizContent) (map[string]string, *alipay.Erro
 	return map[string]string{"out_trade_no": tr.outTradeNo, "trade_no": tr.tradeNo}, nil
 }
 
-// refund returns money from the seller to the buyer. out_request_no makes it
+// refundLocked returns money from the seller to the buyer. out_request_no makes it
 // idempotent: a repeat answers the earlier result with fund_change N.
-func (a *Alipay) refund(biz *aliBizContent) (map[string]string, *alipay.Error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	tr, e := a.lookupLocked(biz)
-	if e != nil {
-		return nil, e
-	}
+func (a *Alipay) refundLocked(tr *aliTrade, biz *aliBizContent) (map[string]string, *alipay.Error) {
 	amount, err := alipay.ParseYuan(string(biz.RefundAmount))
 	if err != nil || amount < 1 {
 		return nil, aliBizErr("ACQ.INVALID_PARAMETER", "refund_amount 不合法: "+string(biz.RefundAmount))
@@ -638,7 +531,7 @@ func (a *Alipay) refund(biz *aliBizContent) (map[string]string, *alipay.Error) {
 		return map[string]string{
 			"out_trade_no": tr.outTradeNo, "trade_no": tr.tradeNo, "buyer_logon_id": alipayBuyerLogonID,
 			"buyer_user_id": alipayBuyerID, "fund_change": fundChange, "refund_fee": alipay.FormatYuan(tr.refunded),
-			"gmt_refund_pay": alipay.FormatTime(a.cfg.Now()),
+			"gmt_refund_pay": alipay.FormatTime(a.now()),
 		}
 	}
 	if prev, ok := tr.refunds[reqNo]; ok {
@@ -665,16 +558,10 @@ func (a *Alipay) refund(biz *aliBizContent) (map[string]string, *alipay.Error) {
 	return resp("Y"), nil
 }
 
-// refundQuery answers alipay.trade.fastpay.refund.query: a refund it made
+// refundQueryLocked answers alipay.trade.fastpay.refund.query: a refund it made
 // carries refund_status REFUND_SUCCESS; one it never received answers
 // success without refund_status or amounts, as Alipay does.
-func (a *Alipay) refundQuery(biz *aliBizContent) (map[string]string, *alipay.Error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	tr, e := a.lookupLocked(biz)
-	if e != nil {
-		return nil, e
-	}
+func (a *Alipay) refundQueryLocked(tr *aliTrade, biz *aliBizContent) (map[string]string, *alipay.Error) {
 	if biz.OutRequestNo == "" {
 		return nil, aliBizErr("ACQ.INVALID_PARAMETER", "out_request_no 不能为空")
 	}
@@ -769,11 +656,7 @@ func (a *Alipay) servePay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := a.Pay(no); err != nil {
-		status := http.StatusConflict
-		if errors.Is(err, errAliNoTrade) {
-			status = http.StatusNotFound
-		}
-		http.Error(w, err.Error(), status)
+		writePayError(w, err)
 		return
 	}
 	if r.Form.Get("browser") == "1" {
@@ -782,8 +665,7 @@ func (a *Alipay) servePay(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprintf(w, "paid %s\n", no)
+	writePaid(w, no)
 }
 
 // returnURL is the synchronous return redirect: the trade's return_url with
@@ -799,7 +681,7 @@ func (a *Alipay) returnURL(outTradeNo string) (string, bool) {
 		"app_id": {a.cfg.AppID}, "auth_app_id": {a.cfg.AppID}, "charset": {"utf-8"}, "version": {"1.0"},
 		"method": {"alipay.trade.page.pay.return"}, "sign_type": {"RSA2"},
 		"out_trade_no": {tr.outTradeNo}, "trade_no": {tr.tradeNo}, "total_amount": {alipay.FormatYuan(tr.amount)},
-		"timestamp": {alipay.FormatTime(a.cfg.Now())},
+		"timestamp": {alipay.FormatTime(a.now())},
 	}
 	if a.cfg.SellerID != "" {
 		p.Set("seller_id", a.cfg.SellerID)
@@ -814,24 +696,4 @@ func (a *Alipay) returnURL(outTradeNo string) (string, bool) {
 		sep = "&"
 	}
 	return tr.returnURL + sep + p.Encode(), true
-}
-
-// aliExternalBase is the scheme, host and mount prefix the request came in
-// through, so links work wherever the simulator is mounted.
-func aliExternalBase(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	prefix := ""
-	if u, err := url.ParseRequestURI(r.RequestURI); err == nil {
-		prefix = strings.TrimSuffix(u.Path, r.URL.Path)
-	}
-	return scheme + "://" + r.Host + prefix
-}
-
-func aliRandomID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

@@ -46,7 +46,16 @@ func NewDev(base, notifyBase string, scale float64) (*Dev, error) {
 	as.Retry.Scale, ws.Retry.Scale = scale, scale
 	ws.RefundAfter = time.Duration(float64(wxDevRefundAfter) * scale)
 	w := NewWallets()
-	return &Dev{Alipay: NewAlipay(as, w), WeChat: NewWeChat(ws, w), Wallets: w, AlipayClient: ac, WeChatClient: wc}, nil
+	a, err := NewAlipay(as, w)
+	if err != nil {
+		return nil, err
+	}
+	x, err := NewWeChat(ws, w)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	return &Dev{Alipay: a, WeChat: x, Wallets: w, AlipayClient: ac, WeChatClient: wc}, nil
 }
 
 // Handler serves both simulators.

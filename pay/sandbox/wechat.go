@@ -2,7 +2,6 @@ package sandbox
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
@@ -10,7 +9,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,7 +20,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/flashgrab/flashgrab/pay/wechat"
@@ -37,8 +34,6 @@ const (
 	// signs with; it also makes a platform-certificate-style hex serial live.
 	DevWeChatPubKeyID = "PUB_KEY_ID_0119000001092025010100000000"
 
-	wxMaxBody       = 1 << 20
-	wxMaxAckBody    = 512
 	wxNotifyTimeout = 5 * time.Second // WeChat Pay expects an answer within 5 s
 	wxMaxSkew       = 5 * time.Minute
 	wxStaleBy       = 10 * time.Minute
@@ -89,9 +84,9 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 		keys[i] = k
 	}
 	merchantKey, pubKeyKey, certKey := keys[0], keys[1], keys[2]
-	mchSerial := strings.ToUpper(wxRandomHex(20))
-	certSerial := strings.ToUpper(wxRandomHex(20))
-	apiV3Key := wxRandomString(32)
+	mchSerial := strings.ToUpper(randomHex(20))
+	certSerial := strings.ToUpper(randomHex(20))
+	apiV3Key := randomString(32)
 	return wechat.Config{
 			AppID: DevWeChatAppID, MchID: DevWeChatMchID, MchSerial: mchSerial, MchKey: merchantKey,
 			APIv3Key: apiV3Key,
@@ -131,19 +126,10 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 // SUCCESS (or what SetRefundOutcome asked) and send a REFUND.* notify.
 // Trades live in memory only.
 type WeChat struct {
-	cfg     WeChatConfig
-	wallets *Wallets
+	simulator[*wxTrade]
+	cfg    WeChatConfig
+	active string // guarded by mu, as everything below
 
-	ctx    context.Context // cancelled by Close, stops notify delivery
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // notify goroutines
-	once   sync.Once
-
-	mu      sync.Mutex
-	closed  bool
-	active  string
-	seq     uint64
-	trades  map[string]*wxTrade  // by out_trade_no
 	refunds map[string]*wxRefund // by out_refund_no
 	// refundEnds is what a trade's refunds end in (SUCCESS when absent).
 	refundEnds map[string]string
@@ -151,49 +137,45 @@ type WeChat struct {
 	holdRefunds bool
 }
 
-type wxTrade struct {
-	outTradeNo, transactionID string
-	kind                      wechat.Kind
-	description, attach       string
-	openID                    string
-	amount                    int64
-	state                     string
-	notifyURL                 string
-	prepay                    wxPrepayResult
-	created, paidAt, expire   time.Time
-	refunded                  int64
-	delivery                  *notifyRun
+// wechatWays returns WeChat Pay's trade states, retry schedule and acknowledgement.
+func wechatWays() provider {
+	return provider{
+		name: "wechat",
+		open: wechat.TradeNotPay, paid: wechat.TradeSuccess, closed: wechat.TradeClosed,
+		retries:       WeChatRetries,
+		notifyTimeout: wxNotifyTimeout,
+		// The status decides, whatever the body says.
+		acked: func(status int, _ string) bool { return status == http.StatusOK || status == http.StatusNoContent },
+	}
 }
 
-var errWxNoTrade = errors.New("no such trade")
+type wxTrade struct {
+	trade
+	transactionID       string
+	kind                wechat.Kind
+	description, attach string
+	openID              string
+	prepay              wxPrepayResult
+}
 
 // NewWeChat returns a simulator moving money between the buyer and seller in
-// w. It panics when cfg lacks its identity or keys, which is a wiring bug.
-func NewWeChat(cfg WeChatConfig, w *Wallets) *WeChat {
+// w. It fails when cfg lacks its identity or keys, or w is nil.
+func NewWeChat(cfg WeChatConfig, w *Wallets) (*WeChat, error) {
 	switch {
 	case cfg.AppID == "" || cfg.MchID == "":
-		panic("sandbox.NewWeChat: AppID and MchID are required")
+		return nil, errors.New("sandbox wechat: AppID and MchID are required")
 	case len(cfg.APIv3Key) != 32:
-		panic("sandbox.NewWeChat: APIv3Key must be 32 bytes")
+		return nil, fmt.Errorf("sandbox wechat: APIv3Key must be 32 bytes, not %d", len(cfg.APIv3Key))
 	case len(cfg.MerchantKeys) == 0 || len(cfg.SigningKeys) == 0:
-		panic("sandbox.NewWeChat: MerchantKeys and SigningKeys are required")
+		return nil, errors.New("sandbox wechat: MerchantKeys and SigningKeys are required")
 	case cfg.SigningKeys[cfg.ActiveSerial] == nil:
-		panic("sandbox.NewWeChat: ActiveSerial must name one of SigningKeys")
-	case w == nil:
-		panic("sandbox.NewWeChat: wallets are required")
+		return nil, fmt.Errorf("sandbox wechat: ActiveSerial %q names none of SigningKeys", cfg.ActiveSerial)
 	}
-	if cfg.Retry.Delays == nil {
-		cfg.Retry.Delays = WeChatRetries
+	s := &WeChat{cfg: cfg, active: cfg.ActiveSerial, refunds: map[string]*wxRefund{}, refundEnds: map[string]string{}}
+	if err := s.init(wechatWays(), w, cfg.Retry, cfg.HTTPClient, cfg.Now); err != nil {
+		return nil, err
 	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: wxNotifyTimeout}
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	return &WeChat{cfg: cfg, wallets: w, ctx: ctx, cancel: cancel, active: cfg.ActiveSerial,
-		trades: map[string]*wxTrade{}, refunds: map[string]*wxRefund{}, refundEnds: map[string]string{}}
+	return s, nil
 }
 
 // SetActiveSerial switches the key that signs from now on, to exercise a
@@ -208,18 +190,6 @@ func (s *WeChat) SetActiveSerial(serial string) error {
 	return nil
 }
 
-// Close stops notify delivery and waits for its goroutines; the simulator
-// refuses payments afterwards.
-func (s *WeChat) Close() {
-	s.once.Do(func() {
-		s.mu.Lock()
-		s.closed = true
-		s.mu.Unlock()
-		s.cancel()
-		s.wg.Wait()
-	})
-}
-
 // ---- paying and notify delivery ----
 
 // Pay pays a trade as the buyer 15911111111 would: it moves the amount from
@@ -231,43 +201,18 @@ func (s *WeChat) Close() {
 // paid all the same, as a merchant would find by Query. Paying an unknown,
 // closed, expired or already paid trade fails and moves nothing.
 func (s *WeChat) Pay(outTradeNo string, opts ...PayOption) error {
-	o := applyPayOptions(opts)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errors.New("sandbox wechat: closed")
-	}
-	tr := s.trades[outTradeNo]
-	if tr == nil {
-		return fmt.Errorf("sandbox wechat: pay %q: %w", outTradeNo, errWxNoTrade)
-	}
-	s.expireLocked(tr)
-	if tr.state != wechat.TradeNotPay {
-		return fmt.Errorf("sandbox wechat: pay %q: trade is %s", outTradeNo, tr.state)
-	}
-	if err := s.wallets.Transfer(BuyerAccount, SellerAccount, tr.amount); err != nil {
-		return fmt.Errorf("sandbox wechat: pay %q: %w", outTradeNo, err)
-	}
-	now := s.cfg.Now()
-	s.seq++
-	tr.state, tr.paidAt = wechat.TradeSuccess, now
-	tr.transactionID = "4200" + now.In(wxCST).Format("20060102") + fmt.Sprintf("%016d", s.seq)
-	claimed := tr.amount
-	if o.AmountCents > 0 {
-		claimed = o.AmountCents
-	}
-	signed, err := s.notifyBody(tr, claimed)
-	if err != nil {
-		return err
-	}
-	sent := signed
-	if o.ForgeSignature {
-		sent = forgeWxNotify(signed)
-	}
-	notifyURL := tr.notifyURL
-	tr.delivery = startNotifyRun(s.ctx, &s.wg, s.cfg.Retry, o.Duplicates,
-		func() Delivery { return s.postNotify(notifyURL, signed, sent, o) })
-	return nil
+	return s.pay(outTradeNo, opts, nil, func(tr *wxTrade, o PayOptions) (func() Delivery, error) {
+		tr.transactionID = "4200" + tr.paidAt.In(wxCST).Format("20060102") + fmt.Sprintf("%016d", s.nextSeq())
+		claimed := tr.amount
+		if o.AmountCents > 0 {
+			claimed = o.AmountCents
+		}
+		signed, err := s.notifyBody(tr, claimed)
+		if err != nil {
+			return nil, err
+		}
+		return s.notifyPoster(tr.notifyURL, signed, o), nil
+	})
 }
 
 // notifyBody is the TRANSACTION.SUCCESS notify of a trade.
@@ -291,7 +236,7 @@ func (s *WeChat) sealNotify(plain []byte, eventType, originalType, summary strin
 	if err != nil {
 		return nil, fmt.Errorf("sandbox wechat: notify %s: %w", eventType, err)
 	}
-	nonce := wxRandomString(12)
+	nonce := randomString(12)
 	sealed := gcm.Seal(nil, []byte(nonce), plain, []byte(originalType))
 	type resource struct {
 		OriginalType   string `json:"original_type"`
@@ -308,7 +253,7 @@ func (s *WeChat) sealNotify(plain []byte, eventType, originalType, summary strin
 		Summary      string   `json:"summary"`
 		Resource     resource `json:"resource"`
 	}{
-		ID: wxUUID(), CreateTime: s.cfg.Now().In(wxCST).Format(time.RFC3339),
+		ID: randomUUID(), CreateTime: s.now().In(wxCST).Format(time.RFC3339),
 		ResourceType: "encrypt-resource", EventType: eventType, Summary: summary,
 		Resource: resource{OriginalType: originalType, Algorithm: "AEAD_AES_256_GCM",
 			Ciphertext: base64.StdEncoding.EncodeToString(sealed), AssociatedData: originalType, Nonce: nonce},
@@ -321,64 +266,30 @@ func forgeWxNotify(signed []byte) []byte {
 	return bytes.Replace(signed, []byte(`"id":"`), []byte(`"id":"X`), 1)
 }
 
-func (s *WeChat) postNotify(notifyURL string, signed, sent []byte, o PayOptions) Delivery {
-	now := s.cfg.Now()
-	rec := Delivery{At: now}
-	if o.StaleTimestamp {
-		now = now.Add(-wxStaleBy)
+// notifyPoster returns how to post a signed notify to notifyURL: each
+// attempt signs it anew, as WeChat Pay does, and the options change what is
+// delivered (a forged body, a stale timestamp, a SIGNTEST probe).
+func (s *WeChat) notifyPoster(notifyURL string, signed []byte, o PayOptions) func() Delivery {
+	sent := signed
+	if o.ForgeSignature {
+		sent = forgeWxNotify(signed)
 	}
-	hdr, err := s.signHeaders(now, signed, "")
-	if err != nil {
-		rec.Err = err.Error()
-		return rec
+	header := func(now time.Time) (http.Header, error) {
+		if o.StaleTimestamp {
+			now = now.Add(-wxStaleBy)
+		}
+		hdr, err := s.signHeaders(now, signed, "")
+		if err != nil {
+			return nil, err
+		}
+		if o.SignTestProbe {
+			hdr.Set(wechat.HeaderSignature, wechat.ProbePrefix+hdr.Get(wechat.HeaderSignature))
+		}
+		hdr.Set("Content-Type", "application/json")
+		hdr.Set("User-Agent", "Mozilla/4.0 (sandbox WeChat Pay notify)")
+		return hdr, nil
 	}
-	if o.SignTestProbe {
-		hdr.Set(wechat.HeaderSignature, wechat.ProbePrefix+hdr.Get(wechat.HeaderSignature))
-	}
-	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, notifyURL, bytes.NewReader(sent))
-	if err != nil {
-		rec.Err = err.Error()
-		return rec
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "Mozilla/4.0 (sandbox WeChat Pay notify)")
-	resp, err := s.cfg.HTTPClient.Do(req)
-	if err != nil {
-		rec.Err = err.Error()
-		return rec
-	}
-	defer resp.Body.Close()
-	ack, _ := io.ReadAll(io.LimitReader(resp.Body, wxMaxAckBody))
-	rec.Status, rec.Body = resp.StatusCode, string(ack)
-	// The status decides, whatever the body says.
-	rec.Acked = resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusNoContent
-	return rec
-}
-
-// Deliveries returns every notify attempt made for a trade so far, in the
-// order they completed.
-func (s *WeChat) Deliveries(outTradeNo string) []Delivery {
-	return s.run(outTradeNo).deliveries()
-}
-
-// run returns the trade's notify delivery, nil before it is paid.
-func (s *WeChat) run(outTradeNo string) *notifyRun {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if tr := s.trades[outTradeNo]; tr != nil {
-		return tr.delivery
-	}
-	return nil
-}
-
-// Wait blocks until notify delivery for a trade has finished: nil when the
-// merchant acknowledged it, an error when every attempt failed, the simulator
-// closed, ctx ended, or no notify was ever sent for the trade.
-func (s *WeChat) Wait(ctx context.Context, outTradeNo string) error {
-	return s.run(outTradeNo).wait(ctx, "wechat", outTradeNo)
+	return func() Delivery { return s.postNotify(notifyURL, sent, header) }
 }
 
 // ---- signing ----
@@ -392,7 +303,7 @@ func (s *WeChat) signHeaders(at time.Time, body []byte, serial string) (http.Hea
 		s.mu.Unlock()
 	}
 	ts := strconv.FormatInt(at.Unix(), 10)
-	nonce := wxRandomHex(16)
+	nonce := randomHex(16)
 	msg := ts + "\n" + nonce + "\n" + string(body) + "\n"
 	sum := sha256.Sum256([]byte(msg))
 	sig, err := rsa.SignPKCS1v15(rand.Reader, s.cfg.SigningKeys[serial], crypto.SHA256, sum[:])
@@ -437,7 +348,7 @@ func (s *WeChat) checkAuthorization(r *http.Request, body []byte) error {
 	if err != nil {
 		return fmt.Errorf("timestamp %q is not unix seconds", f["timestamp"])
 	}
-	now, limit := s.cfg.Now().Unix(), int64(wxMaxSkew/time.Second)
+	now, limit := s.now().Unix(), int64(wxMaxSkew/time.Second)
 	if ts <= now-limit || ts >= now+limit {
 		return fmt.Errorf("timestamp %d is %ds away from now, over 5 minutes", ts, now-ts)
 	}
@@ -448,7 +359,7 @@ func (s *WeChat) checkAuthorization(r *http.Request, body []byte) error {
 	if err != nil {
 		return errors.New("signature is not base64")
 	}
-	msg := r.Method + "\n" + wxRequestTarget(r) + "\n" + f["timestamp"] + "\n" + f["nonce_str"] + "\n" + string(body) + "\n"
+	msg := r.Method + "\n" + requestTarget(r) + "\n" + f["timestamp"] + "\n" + f["nonce_str"] + "\n" + string(body) + "\n"
 	sum := sha256.Sum256([]byte(msg))
 	if rsa.VerifyPKCS1v15(pub, crypto.SHA256, sum[:], sig) != nil {
 		return errors.New("signature does not verify; sign the request-target exactly as sent, mount prefix included")
@@ -456,26 +367,11 @@ func (s *WeChat) checkAuthorization(r *http.Request, body []byte) error {
 	return nil
 }
 
-// wxRequestTarget is the path and query the client put on the wire. Under
-// http.StripPrefix r.URL is shortened but r.RequestURI is not.
-func wxRequestTarget(r *http.Request) string {
-	if r.RequestURI == "" { // a handler called directly, not through a server
-		return r.URL.RequestURI()
-	}
-	if strings.HasPrefix(r.RequestURI, "/") {
-		return r.RequestURI
-	}
-	if u, err := url.Parse(r.RequestURI); err == nil { // absolute-form, through a proxy
-		return u.RequestURI()
-	}
-	return r.RequestURI
-}
-
 // ---- HTTP ----
 
 // ServeHTTP routes the APIv3 endpoints and the cashier.
 func (s *WeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, wxMaxBody)
+	r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
 	switch p := r.URL.Path; {
 	case strings.HasPrefix(p, "/v3/"):
 		s.serveV3(w, r)
@@ -554,7 +450,7 @@ func (s *WeChat) writeV3(w http.ResponseWriter, status int, payload any, serial 
 		w.Header().Set("Content-Type", "application/json")
 	}
 	if serial != "-" {
-		hdr, err := s.signHeaders(s.cfg.Now(), body, serial)
+		hdr, err := s.signHeaders(s.now(), body, serial)
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -563,7 +459,7 @@ func (s *WeChat) writeV3(w http.ResponseWriter, status int, payload any, serial 
 			w.Header()[k] = v
 		}
 	}
-	w.Header().Set("Request-ID", wxUUID())
+	w.Header().Set("Request-ID", randomUUID())
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
@@ -656,38 +552,32 @@ func (s *WeChat) prepay(r *http.Request, kind wechat.Kind, body []byte) (int, an
 	if tr := s.trades[req.OutTradeNo]; tr != nil {
 		s.expireLocked(tr)
 		switch {
-		case tr.state == wechat.TradeSuccess || tr.state == wechat.TradeRefund:
+		case tr.status == wechat.TradeSuccess || tr.status == wechat.TradeRefund:
 			return http.StatusBadRequest, wxError{"ORDERPAID", "该订单已支付"}
-		case tr.state == wechat.TradeClosed:
+		case tr.status == wechat.TradeClosed:
 			return http.StatusBadRequest, wxError{"ORDER_CLOSED", "订单已关闭"}
 		case tr.kind != kind || tr.amount != req.Amount.Total || tr.description != req.Description:
 			return http.StatusBadRequest, wxError{"INVALID_REQUEST", "商户订单号重复，且订单参数不一致"}
 		}
 		return http.StatusOK, tr.prepay
 	}
-	now := s.cfg.Now()
+	now := s.now()
 	tr := &wxTrade{
-		outTradeNo: req.OutTradeNo, kind: kind, description: req.Description, attach: req.Attach, openID: openID,
-		amount: req.Amount.Total, state: wechat.TradeNotPay, notifyURL: req.NotifyURL, created: now, expire: expire,
+		trade: trade{outTradeNo: req.OutTradeNo, amount: req.Amount.Total, status: wechat.TradeNotPay,
+			notifyURL: req.NotifyURL, created: now, expire: expire},
+		kind: kind, description: req.Description, attach: req.Attach, openID: openID,
 	}
-	cashier := wxExternalBase(r) + "/pay?" + url.Values{"out_trade_no": {tr.outTradeNo}}.Encode()
+	cashier := externalBase(r) + "/pay?" + url.Values{"out_trade_no": {tr.outTradeNo}}.Encode()
 	switch kind {
 	case wechat.Native:
 		tr.prepay.CodeURL = cashier
 	case wechat.H5:
 		tr.prepay.H5URL = cashier
 	default:
-		tr.prepay.PrepayID = "wx" + now.In(wxCST).Format("20060102150405") + wxRandomHex(10)
+		tr.prepay.PrepayID = "wx" + now.In(wxCST).Format("20060102150405") + randomHex(10)
 	}
 	s.trades[tr.outTradeNo] = tr
 	return http.StatusOK, tr.prepay
-}
-
-// expireLocked closes an unpaid trade whose time_expire has passed.
-func (s *WeChat) expireLocked(tr *wxTrade) {
-	if tr.state == wechat.TradeNotPay && !tr.expire.IsZero() && s.cfg.Now().After(tr.expire) {
-		tr.state = wechat.TradeClosed
-	}
 }
 
 type wxTransaction struct {
@@ -720,7 +610,7 @@ var wxStateDesc = map[string]string{
 // claimed is the amount to state (the trade's unless a test misstates it).
 func (s *WeChat) transactionJSON(tr *wxTrade, claimed int64) wxTransaction {
 	t := wxTransaction{AppID: s.cfg.AppID, MchID: s.cfg.MchID, OutTradeNo: tr.outTradeNo, TradeType: wxTradeTypes[tr.kind],
-		TradeState: tr.state, TradeStateDesc: wxStateDesc[tr.state], Attach: tr.attach}
+		TradeState: tr.status, TradeStateDesc: wxStateDesc[tr.status], Attach: tr.attach}
 	t.Amount.Total, t.Amount.Currency, t.Amount.PayerCurrency = claimed, "CNY", "CNY"
 	if !tr.paidAt.IsZero() {
 		t.TransactionID, t.BankType = tr.transactionID, "OTHERS"
@@ -737,17 +627,28 @@ func (s *WeChat) transactionJSON(tr *wxTrade, claimed int64) wxTransaction {
 	return t
 }
 
+// wxOrderNotExist answers a query or close of a trade never created.
+var wxOrderNotExist = wxError{"ORDER_NOT_EXIST", "订单不存在"}
+
+// lookupLocked finds a trade, closed if it has expired; nil when unknown.
+func (s *WeChat) lookupLocked(outTradeNo string) *wxTrade {
+	tr := s.trades[outTradeNo]
+	if tr != nil {
+		s.expireLocked(tr)
+	}
+	return tr
+}
+
 func (s *WeChat) query(outTradeNo, mchID string) (int, any) {
 	if mchID != s.cfg.MchID {
 		return wxParamError("mchid %q does not match", mchID)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tr := s.trades[outTradeNo]
+	tr := s.lookupLocked(outTradeNo)
 	if tr == nil {
-		return http.StatusNotFound, wxError{"ORDER_NOT_EXIST", "订单不存在"}
+		return http.StatusNotFound, wxOrderNotExist
 	}
-	s.expireLocked(tr)
 	return http.StatusOK, s.transactionJSON(tr, tr.amount)
 }
 
@@ -760,18 +661,17 @@ func (s *WeChat) closeTrade(outTradeNo string, body []byte) (int, any) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	tr := s.trades[outTradeNo]
+	tr := s.lookupLocked(outTradeNo)
 	if tr == nil {
-		return http.StatusNotFound, wxError{"ORDER_NOT_EXIST", "订单不存在"}
+		return http.StatusNotFound, wxOrderNotExist
 	}
-	s.expireLocked(tr)
-	switch tr.state {
+	switch tr.status {
 	case wechat.TradeSuccess, wechat.TradeRefund:
 		return http.StatusBadRequest, wxError{"ORDERPAID", "订单已支付，不能关闭"}
 	case wechat.TradeClosed:
 		return http.StatusBadRequest, wxError{"ORDER_CLOSED", "订单已关闭"}
 	}
-	tr.state = wechat.TradeClosed
+	tr.status = wechat.TradeClosed
 	return http.StatusNoContent, nil
 }
 
@@ -808,60 +708,18 @@ func (s *WeChat) servePay(w http.ResponseWriter, r *http.Request) {
 		}
 		s.expireLocked(tr)
 		v := map[string]any{"Description": tr.description, "Amount": tr.amount, "OutTradeNo": tr.outTradeNo,
-			"State": tr.state, "Payable": tr.state == wechat.TradeNotPay, "Buyer": BuyerAccount}
+			"State": tr.status, "Payable": tr.status == wechat.TradeNotPay, "Buyer": BuyerAccount}
 		s.mu.Unlock()
 		v["Balance"] = s.wallets.Balance(BuyerAccount)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		_ = wxCashierPage.Execute(w, v)
 	case http.MethodPost:
 		if err := s.Pay(no); err != nil {
-			status := http.StatusConflict
-			if errors.Is(err, errWxNoTrade) {
-				status = http.StatusNotFound
-			}
-			http.Error(w, err.Error(), status)
+			writePayError(w, err)
 			return
 		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintf(w, "paid %s\n", no)
+		writePaid(w, no)
 	default:
 		http.Error(w, "GET shows the cashier, POST pays", http.StatusMethodNotAllowed)
 	}
-}
-
-// wxExternalBase is the scheme, host and mount prefix the request came in
-// through, so the cashier links work wherever the simulator is mounted.
-func wxExternalBase(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	path, _, _ := strings.Cut(wxRequestTarget(r), "?")
-	return scheme + "://" + r.Host + strings.TrimSuffix(path, r.URL.Path)
-}
-
-// ---- random identifiers ----
-
-const wxAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
-
-// wxRandomString returns n characters from [A-Za-z0-9] (the 12-character
-// GCM nonces and APIv3 keys). rand.Read never fails since Go 1.24.
-func wxRandomString(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = wxAlphabet[int(b[i])%len(wxAlphabet)]
-	}
-	return string(b)
-}
-
-func wxRandomHex(nBytes int) string {
-	b := make([]byte, nBytes)
-	_, _ = rand.Read(b)
-	return hex.EncodeToString(b)
-}
-
-func wxUUID() string {
-	h := wxRandomHex(16)
-	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }

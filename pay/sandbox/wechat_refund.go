@@ -82,7 +82,7 @@ func (s *WeChat) SettleRefund(outRefundNo string, opts ...PayOption) error {
 	}
 	rf.status = end
 	if end == wechat.RefundSuccess {
-		rf.succeeded = s.cfg.Now()
+		rf.succeeded = s.now()
 	} else {
 		s.trades[rf.outTradeNo].refunded -= rf.refund
 	}
@@ -116,13 +116,7 @@ func (s *WeChat) SettleRefund(outRefundNo string, opts ...PayOption) error {
 	if err != nil {
 		return err
 	}
-	sent := signed
-	if o.ForgeSignature {
-		sent = forgeWxNotify(signed)
-	}
-	notifyURL := rf.notifyURL
-	rf.delivery = startNotifyRun(s.ctx, &s.wg, s.cfg.Retry, o.Duplicates,
-		func() Delivery { return s.postNotify(notifyURL, signed, sent, o) })
+	rf.delivery = s.startNotify(o.Duplicates, s.notifyPoster(rf.notifyURL, signed, o))
 	return nil
 }
 
@@ -235,7 +229,7 @@ func (s *WeChat) refund(r *http.Request, body []byte) (int, any) {
 		return http.StatusNotFound, wxError{"RESOURCE_NOT_EXISTS", "订单不存在"}
 	}
 	if tr.paidAt.IsZero() {
-		return http.StatusBadRequest, wxError{"INVALID_REQUEST", "订单未支付，不能退款: " + tr.state}
+		return http.StatusBadRequest, wxError{"INVALID_REQUEST", "订单未支付，不能退款: " + tr.status}
 	}
 	if req.Amount.Total != tr.amount {
 		return http.StatusBadRequest, wxError{"INVALID_REQUEST", fmt.Sprintf("amount.total %d is not the order's %d", req.Amount.Total, tr.amount)}
@@ -250,13 +244,12 @@ func (s *WeChat) refund(r *http.Request, body []byte) (int, any) {
 	if notifyURL == "" { // the merchant platform's configured URL; here the trade's
 		notifyURL = tr.notifyURL
 	}
-	s.seq++
-	rf := &wxRefund{refundID: "5030" + fmt.Sprintf("%025d", s.seq), outRefundNo: req.OutRefundNo, outTradeNo: tr.outTradeNo,
+	rf := &wxRefund{refundID: "5030" + fmt.Sprintf("%025d", s.nextSeq()), outRefundNo: req.OutRefundNo, outTradeNo: tr.outTradeNo,
 		refund: req.Amount.Refund, total: req.Amount.Total, status: wechat.RefundProcessing, notifyURL: notifyURL,
-		created: s.cfg.Now()}
+		created: s.now()}
 	s.refunds[rf.outRefundNo] = rf
 	tr.refunded += rf.refund
-	tr.state = wechat.TradeRefund
+	tr.status = wechat.TradeRefund
 	if !s.holdRefunds && !s.closed {
 		s.wg.Add(1)
 		go s.settleLater(rf.outRefundNo)
