@@ -51,12 +51,9 @@ func (p *Payments) Paid(ctx context.Context, n Notice) (Outcome, error) {
 	if pay.AmountCents != n.AmountCents {
 		return 0, fmt.Errorf("trade %s: paid %d fen, trade is %d: %w", n.OutTradeNo, n.AmountCents, pay.AmountCents, ErrAmountMismatch)
 	}
-	p.once.Do(p.start)
 	w := &notice{Notice: n, done: make(chan struct{})}
-	select {
-	case p.queue <- w:
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	if err := p.enqueue(ctx, w); err != nil {
+		return 0, err
 	}
 	select {
 	case <-w.done:
@@ -66,35 +63,68 @@ func (p *Payments) Paid(ctx context.Context, n Notice) (Outcome, error) {
 		return 0, ctx.Err()
 	}
 	if w.err == nil && w.outcome == Refunding {
-		go p.refund(context.Background(), n.OutTradeNo)
+		p.startRefund(n.OutTradeNo)
 	}
 	return w.outcome, w.err
 }
 
-func (p *Payments) start() {
-	p.queue = make(chan *notice, 4*maxGroup)
-	p.stop = make(chan struct{})
-	p.stopped.Add(1)
+// enqueue hands a notify to the group committer, starting it on first use.
+// The read lock keeps Close from draining the queue while w goes in.
+func (p *Payments) enqueue(ctx context.Context, w *notice) error {
+	p.init()
+	p.startCommitter()
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return errClosed
+	}
+	select {
+	case p.queue <- w:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// startCommitter starts the group committer once, unless Close came first.
+func (p *Payments) startCommitter() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.running || p.closed {
+		return
+	}
+	p.running = true
+	p.goroutine.Add(1)
 	go p.commitLoop()
 }
 
-// Close stops the group committer after the group in flight.
-func (p *Payments) Close() {
-	p.once.Do(p.start)
-	close(p.stop)
-	p.stopped.Wait()
+// startRefund refunds a payment that came too late in the background, on
+// the context Close cancels; Close waits for it. A refund not started or
+// cut short stays refunding, and RetryRefunds finishes it.
+func (p *Payments) startRefund(outTradeNo string) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed {
+		return
+	}
+	p.goroutine.Add(1)
+	go func() {
+		defer p.goroutine.Done()
+		p.refund(p.ctx, outTradeNo)
+	}()
 }
 
 // commitLoop takes the notifies that arrived while the previous group was
 // committing and commits them as one group.
 func (p *Payments) commitLoop() {
-	defer p.stopped.Done()
+	defer p.goroutine.Done()
 	for {
 		var group []*notice
 		select {
 		case w := <-p.queue:
 			group = append(group, w)
-		case <-p.stop:
+		case <-p.ctx.Done():
+			p.failQueued()
 			return
 		}
 	fill:
@@ -114,6 +144,20 @@ func (p *Payments) commitLoop() {
 				w.err = err
 			}
 			close(w.done)
+		}
+	}
+}
+
+// failQueued answers the notifies left in the queue at Close: nothing is
+// enqueued any more (Close set closed under the lock enqueue holds).
+func (p *Payments) failQueued() {
+	for {
+		select {
+		case w := <-p.queue:
+			w.err = errClosed
+			close(w.done)
+		default:
+			return
 		}
 	}
 }

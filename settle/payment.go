@@ -91,17 +91,50 @@ type Payment struct {
 // (notifies arriving together share one MySQL transaction), expires unpaid
 // orders and refunds payments that came too late. A notify is acknowledged
 // only after Paid returns, that is after the commit.
+//
+// Payments owns its goroutines: the group committer, started by the first
+// Paid, and the refunds Paid starts for payments that came too late. Close
+// stops them and waits for them; after Close, Paid fails with
+// engine.ErrUnavailable, so the provider retries the notify elsewhere.
 type Payments struct {
 	Books     *Books
 	Providers map[string]Provider // by channel: "alipay", "wechat"
 	Logger    *slog.Logger
 	Metrics   *Metrics // optional: counts finished refunds
 
-	once    sync.Once
-	queue   chan *notice
-	stop    chan struct{}
-	stopped sync.WaitGroup
+	initOnce sync.Once
+	ctx      context.Context // cancelled by Close: ends the committer and the refunds
+	cancel   context.CancelFunc
+	queue    chan *notice
+
+	mu        sync.RWMutex // closed and running; held (read) while enqueueing or starting a refund
+	closed    bool
+	running   bool // the committer was started
+	goroutine sync.WaitGroup
 }
+
+// init makes what the goroutines need; it starts none of them.
+func (p *Payments) init() {
+	p.initOnce.Do(func() {
+		p.ctx, p.cancel = context.WithCancel(context.Background())
+		p.queue = make(chan *notice, 4*maxGroup)
+	})
+}
+
+// Close stops the group committer after the group in flight, fails the
+// notifies still queued with engine.ErrUnavailable, cancels the refunds in
+// progress and waits for all of them. A second Close does nothing.
+func (p *Payments) Close() {
+	p.init()
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.cancel()
+	p.goroutine.Wait()
+}
+
+// errClosed is what a notify gets once Close has begun.
+var errClosed = fmt.Errorf("payments closed: %w", engine.ErrUnavailable)
 
 // OutTradeNo is the provider trade number of an order or top-up on a channel:
 // one per (order, channel), so asking to pay again returns the same trade.
