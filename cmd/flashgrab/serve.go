@@ -85,7 +85,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer pool.Release()
 	books := &settle.Books{DB: db, OrderTTL: cmd.Duration("order-ttl")}
-	settler := &settle.Settler{Redis: srdb, DB: db, Books: books, Keys: ks, Pool: pool, Logger: log,
+	settler := &settle.Settler{Redis: srdb, Books: books, Keys: ks, Pool: pool, Logger: log,
 		Metrics: settle.NewMetrics(reg)}
 	nofile, err := api.RaiseFileLimit()
 	if err != nil {
