@@ -1,6 +1,9 @@
 package api
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 )
@@ -28,8 +31,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "flashgrab_notifies_total", Help: "Provider notifies by channel and outcome (applied, duplicate, refunding, refused).",
 		}, []string{"channel", "outcome"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.grabs, m.notifies)
+	m.requests = register(reg, m.requests)
+	m.latency = register(reg, m.latency)
+	m.grabs = register(reg, m.grabs)
+	m.notifies = register(reg, m.notifies)
 	return m
+}
+
+// register adds c to reg, or returns the collector reg already has under
+// its name: servers sharing a registry then count into the same series
+// instead of panicking on the second registration.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if old, ok := are.ExistingCollector.(C); ok {
+				return old
+			}
+		}
+		panic(fmt.Sprintf("register metric: %v", err))
+	}
+	return c
 }
 
 func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx, _ params) error {
