@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/flashgrab/flashgrab/engine"
@@ -36,7 +37,11 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 		}
 		orders = append(orders, d)
 	}
+	err = rows.Err()
 	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("expire orders: read due orders: %w", unavailable(err))
+	}
 	cancelled := 0
 	for _, o := range orders {
 		var toClose []Payment
@@ -60,10 +65,17 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 				}
 				for prow.Next() {
 					var pay Payment
-					prow.Scan(&pay.OutTradeNo, &pay.Channel)
+					if err := prow.Scan(&pay.OutTradeNo, &pay.Channel); err != nil {
+						prow.Close()
+						return fmt.Errorf("expire order %s: read its payments: %w", o.ID, unavailable(err))
+					}
 					toClose = append(toClose, pay)
 				}
+				err = prow.Err()
 				prow.Close()
+				if err != nil {
+					return fmt.Errorf("expire order %s: read its payments: %w", o.ID, unavailable(err))
+				}
 				_, err = tx.ExecContext(ctx, `UPDATE payments SET status = ? WHERE order_id = ? AND status = ?`,
 					PaymentClosed, o.ID, PaymentCreated)
 				return unavailable(err)

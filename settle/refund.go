@@ -155,7 +155,11 @@ func (p *Payments) RetryRefunds(ctx context.Context) error {
 		}
 		nos = append(nos, no)
 	}
+	err = rows.Err()
 	rows.Close()
+	if err != nil {
+		return fmt.Errorf("retry refunds: read refunding payments: %w", unavailable(err))
+	}
 	var first error
 	for _, no := range nos {
 		if err := p.refund(ctx, no); err != nil && first == nil {
