@@ -77,6 +77,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	defer eng.Close() // after the HTTP server and the sweeper, before Redis
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pool, err := ants.NewPool(int(cmd.Int("settle-workers")))
