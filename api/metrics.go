@@ -1,6 +1,9 @@
 package api
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
@@ -31,7 +34,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "flashgrab_notifies_total", Help: "Provider notifies by channel and outcome (applied, duplicate, refunding, refused).",
 		}, []string{"channel", "outcome"}),
 	}
-	reg.MustRegister(m.requests, m.latency, m.grabs, m.notifies)
+	m.requests = register(reg, m.requests)
+	m.latency = register(reg, m.latency)
+	m.grabs = register(reg, m.grabs)
+	m.notifies = register(reg, m.notifies)
 	return m
 }
 
@@ -43,7 +49,7 @@ func registerStats(reg prometheus.Registerer, eng *engine.Engine, books *settle.
 	counter := func(name, help string, v func() int64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v()) })
 	}
-	reg.MustRegister(
+	for _, c := range []prometheus.Collector{
 		counter("flashgrab_grab_batch_users_total", "Grabs decided by coalesced script calls.",
 			func() int64 { return eng.BatchStats().Users }),
 		counter("flashgrab_grab_batch_calls_total", "Script calls (EVALSHA) of the grab batcher, each deciding one batch.",
@@ -62,7 +68,25 @@ func registerStats(reg prometheus.Registerer, eng *engine.Engine, books *settle.
 			func() int64 { return eng.SoldOutStats().TooBig }),
 		counter("flashgrab_books_conflicts_total", "MySQL transactions that lost a compare-and-set or a lock race and were retried.",
 			books.Conflicts),
-	)
+	} {
+		register(reg, c)
+	}
+}
+
+// register adds c to reg, or returns the collector reg already has under
+// its name: servers sharing a registry then count into the same series
+// instead of panicking on the second registration.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if old, ok := are.ExistingCollector.(C); ok {
+				return old
+			}
+		}
+		panic(fmt.Sprintf("register metric: %v", err))
+	}
+	return c
 }
 
 func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx, _ params) error {

@@ -126,7 +126,7 @@ func TestPacketOverHTTP(t *testing.T) {
 		}
 		evs = append(evs, ev)
 	}
-	if err := (&settle.Settler{DB: h.db, Books: h.books, Keys: keys}).Apply(ctx, evs); err != nil {
+	if err := (&settle.Settler{Books: h.books, Keys: keys}).Apply(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	rdb.Del(ctx, keys.Packet(p, id), keys.PacketGrabs(p, id))

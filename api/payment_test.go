@@ -437,7 +437,7 @@ func (p *payHarness) reconcile(ctx context.Context) (*settle.Report, error) {
 	rdb, _ := testenv.Redis(p.t)
 	// The settler is not running in these tests: settle what the streams
 	// hold first, as serve's settler would.
-	s := &settle.Settler{Redis: rdb, DB: p.db, Books: p.books, Keys: p.eng.Keys()}
+	s := &settle.Settler{Redis: rdb, Books: p.books, Keys: p.eng.Keys()}
 	for part := 0; part < p.eng.Keys().Partitions; part++ {
 		msgs, err := rdb.XRange(ctx, p.eng.Keys().Events(part), "-", "+").Result()
 		if err != nil {

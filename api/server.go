@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,6 +81,7 @@ type Server struct {
 	grabs    *limiter[string]
 	ips      *limiter[netip.Addr]
 
+	setup   sync.Once // Handler's: defaults, metrics, routes, once per Server
 	routes  []route
 	metrics *metrics
 	promH   fasthttp.RequestHandler
@@ -132,8 +134,15 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 	}
 }
 
-// Handler returns the request handler (routing, metrics, errors).
+// Handler returns the request handler (routing, metrics, errors). The
+// first call sets the defaults and registers the metrics; later calls
+// return the same handler.
 func (s *Server) Handler() fasthttp.RequestHandler {
+	s.setup.Do(s.init)
+	return s.serve
+}
+
+func (s *Server) init() {
 	if s.Registry == nil {
 		s.Registry = prometheus.NewRegistry()
 	}
@@ -171,7 +180,6 @@ func (s *Server) Handler() fasthttp.RequestHandler {
 	for i := range s.routes {
 		s.routes[i].obs = s.metrics.latency.WithLabelValues(s.routes[i].name)
 	}
-	return s.serve
 }
 
 func (s *Server) serve(ctx *fasthttp.RequestCtx) {

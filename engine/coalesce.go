@@ -77,7 +77,8 @@ type batcher struct {
 	rdb          redis.UniversalClient
 	maxBatch     int
 	maxPipelines int
-	direct       bool // one call per user, no queueing (Config.NoCoalesce)
+	direct       bool        // one call per user, no queueing (Config.NoCoalesce)
+	bg           *background // runs the sender loops
 
 	mu      sync.Mutex
 	queues  map[string]*targetQueue
@@ -119,9 +120,9 @@ type batch struct {
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{done: make(chan struct{}, 1)} }}
 
-func newBatcher(rdb redis.UniversalClient, cfg Config) *batcher {
+func newBatcher(rdb redis.UniversalClient, cfg Config, bg *background) *batcher {
 	b := &batcher{rdb: rdb, maxBatch: cfg.MaxBatch, maxPipelines: cfg.MaxPipelines, direct: cfg.NoCoalesce,
-		queues: map[string]*targetQueue{}}
+		queues: map[string]*targetQueue{}, bg: bg}
 	if b.maxBatch <= 0 {
 		b.maxBatch = DefaultMaxBatch
 	}
@@ -183,7 +184,13 @@ func (b *batcher) do(ctx context.Context, c *batchCall, userKeys []string, userA
 		// goroutine, so this grab returns as soon as its answer is in.
 		b.execRound(round)
 		if next := b.finish(round); next != nil {
-			go b.loop(next)
+			// The loop's rounds run under their waiters' contexts (see
+			// roundContext), not the background one: Close waits for the
+			// answers already asked for rather than dropping them. Once
+			// closed, this grab carries the queue on itself.
+			if !b.bg.start(func(context.Context) { b.loop(next) }) {
+				b.loop(next)
+			}
 		}
 	}
 	select {

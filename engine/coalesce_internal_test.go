@@ -69,7 +69,7 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 	}
 
 	// One batch, in order, through the batcher's own send path.
-	b := newBatcher(rdb, Config{})
+	b := newBatcher(rdb, Config{}, newBackground())
 	ws := make([]*waiter, len(seq))
 	for i, r := range seq {
 		ws[i] = waiterFor("batched", r)
@@ -89,7 +89,7 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 
 	// The same sequence, one call per user.
 	single := make([][]any, len(seq))
-	direct := newBatcher(rdb, Config{NoCoalesce: true})
+	direct := newBatcher(rdb, Config{NoCoalesce: true}, newBackground())
 	for i, r := range seq {
 		w := waiterFor("single", r)
 		v, err := direct.do(ctx, &w.call, w.userKeys, w.userArgs...)

@@ -24,6 +24,7 @@ func newEngineWith(t *testing.T, cfg engine.Config) (*engine.Engine, *redis.Clie
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.Close)
 	return e, rdb
 }
 

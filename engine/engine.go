@@ -79,6 +79,7 @@ type Engine struct {
 	soldOut *soldOutMarks
 	heads   headCache[saleHead]
 	pkts    headCache[packetHead]
+	bg      *background // the goroutines of batch and soldOut; Close stops them
 }
 
 // New returns an Engine and loads its scripts into Redis (a later NOSCRIPT,
@@ -107,9 +108,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		packetCreate: redis.NewScript(scripts.PacketCreate),
 		packetGrab:   redis.NewScript(scripts.PacketGrab),
 		packetExpire: redis.NewScript(scripts.PacketExpire),
-		batch:        newBatcher(cfg.Redis, cfg),
-		soldOut:      newSoldOutMarks(cfg),
+		bg:           newBackground(),
 	}
+	e.batch = newBatcher(cfg.Redis, cfg, e.bg)
+	e.soldOut = newSoldOutMarks(cfg, e.bg)
 	if e.ids == nil {
 		e.ids = localIDs()
 	}
@@ -119,6 +121,14 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	return e, nil
+}
+
+// Close stops the engine's background work and waits for it: sold-out mark
+// loads are cancelled, batches already sent are delivered. Grabs after
+// Close still work, sent from the caller's goroutine. Close can be called
+// twice; it does not close the Redis client, which the caller owns.
+func (e *Engine) Close() {
+	e.bg.close()
 }
 
 // Keys returns the engine's key layout.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -33,9 +32,13 @@ func (e *Engine) Order(ctx context.Context, id string) (flashgrab.Order, error) 
 	if len(f) < 7 {
 		return flashgrab.Order{}, fmt.Errorf("order %s: malformed record %q", id, rec)
 	}
-	n := func(i int) int64 { x, _ := strconv.ParseInt(f[i], 10, 64); return x }
-	return flashgrab.Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: n(3), AmountCents: n(4),
-		CreatedAt: time.UnixMilli(n(5)).UTC()}, nil
+	d := recordDecoder{key: e.keys.Order(p, id)}
+	o := flashgrab.Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: d.int("qty", f[3]),
+		AmountCents: d.int("amount", f[4]), CreatedAt: time.UnixMilli(d.int("at_ms", f[5])).UTC()}
+	if d.err != nil {
+		return flashgrab.Order{}, fmt.Errorf("order %s: %w", id, d.err)
+	}
+	return o, nil
 }
 
 // releasedTombstone stands in for an order record that was gone when the

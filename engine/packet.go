@@ -66,10 +66,17 @@ func (e *Engine) Packet(ctx context.Context, id string) (flashgrab.Packet, error
 	if len(v) == 0 {
 		return flashgrab.Packet{}, fmt.Errorf("packet %s: %w", id, flashgrab.ErrNotFound)
 	}
-	n := func(k string) int64 { x, _ := strconv.ParseInt(v[k], 10, 64); return x }
+	d := recordDecoder{key: e.keys.Packet(p, id)}
+	n := func(k string) int64 { return d.int(k, v[k]) }
 	pk := flashgrab.Packet{ID: id, SenderID: v["sender"], TotalCents: n("total"), Count: n("count"), Mode: v["mode"],
 		CreatedAt: time.UnixMilli(n("at")).UTC(), ExpiresAt: time.UnixMilli(n("exp")).UTC(),
-		RemainingCents: n("rem"), RemainingCount: n("left"), Expired: v["st"] == "expired", RefundCents: n("refund")}
+		RemainingCents: n("rem"), RemainingCount: n("left"), Expired: v["st"] == "expired"}
+	if r, ok := v["refund"]; ok { // set when the packet expires
+		pk.RefundCents = d.int("refund", r)
+	}
+	if d.err != nil {
+		return flashgrab.Packet{}, fmt.Errorf("packet %s: %w", id, d.err)
+	}
 	for user, rec := range g.Val() {
 		s, err := parseShare(user, rec)
 		if err != nil {

@@ -45,11 +45,17 @@ func (e *Engine) Sale(ctx context.Context, id string) (flashgrab.Sale, error) {
 	if v[0] == nil {
 		return flashgrab.Sale{}, fmt.Errorf("sale %s: %w", id, flashgrab.ErrNotFound)
 	}
-	n := func(i int) int64 { s, _ := v[i].(string); x, _ := strconv.ParseInt(s, 10, 64); return x }
-	return flashgrab.Sale{
+	d := recordDecoder{key: e.keys.Sale(p, id)}
+	fields := []string{"mch", "price", "stock", "sold", "limit", "start", "end"}
+	n := func(i int) int64 { s, _ := v[i].(string); return d.int(fields[i], s) }
+	s := flashgrab.Sale{
 		ID: id, MerchantID: v[0].(string), PriceCents: n(1), Stock: n(2), Sold: n(3), PerUserLimit: n(4),
 		StartsAt: time.UnixMilli(n(5)).UTC(), EndsAt: time.UnixMilli(n(6)).UTC(),
-	}, nil
+	}
+	if d.err != nil {
+		return flashgrab.Sale{}, fmt.Errorf("sale %s: %w", id, d.err)
+	}
+	return s, nil
 }
 
 // Grab decides one user's grab of a sale: the order, or ErrSoldOut,

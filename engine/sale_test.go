@@ -21,6 +21,7 @@ func newEngine(t *testing.T) (*engine.Engine, *redis.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(e.Close)
 	return e, rdb
 }
 

@@ -66,6 +66,7 @@ type soldOutMarks struct {
 	ttl       int64 // nanoseconds; < 0 disables the mark
 	maxBuyers int64
 	clock     func() time.Time
+	bg        *background // runs the loads
 
 	mu    sync.RWMutex
 	marks map[string]*saleMark // only sales seen exhausted
@@ -106,8 +107,8 @@ type heldOrder struct {
 	qty, amount int64
 }
 
-func newSoldOutMarks(cfg Config) *soldOutMarks {
-	m := &soldOutMarks{rdb: cfg.Redis, keys: cfg.Keys, ttl: int64(cfg.SoldOutTTL),
+func newSoldOutMarks(cfg Config, bg *background) *soldOutMarks {
+	m := &soldOutMarks{rdb: cfg.Redis, keys: cfg.Keys, ttl: int64(cfg.SoldOutTTL), bg: bg,
 		maxBuyers: int64(cfg.SoldOutMaxBuyers), clock: cfg.Clock, marks: map[string]*saleMark{}}
 	if m.ttl == 0 {
 		m.ttl = int64(DefaultSoldOutTTL)
@@ -212,14 +213,18 @@ func (m *soldOutMarks) observe(id string, p int, remaining int64, sentAt int64) 
 	sm.loading = true
 	gen, base := sm.gen, sm.base
 	sm.mu.Unlock()
-	go m.refresh(sm, gen, base, sentAt)
+	if !m.bg.start(func(ctx context.Context) { m.refresh(ctx, sm, gen, base, sentAt) }) {
+		sm.mu.Lock()
+		sm.loading = false // closed: no mark, grabs go to Redis
+		sm.mu.Unlock()
+	}
 }
 
 // refresh loads (or, when nothing changed, reuses) the sale's buyers and
 // publishes the mark, valid for the TTL from sentAt, unless stock was seen
 // meanwhile.
-func (m *soldOutMarks) refresh(sm *saleMark, gen uint64, base *soldOutSnap, sentAt int64) {
-	ctx, cancel := context.WithTimeout(context.Background(), soldOutLoadTimeout)
+func (m *soldOutMarks) refresh(ctx context.Context, sm *saleMark, gen uint64, base *soldOutSnap, sentAt int64) {
+	ctx, cancel := context.WithTimeout(ctx, soldOutLoadTimeout)
 	defer cancel()
 	s, err := m.load(ctx, sm, base)
 	sm.mu.Lock()

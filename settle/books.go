@@ -261,7 +261,11 @@ func post(ctx context.Context, tx *sql.Tx, ps []Posting, noOverdraft bool) (int,
 		}
 		done[id] = true
 	}
+	err = rows.Err()
 	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("post: read ledger events: %w", unavailable(err))
+	}
 	fresh := ps[:0:0]
 	for _, p := range ps {
 		if !done[p.EventID] {
@@ -289,7 +293,11 @@ func post(ctx context.Context, tx *sql.Tx, ps []Posting, noOverdraft bool) (int,
 		}
 		balance[id], version[id] = bal, ver
 	}
+	err = rows.Err()
 	rows.Close()
+	if err != nil {
+		return 0, fmt.Errorf("post: read accounts: %w", unavailable(err))
+	}
 	for _, a := range accts {
 		if _, ok := version[a]; !ok {
 			return 0, fmt.Errorf("post: account %s missing (create it before the transaction)", a)

@@ -34,7 +34,9 @@ import (
 // dead-letters anything: the batch waits and is retried.
 type Settler struct {
 	Redis redis.UniversalClient
-	DB    *sql.DB
+	// Books is where events are settled: its DB, and its per-account turns,
+	// which cover the API's writes too when the process shares one Books.
+	Books *Books
 	Keys  engine.Keyspace
 	Pool  *ants.Pool // bounds concurrent MySQL transactions across partitions
 
@@ -53,9 +55,6 @@ type Settler struct {
 	Tries   int
 	Logger  *slog.Logger
 	Metrics *Metrics // optional
-	// Books posts the balance changes; nil makes one on DB. Share the
-	// process's Books so its per-account turns cover the API's writes too.
-	Books *Books
 
 	once sync.Once
 }
@@ -87,9 +86,6 @@ func (s *Settler) defaults() {
 		if s.Logger == nil {
 			s.Logger = slog.Default()
 		}
-		if s.Books == nil {
-			s.Books = &Books{DB: s.DB}
-		}
 	})
 }
 
@@ -99,6 +95,9 @@ func (s *Settler) Run(ctx context.Context) error {
 	s.defaults()
 	if s.Pool == nil {
 		return errors.New("settler: nil ants pool")
+	}
+	if s.Books == nil {
+		return errors.New("settler: nil Books")
 	}
 	var wg sync.WaitGroup
 	for p := 0; p < s.Keys.Partitions; p++ {
@@ -462,6 +461,9 @@ func deadLetterStream(ks engine.Keyspace, p int) string { return ks.Events(p) + 
 // keyed by its event, so applying the same events again changes nothing.
 func (s *Settler) Apply(ctx context.Context, events []flashgrab.Event) error {
 	s.defaults()
+	if s.Books == nil {
+		return errors.New("settler: nil Books")
+	}
 	var postings []Posting
 	for _, e := range events {
 		postings = append(postings, postingsOf(e)...)

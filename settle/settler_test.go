@@ -50,11 +50,12 @@ func (r *rig) settler(t *testing.T, db *sql.DB, consumer string, claimIdle time.
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &settle.Settler{Redis: r.rdb, DB: db, Keys: r.keys, Pool: pool, Consumer: consumer,
-		ClaimIdle: claimIdle, Block: 20 * time.Millisecond, BatchSize: 50}
+	books := &settle.Books{DB: db}
 	if db == r.db {
-		s.Books = r.books
+		books = r.books
 	}
+	s := &settle.Settler{Redis: r.rdb, Books: books, Keys: r.keys, Pool: pool, Consumer: consumer,
+		ClaimIdle: claimIdle, Block: 20 * time.Millisecond, BatchSize: 50}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -203,7 +204,7 @@ func TestSettlerTakeover(t *testing.T) {
 			}
 			evs = append(evs, ev)
 		}
-		dead := &settle.Settler{DB: r.db, Keys: r.keys}
+		dead := &settle.Settler{Books: &settle.Books{DB: r.db}, Keys: r.keys}
 		if err := dead.Apply(ctx, evs); err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +277,7 @@ func (r *rig) meteredSettler(t *testing.T, consumer string, claimIdle time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &settle.Settler{Redis: r.rdb, DB: r.db, Keys: r.keys, Pool: pool, Consumer: consumer, Books: r.books,
+	s := &settle.Settler{Redis: r.rdb, Keys: r.keys, Pool: pool, Consumer: consumer, Books: r.books,
 		ClaimIdle: claimIdle, Block: 20 * time.Millisecond, BatchSize: 50, Metrics: settle.NewMetrics(reg)}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -485,7 +486,7 @@ func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Release()
-	well := &settle.Settler{Redis: r.rdb, DB: r.db, Keys: r.keys, Pool: pool, Consumer: "well", Books: r.books,
+	well := &settle.Settler{Redis: r.rdb, Keys: r.keys, Pool: pool, Consumer: "well", Books: r.books,
 		ClaimIdle: claimIdle, Block: 20 * time.Millisecond}
 	wctx, stop := context.WithCancel(ctx)
 	stopped := make(chan struct{})

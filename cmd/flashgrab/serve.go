@@ -77,6 +77,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	defer eng.Close() // after the HTTP server and the sweeper, before Redis
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	pool, err := ants.NewPool(int(cmd.Int("settle-workers")))
@@ -85,7 +86,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer pool.Release()
 	books := &settle.Books{DB: db, OrderTTL: cmd.Duration("order-ttl")}
-	settler := &settle.Settler{Redis: srdb, DB: db, Books: books, Keys: ks, Pool: pool, Logger: log,
+	settler := &settle.Settler{Redis: srdb, Books: books, Keys: ks, Pool: pool, Logger: log,
 		Metrics: settle.NewMetrics(reg)}
 	nofile, err := api.RaiseFileLimit()
 	if err != nil {
