@@ -1,14 +1,13 @@
 package api
 
 import (
-	"errors"
+	"strconv"
+	"strings"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/pay"
-	"github.com/flashgrab/flashgrab/pay/alipay"
-	"github.com/flashgrab/flashgrab/pay/wechat"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -29,12 +28,29 @@ func payOut(p settle.Payment, withOrder bool) payResponse {
 	if withOrder {
 		out.OrderID = p.OrderID
 	}
-	if p.Channel == "wechat" {
+	if p.Channel == pay.ChannelWeChat {
 		out.CodeURL = p.PayURL
 	} else {
 		out.PayURL = p.PayURL
 	}
 	return out
+}
+
+// NotifyPath is the path at which the server takes a channel's notifies:
+// the providers are given the public URL that ends in it.
+func NotifyPath(channel string) string { return "/v1/notify/" + channel }
+
+// checkChannel refuses a channel name flashgrab does not have at all; a
+// channel it has but that is off here is settlement's ErrNoChannel.
+func checkChannel(name string) error {
+	if pay.Known(name) {
+		return nil
+	}
+	names := pay.Names()
+	for i, n := range names {
+		names[i] = strconv.Quote(n)
+	}
+	return flashgrab.Invalid("channel", "must be "+strings.Join(names, " or "))
 }
 
 // payOrder opens the provider trade for the caller's own order.
@@ -59,11 +75,14 @@ func (s *Server) payOrder(ctx *fasthttp.RequestCtx, ps params) error {
 	if o.UserID != p.UserID {
 		return flashgrab.ErrNotFound // only the buyer pays, and others' orders stay unseen
 	}
-	pay, err := s.Payments.PayOrder(c, o, req.Channel)
+	if err := checkChannel(req.Channel); err != nil {
+		return err
+	}
+	pm, err := s.Payments.PayOrder(c, o, req.Channel)
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, fasthttp.StatusOK, payOut(pay, false))
+	return writeJSON(ctx, fasthttp.StatusOK, payOut(pm, false))
 }
 
 type topupRequest struct {
@@ -96,98 +115,64 @@ func (s *Server) topup(ctx *fasthttp.RequestCtx, _ params) error {
 	if err != nil {
 		return err
 	}
-	pay, err := s.Payments.Topup(c, "T"+id, p.UserID, req.AmountCents, req.Channel)
+	if err := checkChannel(req.Channel); err != nil {
+		return err
+	}
+	pm, err := s.Payments.Topup(c, "T"+id, p.UserID, req.AmountCents, req.Channel)
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, fasthttp.StatusOK, payOut(pay, true))
+	return writeJSON(ctx, fasthttp.StatusOK, payOut(pm, true))
 }
 
-// notifyAlipay answers exactly "success" once the payment is committed (or
-// was before), and "fail" for anything forged, unknown or mismatched, or when
-// the commit failed, so that Alipay retries.
-func (s *Server) notifyAlipay(ctx *fasthttp.RequestCtx, _ params) error {
-	ctx.Response.Header.SetContentType("text/plain; charset=utf-8")
-	ack := func(ok bool, why error) error {
-		if ok {
-			ctx.SetBodyString(alipay.AckSuccess)
-			return nil
+// notify answers the named channel's notifies in its provider's format
+// (pay.Notifier.Ack): acknowledged once what the notify says is committed
+// (or was before, or there is nothing to settle), refused for anything
+// forged, stale, unknown or mismatched, a channel that is off, or a failed
+// commit, so that the provider retries.
+func (s *Server) notify(channel string) func(*fasthttp.RequestCtx, params) error {
+	return func(ctx *fasthttp.RequestCtx, _ params) error {
+		nf, _ := s.Channels.Notifier(channel) // the routes are pay.Names()
+		out, applied, err := s.applyNotify(nf, ctx)
+		r := nf.Ack(err)
+		if err != nil {
+			s.logger().Warn(channel+" notify refused", "status", r.Status, "err", err)
+			s.metrics.notifies.WithLabelValues(channel, "refused").Inc()
+		} else if applied {
+			s.metrics.notifies.WithLabelValues(channel, outcomeName(out)).Inc()
 		}
-		s.logger().Warn("alipay notify refused", "err", why)
-		s.metrics.notifies.WithLabelValues("alipay", "refused").Inc()
-		ctx.SetBodyString(alipay.AckFail)
+		ctx.SetStatusCode(r.Status)
+		if r.ContentType != "" {
+			ctx.Response.Header.SetContentType(r.ContentType)
+		}
+		if r.Body != nil {
+			ctx.SetBody(r.Body)
+		}
 		return nil
 	}
-	if s.Alipay == nil || s.Payments == nil {
-		return ack(false, settle.ErrNoChannel)
-	}
-	n, err := s.Alipay.ParseNotify(ctx.PostBody())
-	if err != nil {
-		return ack(false, err)
-	}
-	if !n.Paid {
-		return ack(true, nil) // WAIT_BUYER_PAY, TRADE_CLOSED: nothing to settle
-	}
-	c, cancel := s.reqContext()
-	defer cancel()
-	out, err := s.Payments.Paid(c, settle.Notice{Channel: "alipay", OutTradeNo: n.OutTradeNo, TradeNo: n.TradeNo,
-		AmountCents: n.TotalCents, PaidAt: n.GmtPayment})
-	if err != nil {
-		return ack(false, err)
-	}
-	s.metrics.notifies.WithLabelValues("alipay", outcomeName(out)).Inc()
-	return ack(true, nil)
 }
 
-// notifyWeChat answers 204 once the payment or refund is committed (or was
-// before); a forged, stale, probe, unknown or mismatched notify gets 400, a
-// failed commit 500, each with {"code":"FAIL"}, so that WeChat Pay retries.
-// Payments (TRANSACTION.*) and refunds (REFUND.*) share the URL; the
-// decrypted resource says which it is.
-func (s *Server) notifyWeChat(ctx *fasthttp.RequestCtx, _ params) error {
-	fail := func(status int, why error) error {
-		s.logger().Warn("wechat notify refused", "status", status, "err", why)
-		s.metrics.notifies.WithLabelValues("wechat", "refused").Inc()
-		ctx.Response.Header.SetContentType("application/json")
-		ctx.SetStatusCode(status)
-		ctx.SetBody(wechat.FailBody(why.Error()))
-		return nil
+// applyNotify verifies the request as a notify and has settlement apply
+// what it says. applied is false for a notify that asks for nothing.
+func (s *Server) applyNotify(nf pay.Notifier, ctx *fasthttp.RequestCtx) (out settle.Outcome, applied bool, err error) {
+	if s.Payments == nil {
+		return 0, false, settle.ErrNoChannel
 	}
-	if s.WeChat == nil || s.Payments == nil {
-		return fail(fasthttp.StatusNotFound, settle.ErrNoChannel)
-	}
-	h := wechat.NotifyHeaderFrom(func(k string) string { return string(ctx.Request.Header.Peek(k)) })
-	ev, err := s.WeChat.ParseEvent(h, ctx.PostBody())
+	n, err := nf.ParseNotify(func(k string) string { return string(ctx.Request.Header.Peek(k)) }, ctx.PostBody())
 	if err != nil {
-		return fail(fasthttp.StatusBadRequest, err)
+		return 0, false, err
 	}
-	var out settle.Outcome
-	applied := false
 	c, cancel := s.reqContext()
 	defer cancel()
 	switch {
-	case ev.Refund != nil:
-		rf := ev.Refund
-		out, err = s.Payments.Refunded(c, settle.RefundNotice{Channel: "wechat", OutTradeNo: rf.OutTradeNo,
-			RefundNo: rf.OutRefundNo, AmountCents: rf.RefundCents, State: pay.WeChatRefundState(rf.Status)})
-		applied = true
-	case ev.Transaction.Paid:
-		tx := ev.Transaction
-		out, err = s.Payments.Paid(c, settle.Notice{Channel: "wechat", OutTradeNo: tx.OutTradeNo, TradeNo: tx.TransactionID,
-			AmountCents: tx.TotalCents, PaidAt: tx.SuccessTime})
-		applied = true
+	case n.Paid != nil:
+		out, err = s.Payments.Paid(c, *n.Paid)
+	case n.Refund != nil:
+		out, err = s.Payments.Refunded(c, *n.Refund)
+	default:
+		return 0, false, nil
 	}
-	switch {
-	case errors.Is(err, settle.ErrUnknownTrade) || errors.Is(err, settle.ErrAmountMismatch):
-		return fail(fasthttp.StatusBadRequest, err)
-	case err != nil:
-		return fail(fasthttp.StatusInternalServerError, errors.New("not recorded; retry later"))
-	}
-	if applied {
-		s.metrics.notifies.WithLabelValues("wechat", outcomeName(out)).Inc()
-	}
-	ctx.SetStatusCode(fasthttp.StatusNoContent)
-	return nil
+	return out, err == nil, err
 }
 
 func outcomeName(o settle.Outcome) string {

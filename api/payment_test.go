@@ -89,12 +89,12 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 		t.Fatal(err)
 	}
 	books := &settle.Books{DB: db}
-	payments := &settle.Payments{Books: books, Providers: map[string]settle.Provider{
-		pay.ChannelAlipay: pay.Alipay{Client: ac}, pay.ChannelWeChat: pay.WeChat{Client: wc}},
+	chans := pay.NewChannels(ac, wc)
+	payments := &settle.Payments{Books: books, Providers: chans.Providers(),
 		Metrics: settle.NewMetrics(prometheus.NewRegistry())}
 	t.Cleanup(payments.Close)
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
-		Payments: payments, Alipay: ac, WeChat: wc}
+		Payments: payments, Channels: chans}
 	h := startHarness(t, srv, tcpListener{ln})
 	return &payHarness{harness: h, dev: dev, payments: payments, notify: notify, prefix: prefix,
 		sweeper: &settle.Sweeper{Engine: eng, Books: books, Payments: payments}}
@@ -505,5 +505,32 @@ func TestPaidOnBothChannels(t *testing.T) {
 	}
 	if got := p.dev.Wallets.Balance(sandbox.BuyerAccount); got != 99_999_00-800 {
 		t.Fatalf("buyer wallet %d: paid twice, refunded once, want 9999100", got)
+	}
+}
+
+// TestPayOnUnknownChannel: a channel name flashgrab does not have is 400
+// bad_request naming the channels it has, for an order and a top-up alike,
+// and opens no payment.
+func TestPayOnUnknownChannel(t *testing.T) {
+	p := newPayHarness(t, nil, 1e-4)
+	oid := p.order("nochan", 300, 1)
+	alice := p.token("alice", false, time.Hour)
+	for _, c := range []struct{ path, body string }{
+		{"/v1/orders/" + oid + "/pay", `{"channel":"paypal"}`},
+		{"/v1/orders/" + oid + "/pay", `{}`},
+		{"/v1/topups", `{"amount_cents":100,"channel":"Alipay"}`},
+	} {
+		status, body := p.do("POST", c.path, alice, c.body)
+		e, _ := body["error"].(map[string]any)
+		if status != 400 || errCode(body) != "bad_request" || e["message"] != `channel: must be "alipay" or "wechat"` {
+			t.Fatalf("POST %s %s: %d %v; want 400 bad_request naming the channels", c.path, c.body, status, body)
+		}
+	}
+	var n int
+	if err := p.books.DB.QueryRow(`SELECT COUNT(*) FROM payments`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("payments after refused pays: %d, %v; want 0", n, err)
+	}
+	if s := p.orderStatus(oid); s != "pending" {
+		t.Fatalf("order %q; want pending", s)
 	}
 }

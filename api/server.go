@@ -22,8 +22,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttpadaptor"
 
 	"github.com/flashgrab/flashgrab/engine"
-	"github.com/flashgrab/flashgrab/pay/alipay"
-	"github.com/flashgrab/flashgrab/pay/wechat"
+	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -38,11 +37,12 @@ type Server struct {
 	Auth   Auth
 	Logger *slog.Logger
 
-	// Payments opens provider trades and applies paid notifies; Alipay and
-	// WeChat verify the notifies. A nil client turns its channel off.
+	// Payments opens provider trades and applies what notifies say;
+	// Channels verifies the notifies and answers them. A channel missing
+	// from Channels is off: its notifies are refused in its provider's
+	// format.
 	Payments *settle.Payments
-	Alipay   *alipay.Client
-	WeChat   *wechat.Client
+	Channels pay.Channels
 
 	// Registry receives the server's metrics and is served on /metrics;
 	// nil uses a fresh registry.
@@ -170,12 +170,16 @@ func (s *Server) init() {
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
 		{method: "POST", pattern: "/v1/orders/*/pay", name: "pay_order", handle: s.payOrder},
 		{method: "POST", pattern: "/v1/topups", name: "topup", handle: s.topup},
-		{method: "POST", pattern: "/v1/notify/alipay", name: "notify_alipay", handle: s.notifyAlipay, exempt: true},
-		{method: "POST", pattern: "/v1/notify/wechat", name: "notify_wechat", handle: s.notifyWeChat, exempt: true},
 		{method: "POST", pattern: "/v1/packets", name: "create_packet", handle: s.createPacket},
 		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket, public: true},
 		{method: "GET", pattern: "/v1/accounts/*", name: "get_account", handle: s.getAccount},
 		{method: "POST", pattern: "/v1/admin/accounts/*/credit", name: "credit", handle: s.credit},
+	}
+	// One notify route per channel flashgrab has, on or off: an off channel
+	// still answers in its provider's format.
+	for _, ch := range pay.Names() {
+		s.routes = append(s.routes, route{method: "POST", pattern: NotifyPath(ch), name: "notify_" + ch,
+			handle: s.notify(ch), exempt: true})
 	}
 	for i := range s.routes {
 		s.routes[i].obs = s.metrics.latency.WithLabelValues(s.routes[i].name)

@@ -1,183 +1,147 @@
-// Package pay adapts the thin provider clients (pay/alipay, pay/wechat) to
-// what settlement needs of a payment channel (settle.Provider). The clients
-// and the local provider simulator (pay/sandbox) live in the subpackages.
+// Package pay is the one home of the payment channels: for each provider
+// (Alipay, WeChat Pay) a Channel that opens, closes, queries and refunds its
+// trades for settlement (settle.Provider), verifies its notifies into what
+// settlement applies, and writes the acknowledgement that provider expects.
+// Channels is the registry of the channels that are on, by name. The thin
+// provider clients (pay/alipay, pay/wechat) and the local provider simulator
+// (pay/sandbox) live in the subpackages. HTTP stays with the caller: a notify
+// comes in as a header getter and a body, and goes out as a Reply.
 package pay
 
 import (
-	"context"
 	"errors"
-	"fmt"
+	"maps"
+	"slices"
 
 	"github.com/flashgrab/flashgrab/pay/alipay"
 	"github.com/flashgrab/flashgrab/pay/wechat"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
-// Channel names, as clients send them.
+// Channel names, as clients send them and as the notify routes end. They are
+// also what the payments table records, so they never change.
 const (
 	ChannelAlipay = "alipay"
 	ChannelWeChat = "wechat"
 )
 
-// Alipay is the Alipay channel: alipay.trade.precreate, the payer opens (or
-// scans) the returned qr_code URL. Precreate rather than page pay, because it
-// makes the trade exist at once, so an expired order's trade can be closed.
-type Alipay struct{ Client *alipay.Client }
-
-// Create precreates the trade and returns its qr_code URL.
-func (a Alipay) Create(ctx context.Context, t settle.Trade) (string, error) {
-	return a.Client.Precreate(ctx, alipay.Trade{OutTradeNo: t.OutTradeNo, AmountCents: t.AmountCents, Subject: t.Subject, Expire: t.Expire})
+// Channel is one payment provider: its trades, as settlement needs them,
+// and its notifies.
+type Channel interface {
+	settle.Provider
+	Notifier
 }
 
-// Close closes the trade. A trade Alipay does not know (a precreate trade
-// nobody has scanned yet) or closed already needs nothing more. Alipay
-// answers ACQ.TRADE_STATUS_ERROR both for a paid trade and for one closed by
-// a full refund, so that answer is decided by a query: paid wraps
-// settle.ErrTradePaid.
-func (a Alipay) Close(ctx context.Context, outTradeNo string) error {
-	err := a.Client.Close(ctx, outTradeNo)
-	if err == nil || errors.Is(err, alipay.ErrTradeNotExist) || errors.Is(err, alipay.ErrTradeHasClose) {
-		return nil
-	}
-	if !errors.Is(err, alipay.ErrTradeStatus) {
-		return err
-	}
-	st, qerr := a.Client.Query(ctx, outTradeNo)
-	if qerr != nil {
-		return fmt.Errorf("%w; and the query to decide it: %v", err, qerr)
-	}
-	if st.Paid {
-		return fmt.Errorf("alipay close %s: trade is %s: %w", outTradeNo, st.Status, settle.ErrTradePaid)
-	}
-	if st.Status == alipay.StatusTradeClosed {
-		return nil
-	}
-	return err
+var (
+	_ Channel = Alipay{}
+	_ Channel = WeChat{}
+)
+
+// Notifier is the notify side of a channel.
+type Notifier interface {
+	// ParseNotify verifies a notify (its headers, read through header, and
+	// its raw body) and says what settlement must apply. An error means the
+	// notify is refused and must change nothing.
+	ParseNotify(header func(name string) string, body []byte) (Notify, error)
+	// Ack is the answer to a notify: the acknowledgement when err is nil (the
+	// notify is applied, was before, or asks for nothing), otherwise the
+	// refusal after which the provider retries. err is what ParseNotify or
+	// settlement returned.
+	Ack(err error) Reply
 }
 
-// Query asks alipay.trade.query for the trade's state.
-func (a Alipay) Query(ctx context.Context, outTradeNo string) (settle.TradeState, error) {
-	st, err := a.Client.Query(ctx, outTradeNo)
-	if errors.Is(err, alipay.ErrTradeNotExist) {
-		// Nobody scanned the QR code: nothing was paid.
-		return settle.TradeState{}, nil
-	}
-	if err != nil {
-		return settle.TradeState{}, err
-	}
-	return settle.TradeState{Paid: st.Paid, TradeNo: st.TradeNo, AmountCents: st.TotalCents, PaidAt: st.PaidAt}, nil
+// Notify is what a verified notify asks of settlement: at most one of its
+// fields is set; neither means nothing to settle (a trade not paid yet, or
+// closed), and the notify is acknowledged as it is.
+type Notify struct {
+	// Paid is a paid trade, for settle.Payments.Paid.
+	Paid *settle.Notice
+	// Refund is a refund that ended, for settle.Payments.Refunded.
+	Refund *settle.RefundNotice
 }
 
-// Refund refunds through alipay.trade.refund, idempotent by refundNo.
-// fund_change Y means this call moved the money. N means it did not: a
-// repeat of a refund already made, or one Alipay has not finished; the
-// refund query tells which.
-func (a Alipay) Refund(ctx context.Context, outTradeNo string, refundCents, _ int64, refundNo string) (settle.RefundState, error) {
-	r, err := a.Client.Refund(ctx, outTradeNo, refundCents, refundNo)
-	if err != nil {
-		return "", err
-	}
-	if r.FundChange {
-		return settle.RefundSucceeded, nil
-	}
-	return a.QueryRefund(ctx, outTradeNo, refundNo)
+// Reply is the HTTP answer to a notify, in the provider's format.
+type Reply struct {
+	Status      int
+	ContentType string // empty: none is set
+	Body        []byte // nil: no body
 }
 
-// QueryRefund asks alipay.trade.fastpay.refund.query where a refund stands:
-// REFUND_SUCCESS is done; anything else is still processing (Alipay has no
-// final failure for a refund it accepted, and repeating alipay.trade.refund
-// with the same refundNo is safe).
-func (a Alipay) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (settle.RefundState, error) {
-	st, err := a.Client.QueryRefund(ctx, outTradeNo, refundNo)
-	if err != nil {
-		return "", err
+// Channels is the registry of the payment channels that are on, by name.
+type Channels map[string]Channel
+
+// NewChannels registers the channels whose client is given; a nil client
+// leaves its channel off.
+func NewChannels(ac *alipay.Client, wc *wechat.Client) Channels {
+	cs := Channels{}
+	if ac != nil {
+		cs[ChannelAlipay] = Alipay{Client: ac}
 	}
-	// Alipay answers a refund it does not know, or has not done, with no
-	// refund data at all; its advice is to ask again with the same number.
-	if !st.Succeeded && st.RefundedCents == 0 {
-		return "", fmt.Errorf("alipay refund %s of %s: %w", refundNo, outTradeNo, settle.ErrRefundNotFound)
+	if wc != nil {
+		cs[ChannelWeChat] = WeChat{Client: wc}
 	}
-	if st.Succeeded {
-		return settle.RefundSucceeded, nil
-	}
-	return settle.RefundProcessing, nil
+	return cs
 }
 
-// WeChat is the WeChat Pay channel: native pay, the payer scans code_url.
-type WeChat struct{ Client *wechat.Client }
-
-// Create opens a native trade and returns its code_url.
-func (w WeChat) Create(ctx context.Context, t settle.Trade) (string, error) {
-	r, err := w.Client.Prepay(ctx, wechat.Native, wechat.PrepayRequest{OutTradeNo: t.OutTradeNo, Description: t.Subject,
-		AmountCents: t.AmountCents, TimeExpire: t.Expire})
-	if err != nil {
-		return "", err
+// Providers is the channels as settlement takes them (settle.Payments).
+func (cs Channels) Providers() map[string]settle.Provider {
+	ps := make(map[string]settle.Provider, len(cs))
+	for name, c := range cs {
+		ps[name] = c
 	}
-	return r.CodeURL, nil
+	return ps
 }
 
-// Close closes the trade (204). A trade WeChat Pay never saw
-// (ORDER_NOT_EXIST) or closed before (400 ORDER_CLOSED) needs nothing more; a
-// paid one (ORDERPAID) is reported as settle.ErrTradePaid.
-func (w WeChat) Close(ctx context.Context, outTradeNo string) error {
-	err := w.Client.Close(ctx, outTradeNo)
-	switch {
-	case wechat.IsCode(err, "ORDER_CLOSED") || wechat.IsCode(err, "ORDER_NOT_EXIST"):
-		return nil
-	case wechat.IsCode(err, "ORDERPAID"):
-		return fmt.Errorf("wechat close %s: %w: %v", outTradeNo, settle.ErrTradePaid, err)
+// Notifier is the named channel's notify side. A channel that is known but
+// off still answers in its provider's format, so the provider retries as it
+// would: its ParseNotify refuses every notify with settle.ErrNoChannel. ok
+// is false for a name that is no channel.
+func (cs Channels) Notifier(name string) (n Notifier, ok bool) {
+	if c, on := cs[name]; on {
+		return c, true
 	}
-	return err
+	ack, known := acks[name]
+	return off(ack), known
 }
 
-// Query asks WeChat Pay for the trade's state.
-func (w WeChat) Query(ctx context.Context, outTradeNo string) (settle.TradeState, error) {
-	tx, err := w.Client.Query(ctx, outTradeNo)
-	if err != nil {
-		return settle.TradeState{}, err
-	}
-	return settle.TradeState{Paid: tx.Paid, TradeNo: tx.TransactionID, AmountCents: tx.TotalCents, PaidAt: tx.SuccessTime}, nil
+// acks are the acknowledgement formats of every channel flashgrab has, on
+// or off.
+var acks = map[string]func(error) Reply{ChannelAlipay: alipayAck, ChannelWeChat: wechatAck}
+
+// Names lists every channel flashgrab has, on or off, in order.
+func Names() []string {
+	return slices.Sorted(maps.Keys(acks))
 }
 
-// Refund refunds through /v3/refund/domestic/refunds, idempotent by
-// refundNo. WeChat Pay answers PROCESSING as a rule; the end comes by query
-// or by a REFUND.* notify.
-func (w WeChat) Refund(ctx context.Context, outTradeNo string, refundCents, totalCents int64, refundNo string) (settle.RefundState, error) {
-	r, err := w.Client.Refund(ctx, wechat.RefundRequest{OutTradeNo: outTradeNo, OutRefundNo: refundNo,
-		RefundCents: refundCents, TotalCents: totalCents, Reason: "order cancelled before payment arrived"})
-	if err != nil {
-		return "", err
-	}
-	if r.RefundCents != refundCents {
-		return "", fmt.Errorf("wechat refund %s: answer refunds %d fen, asked %d", refundNo, r.RefundCents, refundCents)
-	}
-	return WeChatRefundState(r.Status), nil
+// Known reports whether name is a channel flashgrab has (whether or not
+// it is on here).
+func Known(name string) bool {
+	_, ok := acks[name]
+	return ok
 }
 
-// QueryRefund asks GET /v3/refund/domestic/refunds/{refundNo}.
-func (w WeChat) QueryRefund(ctx context.Context, outTradeNo, refundNo string) (settle.RefundState, error) {
-	r, err := w.Client.QueryRefund(ctx, refundNo)
-	if wechat.IsCode(err, "RESOURCE_NOT_EXISTS") {
-		return "", fmt.Errorf("wechat refund %s of %s: %w: %v", refundNo, outTradeNo, settle.ErrRefundNotFound, err)
-	}
-	if err != nil {
-		return "", err
-	}
-	if r.OutTradeNo != outTradeNo {
-		return "", fmt.Errorf("wechat refund %s: is a refund of %s, not %s", refundNo, r.OutTradeNo, outTradeNo)
-	}
-	return WeChatRefundState(r.Status), nil
+// off is the notify side of a channel that is not configured.
+type off func(error) Reply
+
+func (off) ParseNotify(func(string) string, []byte) (Notify, error) {
+	return Notify{}, settle.ErrNoChannel
 }
 
-// WeChatRefundState maps a WeChat Pay refund status: SUCCESS succeeded,
-// ABNORMAL and CLOSED failed (the buyer was not paid back), anything else
-// is still processing.
-func WeChatRefundState(status string) settle.RefundState {
-	switch status {
-	case wechat.RefundSuccess:
-		return settle.RefundSucceeded
-	case wechat.RefundAbnormal, wechat.RefundClosed:
-		return settle.RefundFailed
-	}
-	return settle.RefundProcessing
+func (a off) Ack(err error) Reply { return a(err) }
+
+// badNotify marks an error of the notify itself (it did not verify or
+// parse), as opposed to one of settlement's: providers that answer the two
+// differently (WeChat Pay: 400 against 500) tell them apart by it. Its text
+// is the error's own.
+type badNotify struct{ err error }
+
+func (e badNotify) Error() string { return e.err.Error() }
+func (e badNotify) Unwrap() error { return e.err }
+
+// isBadNotify reports whether err is the notify's fault rather than ours:
+// it did not verify or parse, or names a trade or an amount settlement does
+// not have. A retry of the same notify cannot succeed.
+func isBadNotify(err error) bool {
+	var bad badNotify
+	return errors.As(err, &bad) || errors.Is(err, settle.ErrUnknownTrade) || errors.Is(err, settle.ErrAmountMismatch)
 }

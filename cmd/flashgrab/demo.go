@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/flashgrab/flashgrab/api"
+	"github.com/flashgrab/flashgrab/pay"
 )
 
 // demoCommand is `flashgrab demo`: the README's walkthrough as one command,
@@ -183,10 +184,10 @@ func (d *demo) all(ctx context.Context) error {
 	if err := d.call(ctx, "POST", d.base+"/v1/sales", "admin", true, body, http.StatusCreated, nil); err != nil {
 		return err
 	}
-	if err := d.buyAndPay(ctx, sale, merchant, d.id("alice"), "alipay", demoPrice); err != nil {
+	if err := d.buyAndPay(ctx, sale, merchant, d.id("alice"), pay.ChannelAlipay, demoPrice); err != nil {
 		return err
 	}
-	if err := d.buyAndPay(ctx, sale, merchant, d.id("bob"), "wechat", 2*demoPrice); err != nil {
+	if err := d.buyAndPay(ctx, sale, merchant, d.id("bob"), pay.ChannelWeChat, 2*demoPrice); err != nil {
 		return err
 	}
 	if err := d.packet(ctx); err != nil {

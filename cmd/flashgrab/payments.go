@@ -14,11 +14,11 @@ import (
 
 	"github.com/urfave/cli/v3"
 
+	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/pay/alipay"
 	"github.com/flashgrab/flashgrab/pay/sandbox"
 	"github.com/flashgrab/flashgrab/pay/wechat"
-	"github.com/flashgrab/flashgrab/settle"
 )
 
 // paymentFlags configure the two channels. A channel is on when its app id is
@@ -55,11 +55,9 @@ func paymentFlags() []cli.Flag {
 // channels are the configured payment channels, and the in-process sandbox
 // when there is one.
 type channels struct {
-	alipay    *alipay.Client
-	wechat    *wechat.Client
-	providers map[string]settle.Provider
-	dev       *sandbox.Dev
-	server    *http.Server
+	on     pay.Channels
+	dev    *sandbox.Dev
+	server *http.Server
 }
 
 func (c *channels) close() {
@@ -78,7 +76,9 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 	if public == "" {
 		public = "http://" + apiAddr
 	}
-	ch := &channels{providers: map[string]settle.Provider{}}
+	ch := &channels{}
+	var ac *alipay.Client
+	var wc *wechat.Client
 	sandboxOn := dev
 	if cmd.IsSet("sandbox") {
 		sandboxOn = cmd.Bool("sandbox")
@@ -96,27 +96,22 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 		ch.dev, ch.server = d, &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 5 * time.Second}
 		go ch.server.Serve(ln)
 		log.Info("payment sandbox serving (Alipay and WeChat Pay simulators)", "addr", ln.Addr().String())
-		if ch.alipay, err = alipay.New(d.AlipayClient); err != nil {
+		if ac, err = alipay.New(d.AlipayClient); err != nil {
 			return nil, err
 		}
-		if ch.wechat, err = wechat.New(d.WeChatClient); err != nil {
+		if wc, err = wechat.New(d.WeChatClient); err != nil {
 			return nil, err
 		}
 	} else {
 		var err error
-		if ch.alipay, err = alipayFromFlags(cmd, public); err != nil {
+		if ac, err = alipayFromFlags(cmd, public); err != nil {
 			return nil, err
 		}
-		if ch.wechat, err = wechatFromFlags(cmd, public); err != nil {
+		if wc, err = wechatFromFlags(cmd, public); err != nil {
 			return nil, err
 		}
 	}
-	if ch.alipay != nil {
-		ch.providers[pay.ChannelAlipay] = pay.Alipay{Client: ch.alipay}
-	}
-	if ch.wechat != nil {
-		ch.providers[pay.ChannelWeChat] = pay.WeChat{Client: ch.wechat}
-	}
+	ch.on = pay.NewChannels(ac, wc)
 	return ch, nil
 }
 
@@ -149,7 +144,7 @@ func alipayFromFlags(cmd *cli.Command, public string) (*alipay.Client, error) {
 	}
 	return alipay.New(alipay.Config{AppID: cmd.String("alipay-app-id"), SellerID: cmd.String("alipay-seller-id"),
 		PrivateKey: key, AlipayPublicKey: pub, Gateway: cmd.String("alipay-gateway"),
-		NotifyURL: public + "/v1/notify/alipay"})
+		NotifyURL: public + api.NotifyPath(pay.ChannelAlipay)})
 }
 
 func wechatFromFlags(cmd *cli.Command, public string) (*wechat.Client, error) {
@@ -187,7 +182,7 @@ func wechatFromFlags(cmd *cli.Command, public string) (*wechat.Client, error) {
 	}
 	return wechat.New(wechat.Config{AppID: cmd.String("wechat-app-id"), MchID: cmd.String("wechat-mch-id"),
 		MchSerial: cmd.String("wechat-mch-serial"), MchKey: key, APIv3Key: cmd.String("wechat-apiv3-key"),
-		Verifiers: verifiers, Host: cmd.String("wechat-host"), NotifyURL: public + "/v1/notify/wechat"})
+		Verifiers: verifiers, Host: cmd.String("wechat-host"), NotifyURL: public + api.NotifyPath(pay.ChannelWeChat)})
 }
 
 func readPEM(path, flag string) ([]byte, error) {

@@ -127,10 +127,10 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer ch.close()
-	payments := &settle.Payments{Books: books, Providers: ch.providers, Logger: log, Metrics: settler.Metrics}
+	payments := &settle.Payments{Books: books, Providers: ch.on.Providers(), Logger: log, Metrics: settler.Metrics}
 	defer payments.Close()
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
-		Payments: payments, Alipay: ch.alipay, WeChat: ch.wechat,
+		Payments: payments, Channels: ch.on,
 		MaxConns: lim.maxConns, MaxConnsPerIP: lim.maxConnsPerIP, IdleTimeout: lim.idle,
 		GrabLimit: lim.grab, IPLimit: lim.ip}
 	hs := srv.HTTPServer()
