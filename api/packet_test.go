@@ -126,7 +126,7 @@ func TestPacketOverHTTP(t *testing.T) {
 		}
 		evs = append(evs, ev)
 	}
-	if err := (&settle.Settler{Books: h.books, Keys: keys}).Apply(ctx, evs); err != nil {
+	if err := settle.NewSettler(nil, h.books, keys, nil).Apply(ctx, evs); err != nil {
 		t.Fatal(err)
 	}
 	rdb.Del(ctx, keys.Packet(p, id), keys.PacketGrabs(p, id))
@@ -197,7 +197,8 @@ func TestPacketCreateWithRedisDown(t *testing.T) {
 		t.Fatalf("sender balance %v, want 400 (the packet holds 600)", b)
 	}
 	proxy.Up()
-	sweeper := &settle.Sweeper{Engine: h.eng, Books: h.books, Grace: time.Nanosecond}
+	sweeper := settle.NewSweeper(h.eng, h.books, nil)
+	sweeper.Grace = time.Nanosecond
 	if err := sweeper.Sweep(context.Background()); err != nil {
 		t.Fatal(err)
 	}

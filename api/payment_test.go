@@ -90,14 +90,14 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 	}
 	books := &settle.Books{DB: db}
 	chans := pay.NewChannels(ac, wc)
-	payments := &settle.Payments{Books: books, Providers: chans.Providers(),
-		Metrics: settle.NewMetrics(prometheus.NewRegistry())}
+	payments := settle.NewPayments(books, chans.Providers())
+	payments.Metrics = settle.NewMetrics(prometheus.NewRegistry())
 	t.Cleanup(payments.Close)
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
 		Payments: payments, Channels: chans}
 	h := startHarness(t, srv, tcpListener{ln})
 	return &payHarness{harness: h, dev: dev, payments: payments, notify: notify, prefix: prefix,
-		sweeper: &settle.Sweeper{Engine: eng, Books: books, Payments: payments}}
+		sweeper: settle.NewSweeper(eng, books, payments)}
 }
 
 // order creates a sale for merchant m and has alice grab qty units; it
@@ -437,7 +437,7 @@ func (p *payHarness) reconcile(ctx context.Context) (*settle.Report, error) {
 	rdb, _ := testenv.Redis(p.t)
 	// The settler is not running in these tests: settle what the streams
 	// hold first, as serve's settler would.
-	s := &settle.Settler{Redis: rdb, Books: p.books, Keys: p.eng.Keys()}
+	s := settle.NewSettler(rdb, p.books, p.eng.Keys(), nil)
 	for part := 0; part < p.eng.Keys().Partitions; part++ {
 		msgs, err := rdb.XRange(ctx, p.eng.Keys().Events(part), "-", "+").Result()
 		if err != nil {

@@ -110,7 +110,7 @@ func TestSaleGrabOverHTTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &settle.Settler{Books: h.books, Keys: h.eng.Keys()}
+	s := settle.NewSettler(nil, h.books, h.eng.Keys(), nil)
 	if err := s.Apply(context.Background(), []flashgrab.Event{{Kind: flashgrab.EventOrder, ID: "1-1", Order: o}}); err != nil {
 		t.Fatal(err)
 	}

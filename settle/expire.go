@@ -18,7 +18,7 @@ import (
 // (released = 0).
 func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Context, flashgrab.Order) error) (int, error) {
 	now := time.Now().UTC()
-	rows, err := p.Books.DB.QueryContext(ctx, `SELECT id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, status
+	rows, err := p.books.DB.QueryContext(ctx, `SELECT id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, status
 		FROM orders WHERE (status = ? AND expires_at <= ?) OR (status IN (?, ?) AND released = 0) LIMIT 500`,
 		OrderPending, now, OrderCancelled, OrderRefunded)
 	if err != nil {
@@ -47,7 +47,7 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 		var toClose []Payment
 		if o.status == OrderPending {
 			won := false
-			err := p.Books.Tx(ctx, func(tx *sql.Tx) error {
+			err := p.books.Tx(ctx, func(tx *sql.Tx) error {
 				toClose = toClose[:0]
 				res, err := tx.ExecContext(ctx, `UPDATE orders SET status = ? WHERE id = ? AND status = ? AND expires_at <= ?`,
 					OrderCancelled, o.ID, OrderPending, now)
@@ -92,11 +92,11 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 		if err := release(ctx, o.Order); errors.Is(err, flashgrab.ErrSaleGone) {
 			// Stranded: nothing in Redis to return the stock to; reconcile reports released = 2.
 			released = 2
-			p.logger().Error("expired order's stock stranded", "order", o.ID, "sale", o.SaleID, "user", o.UserID, "qty", o.Qty, "err", err)
+			p.Logger.Error("expired order's stock stranded", "order", o.ID, "sale", o.SaleID, "user", o.UserID, "qty", o.Qty, "err", err)
 		} else if err != nil && !errors.Is(err, flashgrab.ErrNotFound) {
 			return cancelled, err
 		}
-		if _, err := p.Books.DB.ExecContext(ctx, `UPDATE orders SET released = ? WHERE id = ?`, released, o.ID); err != nil {
+		if _, err := p.books.DB.ExecContext(ctx, `UPDATE orders SET released = ? WHERE id = ?`, released, o.ID); err != nil {
 			return cancelled, unavailable(err)
 		}
 		for _, pay := range toClose {
@@ -114,7 +114,7 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 			if err != nil {
 				// A payment that still arrives is refunded by Paid, and
 				// QueryStale asks about the trade again later.
-				p.logger().Warn("close trade failed", "out_trade_no", pay.OutTradeNo, "err", err)
+				p.Logger.Warn("close trade failed", "out_trade_no", pay.OutTradeNo, "err", err)
 			}
 		}
 	}

@@ -6,7 +6,7 @@ import "testing"
 // starts no committer, and a second Close does nothing (it used to start the
 // committer only to stop it, and to panic on the second call).
 func TestPaymentsCloseTwice(t *testing.T) {
-	p := &Payments{}
+	p := NewPayments(nil, nil)
 	p.Close()
 	p.Close()
 	if p.running {

@@ -3,6 +3,9 @@ package settle_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -42,7 +45,7 @@ func TestCloseWaitsForRefunds(t *testing.T) {
 	ctx := context.Background()
 	sp := &stuckRefunds{fakeProvider: fakeProvider{refunds: map[string]int64{}, closed: map[string]bool{}},
 		started: make(chan string, 1)}
-	p := &settle.Payments{Books: r.books, Providers: map[string]settle.Provider{"alipay": sp}}
+	p := settle.NewPayments(r.books, map[string]settle.Provider{"alipay": sp})
 	var pms []settle.Payment
 	for _, id := range []string{"1-0", "2-0"} {
 		o := flashgrab.Order{ID: id, SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
@@ -84,8 +87,36 @@ func TestCloseWaitsForRefunds(t *testing.T) {
 // TestSettlerNeedsBooks: the settler writes through Books only (it no longer
 // takes a DB beside it); without one it refuses instead of writing elsewhere.
 func TestSettlerNeedsBooks(t *testing.T) {
-	s := &settle.Settler{Keys: engine.Keyspace{Prefix: "t", Partitions: 1}}
+	s := settle.NewSettler(nil, nil, engine.Keyspace{Prefix: "t", Partitions: 1}, nil)
 	if err := s.Apply(context.Background(), nil); err == nil || err.Error() != "settler: nil Books" {
 		t.Fatalf("Apply without Books: %v", err)
 	}
+}
+
+// TestConstructorsSetDefaults: NewSettler, NewSweeper and NewPayments return
+// values whose options already hold the documented defaults (they used to
+// be filled in lazily, by the first Run or Apply), and a settler made without
+// its Redis client refuses to run instead of panicking in a partition loop.
+func TestConstructorsSetDefaults(t *testing.T) {
+	host, _ := os.Hostname()
+	s := settle.NewSettler(nil, nil, engine.Keyspace{Prefix: "t", Partitions: 1}, nil)
+	if s.Group != "settlers" || s.Consumer != host+"-"+strconv.Itoa(os.Getpid()) || s.BatchSize != 1000 ||
+		s.Block != 200*time.Millisecond || s.ClaimIdle != 30*time.Second || s.Linger != 10*time.Millisecond ||
+		s.Tries != 3 || s.Logger != slog.Default() || s.Metrics != nil {
+		t.Fatalf("NewSettler options: %+v", s)
+	}
+	if err := s.Run(context.Background()); err == nil || err.Error() != "settler: nil Redis client" {
+		t.Fatalf("Run without Redis: %v", err)
+	}
+	w := settle.NewSweeper(nil, nil, nil)
+	if w.Interval != time.Second || w.Grace != 30*time.Second || w.StaleAge != settle.DefaultStaleAge ||
+		w.StaleEvery != time.Minute || w.Logger != slog.Default() {
+		t.Fatalf("NewSweeper options: Interval %v, Grace %v, StaleAge %v, StaleEvery %v, Logger %p",
+			w.Interval, w.Grace, w.StaleAge, w.StaleEvery, w.Logger)
+	}
+	p := settle.NewPayments(nil, nil)
+	if p.Logger != slog.Default() || p.Metrics != nil {
+		t.Fatalf("NewPayments options: Logger %p, Metrics %p", p.Logger, p.Metrics)
+	}
+	p.Close()
 }

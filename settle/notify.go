@@ -41,7 +41,7 @@ const maxGroup = 128
 // It returns after the commit; only then may the handler acknowledge.
 // ErrUnknownTrade and ErrAmountMismatch change nothing.
 func (p *Payments) Paid(ctx context.Context, n Notice) (Outcome, error) {
-	pay, err := p.Books.Payment(ctx, n.OutTradeNo)
+	pay, err := p.books.Payment(ctx, n.OutTradeNo)
 	if err != nil {
 		return 0, err
 	}
@@ -71,7 +71,6 @@ func (p *Payments) Paid(ctx context.Context, n Notice) (Outcome, error) {
 // enqueue hands a notify to the group committer, starting it on first use.
 // The read lock keeps Close from draining the queue while w goes in.
 func (p *Payments) enqueue(ctx context.Context, w *notice) error {
-	p.init()
 	p.startCommitter()
 	p.mu.RLock()
 	defer p.mu.RUnlock()
@@ -165,11 +164,11 @@ func (p *Payments) failQueued() {
 func (p *Payments) commit(ctx context.Context, group []*notice) error {
 	var payees []string
 	for _, w := range group {
-		if pay, err := p.Books.Payment(ctx, w.OutTradeNo); err == nil {
+		if pay, err := p.books.Payment(ctx, w.OutTradeNo); err == nil {
 			payees = append(payees, pay.PayeeID)
 		}
 	}
-	return p.Books.Tx(ctx, func(tx *sql.Tx) error {
+	return p.books.Tx(ctx, func(tx *sql.Tx) error {
 		var postings []Posting
 		for _, w := range group {
 			ps, outcome, err := applyPaid(ctx, tx, w.Notice)

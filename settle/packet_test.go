@@ -103,7 +103,7 @@ func TestPacketBooksBalance(t *testing.T) {
 	for _, pk := range packets {
 		r.expireNow(t, pk.ID)
 	}
-	sweeper := &settle.Sweeper{Engine: r.eng, Books: books}
+	sweeper := settle.NewSweeper(r.eng, books, nil)
 	if err := sweeper.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,8 @@ func TestFundedPacketPublishedLater(t *testing.T) {
 	if _, err := r.eng.GrabPacket(ctx, pk.ID, "u"); !errors.Is(err, flashgrab.ErrNotFound) {
 		t.Fatalf("grab of an unpublished packet: %v", err)
 	}
-	sweeper := &settle.Sweeper{Engine: r.eng, Books: books, Grace: time.Nanosecond}
+	sweeper := settle.NewSweeper(r.eng, books, nil)
+	sweeper.Grace = time.Nanosecond
 	if err := sweeper.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -102,16 +102,20 @@ type Payment struct {
 // Paid, and the refunds Paid starts for payments that came too late. Close
 // stops them and waits for them; after Close, Paid fails with
 // flashgrab.ErrUnavailable, so the provider retries the notify elsewhere.
+// Make one with NewPayments: the zero value is not ready for use.
 type Payments struct {
-	Books     *Books
-	Providers map[string]Provider // by channel name (pay.Channels.Providers)
-	Logger    *slog.Logger
-	Metrics   *Metrics // optional: counts finished refunds
+	books     *Books
+	providers map[string]Provider // by channel name (pay.Channels.Providers)
 
-	initOnce sync.Once
-	ctx      context.Context // cancelled by Close: ends the committer and the refunds
-	cancel   context.CancelFunc
-	queue    chan *notice
+	// The options below are set by NewPayments; change them before the
+	// first call.
+
+	Logger  *slog.Logger // default slog.Default()
+	Metrics *Metrics     // optional: counts finished refunds
+
+	ctx    context.Context // cancelled by Close: ends the committer and the refunds
+	cancel context.CancelFunc
+	queue  chan *notice
 
 	mu        sync.RWMutex // closed and running; held (read) while enqueueing or starting a refund
 	closed    bool
@@ -119,19 +123,26 @@ type Payments struct {
 	goroutine sync.WaitGroup
 }
 
-// init makes what the goroutines need; it starts none of them.
-func (p *Payments) init() {
-	p.initOnce.Do(func() {
-		p.ctx, p.cancel = context.WithCancel(context.Background())
-		p.queue = make(chan *notice, 4*maxGroup)
-	})
+// NewPayments returns Payments that record trades in books and open them
+// with providers (by channel name, as pay.Channels.Providers gives them; a
+// channel missing there fails with ErrNoChannel). It starts no goroutine:
+// the group committer starts with the first Paid. Close it when done.
+func NewPayments(books *Books, providers map[string]Provider) *Payments {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Payments{
+		books:     books,
+		providers: providers,
+		Logger:    slog.Default(),
+		ctx:       ctx,
+		cancel:    cancel,
+		queue:     make(chan *notice, 4*maxGroup),
+	}
 }
 
 // Close stops the group committer after the group in flight, fails the
 // notifies still queued with flashgrab.ErrUnavailable, cancels the refunds in
 // progress and waits for all of them. A second Close does nothing.
 func (p *Payments) Close() {
-	p.init()
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
@@ -150,7 +161,7 @@ func OutTradeNo(orderID, channel string) string {
 }
 
 func (p *Payments) provider(channel string) (Provider, error) {
-	pr, ok := p.Providers[channel]
+	pr, ok := p.providers[channel]
 	if !ok || pr == nil {
 		return nil, fmt.Errorf("channel %q: %w", channel, ErrNoChannel)
 	}
@@ -165,10 +176,10 @@ func (p *Payments) PayOrder(ctx context.Context, o flashgrab.Order, channel stri
 	if err != nil {
 		return Payment{}, err
 	}
-	if err := p.Books.ensureOrder(ctx, o); err != nil {
+	if err := p.books.ensureOrder(ctx, o); err != nil {
 		return Payment{}, err
 	}
-	st, err := p.Books.Order(ctx, o.ID)
+	st, err := p.books.Order(ctx, o.ID)
 	if err != nil {
 		return Payment{}, err
 	}
@@ -188,20 +199,20 @@ func (p *Payments) Topup(ctx context.Context, topupID, user string, amount int64
 	}
 	pay := Payment{OutTradeNo: OutTradeNo(topupID, channel), Kind: KindTopup, OrderID: topupID, UserID: user,
 		PayeeID: user, Channel: channel, AmountCents: amount, Status: PaymentCreated}
-	return p.open(ctx, pr, pay, "flashgrab top-up", time.Now().Add(p.Books.orderTTL()))
+	return p.open(ctx, pr, pay, "flashgrab top-up", time.Now().Add(p.books.orderTTL()))
 }
 
 // open records the payment before asking the provider, so that a notify
 // racing the answer always finds it; a payment opened before is returned as
 // it is.
 func (p *Payments) open(ctx context.Context, pr Provider, pay Payment, subject string, expire time.Time) (Payment, error) {
-	_, err := p.Books.DB.ExecContext(ctx, `INSERT IGNORE INTO payments (out_trade_no, kind, order_id, user_id, payee_id,
+	_, err := p.books.DB.ExecContext(ctx, `INSERT IGNORE INTO payments (out_trade_no, kind, order_id, user_id, payee_id,
 		channel, amount_cents, status, created_at) VALUES (?,?,?,?,?,?,?,?,?)`, pay.OutTradeNo, pay.Kind, pay.OrderID,
 		pay.UserID, pay.PayeeID, pay.Channel, pay.AmountCents, PaymentCreated, time.Now().UTC())
 	if err != nil {
 		return Payment{}, fmt.Errorf("record payment %s: %w", pay.OutTradeNo, unavailable(err))
 	}
-	cur, err := p.Books.Payment(ctx, pay.OutTradeNo)
+	cur, err := p.books.Payment(ctx, pay.OutTradeNo)
 	if err != nil {
 		return Payment{}, err
 	}
@@ -215,11 +226,11 @@ func (p *Payments) open(ctx context.Context, pr Provider, pay Payment, subject s
 	if err != nil {
 		return Payment{}, fmt.Errorf("open %s trade %s: %w: %v", pay.Channel, pay.OutTradeNo, flashgrab.ErrUnavailable, err)
 	}
-	if _, err := p.Books.DB.ExecContext(ctx, `UPDATE payments SET pay_url = ? WHERE out_trade_no = ?`, url, pay.OutTradeNo); err != nil {
+	if _, err := p.books.DB.ExecContext(ctx, `UPDATE payments SET pay_url = ? WHERE out_trade_no = ?`, url, pay.OutTradeNo); err != nil {
 		return Payment{}, fmt.Errorf("record payment %s: %w", pay.OutTradeNo, unavailable(err))
 	}
 	if pay.Kind == KindOrder {
-		if _, err := p.Books.DB.ExecContext(ctx, `UPDATE orders SET channel = ?, out_trade_no = ? WHERE id = ? AND status = ?`,
+		if _, err := p.books.DB.ExecContext(ctx, `UPDATE orders SET channel = ?, out_trade_no = ? WHERE id = ? AND status = ?`,
 			pay.Channel, pay.OutTradeNo, pay.OrderID, OrderPending); err != nil {
 			return Payment{}, fmt.Errorf("record payment %s: %w", pay.OutTradeNo, unavailable(err))
 		}
@@ -257,11 +268,4 @@ func (b *Books) ensureOrder(ctx context.Context, o flashgrab.Order) error {
 		return fmt.Errorf("write order %s: %w", o.ID, err)
 	}
 	return nil
-}
-
-func (p *Payments) logger() *slog.Logger {
-	if p.Logger != nil {
-		return p.Logger
-	}
-	return slog.Default()
 }

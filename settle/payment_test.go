@@ -55,7 +55,7 @@ func (f *fakeProvider) QueryRefund(_ context.Context, no, refundNo string) (sett
 
 func newPayments(t *testing.T, r *rig) (*settle.Payments, *fakeProvider) {
 	fp := &fakeProvider{refunds: map[string]int64{}, closed: map[string]bool{}}
-	p := &settle.Payments{Books: r.books, Providers: map[string]settle.Provider{"alipay": fp}}
+	p := settle.NewPayments(r.books, map[string]settle.Provider{"alipay": fp})
 	t.Cleanup(p.Close)
 	return p, fp
 }

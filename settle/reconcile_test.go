@@ -93,7 +93,7 @@ func (b *ledgerRig) paid(t *testing.T, pm settle.Payment) {
 func (b *ledgerRig) settleAll(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
-	s := &settle.Settler{Redis: b.rdb, Books: b.books, Keys: b.keys}
+	s := settle.NewSettler(b.rdb, b.books, b.keys, nil)
 	for p := 0; p < b.keys.Partitions; p++ {
 		msgs, err := b.rdb.XRange(ctx, b.keys.Events(p), "-", "+").Result()
 		if err != nil {

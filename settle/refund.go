@@ -22,7 +22,7 @@ const (
 // the query fails, e.g. because the provider does not know it yet. A
 // failure is left in status refunding for RetryRefunds.
 func (p *Payments) refund(ctx context.Context, outTradeNo string) error {
-	pay, err := p.Books.Payment(ctx, outTradeNo)
+	pay, err := p.books.Payment(ctx, outTradeNo)
 	if err != nil {
 		return err
 	}
@@ -38,7 +38,7 @@ func (p *Payments) refund(ctx context.Context, outTradeNo string) error {
 	if qerr != nil {
 		state, err = pr.Refund(ctx, outTradeNo, pay.AmountCents, pay.AmountCents, refundNo)
 		if err != nil {
-			p.logger().Warn("refund failed; will retry", "out_trade_no", outTradeNo, "err", err, "query_err", qerr)
+			p.Logger.Warn("refund failed; will retry", "out_trade_no", outTradeNo, "err", err, "query_err", qerr)
 			return err
 		}
 	}
@@ -66,7 +66,7 @@ type RefundNotice struct {
 // ErrAmountMismatch. A repeat of a finished refund's notify changes nothing
 // and gives Duplicate. It returns after the commit.
 func (p *Payments) Refunded(ctx context.Context, n RefundNotice) (Outcome, error) {
-	pay, err := p.Books.Payment(ctx, n.OutTradeNo)
+	pay, err := p.books.Payment(ctx, n.OutTradeNo)
 	if err != nil {
 		return 0, err
 	}
@@ -104,7 +104,7 @@ func (p *Payments) applyRefund(ctx context.Context, pay Payment, state RefundSta
 		return 0, fmt.Errorf("refund %s: unknown refund state %q", RefundNo(pay.OutTradeNo), state)
 	}
 	won := false
-	err := p.Books.Tx(ctx, func(tx *sql.Tx) error {
+	err := p.books.Tx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE payments SET status = ? WHERE out_trade_no = ? AND status = ?`,
 			to, pay.OutTradeNo, PaymentRefunding)
 		if err != nil {
@@ -132,7 +132,7 @@ func (p *Payments) applyRefund(ctx context.Context, pay Payment, state RefundSta
 		p.Metrics.Refunds.WithLabelValues(pay.Channel, string(state)).Inc()
 	}
 	if to == PaymentRefundFailed {
-		p.logger().Error("refund failed at the provider; the buyer was not paid back, an operator must act",
+		p.Logger.Error("refund failed at the provider; the buyer was not paid back, an operator must act",
 			"out_trade_no", pay.OutTradeNo, "refund_no", RefundNo(pay.OutTradeNo), "channel", pay.Channel, "amount_cents", pay.AmountCents)
 	}
 	return Applied, nil
@@ -142,7 +142,7 @@ func (p *Payments) applyRefund(ctx context.Context, pay Payment, state RefundSta
 // asked is asked, one asked is queried, so a PROCESSING refund is followed
 // to its end even when its notify never comes.
 func (p *Payments) RetryRefunds(ctx context.Context) error {
-	rows, err := p.Books.DB.QueryContext(ctx, `SELECT out_trade_no FROM payments WHERE status = ? LIMIT 200`, PaymentRefunding)
+	rows, err := p.books.DB.QueryContext(ctx, `SELECT out_trade_no FROM payments WHERE status = ? LIMIT 200`, PaymentRefunding)
 	if err != nil {
 		return unavailable(err)
 	}

@@ -32,13 +32,18 @@ import (
 // "-dead", with the reason; the rest of the partition settles. An outage
 // (MySQL unreachable, deadlocks, lock timeouts, conflicts) never
 // dead-letters anything: the batch waits and is retried.
+//
+// Make one with NewSettler. Run owns the partition goroutines: it returns
+// once ctx is cancelled and every one of them has finished its batch.
 type Settler struct {
-	Redis redis.UniversalClient
-	// Books is where events are settled: its DB, and its per-account turns,
+	redis redis.UniversalClient
+	// books is where events are settled: its DB, and its per-account turns,
 	// which cover the API's writes too when the process shares one Books.
-	Books *Books
-	Keys  engine.Keyspace
-	Pool  *ants.Pool // bounds concurrent MySQL transactions across partitions
+	books *Books
+	keys  engine.Keyspace
+	pool  *ants.Pool // bounds concurrent MySQL transactions across partitions
+
+	// The options below are set by NewSettler; change them before Run.
 
 	Group     string        // consumer group; default "settlers"
 	Consumer  string        // this instance's name; default host-pid
@@ -46,61 +51,54 @@ type Settler struct {
 	Block     time.Duration // idle wait per read; default 200ms
 	ClaimIdle time.Duration // reclaim entries pending this long; default 30s
 	// Linger is how long a partition waits after a batch smaller than
-	// BatchSize before reading again (default 10ms; negative: never), so that
-	// a moderate stream of events becomes a few large transactions rather
-	// than many small ones: fewer fsyncs in MySQL, fewer XACKs in Redis.
+	// BatchSize before reading again (default 10ms; zero or negative:
+	// never), so that a moderate stream of events becomes a few large
+	// transactions rather than many small ones: fewer fsyncs in MySQL, fewer
+	// XACKs in Redis.
 	Linger time.Duration
 	// Tries is how often an event that fails on its own, for a reason other
 	// than an outage, is applied before it is dead-lettered (default 3).
 	Tries   int
-	Logger  *slog.Logger
-	Metrics *Metrics // optional
-
-	once sync.Once
+	Logger  *slog.Logger // default slog.Default()
+	Metrics *Metrics     // optional
 }
 
-func (s *Settler) defaults() {
-	s.once.Do(func() {
-		if s.Group == "" {
-			s.Group = "settlers"
-		}
-		if s.Consumer == "" {
-			host, _ := os.Hostname()
-			s.Consumer = host + "-" + strconv.Itoa(os.Getpid())
-		}
-		if s.BatchSize <= 0 {
-			s.BatchSize = 1000
-		}
-		if s.Block <= 0 {
-			s.Block = 200 * time.Millisecond
-		}
-		if s.ClaimIdle <= 0 {
-			s.ClaimIdle = 30 * time.Second
-		}
-		if s.Linger == 0 {
-			s.Linger = 10 * time.Millisecond
-		}
-		if s.Tries <= 0 {
-			s.Tries = 3
-		}
-		if s.Logger == nil {
-			s.Logger = slog.Default()
-		}
-	})
+// NewSettler returns a settler of the partitions in keys that reads them
+// through rdb (blocking one connection per partition: give it a client of
+// its own), writes through books and runs its transactions on pool, with
+// every option at its default. Apply needs books only; Run needs them all.
+func NewSettler(rdb redis.UniversalClient, books *Books, keys engine.Keyspace, pool *ants.Pool) *Settler {
+	host, _ := os.Hostname()
+	return &Settler{
+		redis:     rdb,
+		books:     books,
+		keys:      keys,
+		pool:      pool,
+		Group:     "settlers",
+		Consumer:  host + "-" + strconv.Itoa(os.Getpid()),
+		BatchSize: 1000,
+		Block:     200 * time.Millisecond,
+		ClaimIdle: 30 * time.Second,
+		Linger:    10 * time.Millisecond,
+		Tries:     3,
+		Logger:    slog.Default(),
+	}
 }
 
 // Run settles every partition until ctx is cancelled, then finishes the
 // batches in flight (commit and acknowledge) and returns.
 func (s *Settler) Run(ctx context.Context) error {
-	s.defaults()
-	if s.Pool == nil {
+	if s.redis == nil {
+		return errors.New("settler: nil Redis client")
+	}
+	if s.pool == nil {
 		return errors.New("settler: nil ants pool")
 	}
-	if s.Books == nil {
+	if s.books == nil {
 		return errors.New("settler: nil Books")
 	}
 	var wg sync.WaitGroup
-	for p := 0; p < s.Keys.Partitions; p++ {
+	for p := 0; p < s.keys.Partitions; p++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -128,7 +126,7 @@ func (s *Settler) Run(ctx context.Context) error {
 // entries meanwhile would only fail the same way and pile them up in this
 // consumer's pending list.
 func (s *Settler) runPartition(ctx context.Context, p int) {
-	stream := s.Keys.Events(p)
+	stream := s.keys.Events(p)
 	backoff := time.Duration(0)
 	ownPending := true // entries this consumer read before a restart
 	nextClaim := time.Time{}
@@ -205,7 +203,7 @@ func (s *Settler) next(ctx context.Context, stream string, ownPending *bool, nex
 		return msgs, err
 	case time.Now().After(*nextClaim):
 		*nextClaim = time.Now().Add(s.ClaimIdle / 2)
-		msgs, _, err := s.Redis.XAutoClaim(ctx, &redis.XAutoClaimArgs{
+		msgs, _, err := s.redis.XAutoClaim(ctx, &redis.XAutoClaimArgs{
 			Stream: stream, Group: s.Group, Consumer: s.Consumer,
 			MinIdle: s.ClaimIdle, Start: "0-0", Count: s.BatchSize,
 		}).Result()
@@ -219,7 +217,7 @@ func (s *Settler) next(ctx context.Context, stream string, ownPending *bool, nex
 // retried, another settler may have claimed them, settled or dead-lettered
 // them. XPENDING, unlike a read, leaves their idle time alone.
 func (s *Settler) stillOwned(ctx context.Context, stream string, msgs []redis.XMessage) ([]redis.XMessage, error) {
-	pending, err := s.Redis.XPendingExt(ctx, &redis.XPendingExtArgs{
+	pending, err := s.redis.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: stream, Group: s.Group, Consumer: s.Consumer,
 		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs)) + s.BatchSize,
 	}).Result()
@@ -248,7 +246,7 @@ func (s *Settler) fail(p int, what string, err error, backoff time.Duration) tim
 }
 
 func (s *Settler) ensureGroup(ctx context.Context, stream string) error {
-	err := s.Redis.XGroupCreateMkStream(ctx, stream, s.Group, "0").Err()
+	err := s.redis.XGroupCreateMkStream(ctx, stream, s.Group, "0").Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return err
 	}
@@ -256,7 +254,7 @@ func (s *Settler) ensureGroup(ctx context.Context, stream string) error {
 }
 
 func (s *Settler) read(ctx context.Context, stream, from string, block time.Duration) ([]redis.XMessage, error) {
-	res, err := s.Redis.XReadGroup(ctx, &redis.XReadGroupArgs{
+	res, err := s.redis.XReadGroup(ctx, &redis.XReadGroupArgs{
 		Group: s.Group, Consumer: s.Consumer, Streams: []string{stream, from},
 		Count: s.BatchSize, Block: block,
 	}).Result()
@@ -369,7 +367,7 @@ func (s *Settler) apply(p int, batch []entry) error {
 	defer cancel()
 	start := time.Now()
 	done := make(chan error, 1)
-	if err := s.Pool.Submit(func() { done <- s.Apply(ctx, events) }); err != nil {
+	if err := s.pool.Submit(func() { done <- s.Apply(ctx, events) }); err != nil {
 		return fmt.Errorf("submit batch: %w: %v", flashgrab.ErrUnavailable, err)
 	}
 	if err := <-done; err != nil {
@@ -406,8 +404,8 @@ func outage(err error) bool {
 func (s *Settler) ack(p int, ids []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream := s.Keys.Events(p)
-	_, err := s.Redis.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	stream := s.keys.Events(p)
+	_, err := s.redis.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		pipe.XAck(ctx, stream, s.Group, ids...)
 		pipe.XDel(ctx, stream, ids...)
 		return nil
@@ -428,7 +426,7 @@ func (s *Settler) ack(p int, ids []string) error {
 func (s *Settler) deadLetter(p int, m redis.XMessage, reason error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	stream := s.Keys.Events(p)
+	stream := s.keys.Events(p)
 	values := []any{"reason", reason.Error(), "id", m.ID}
 	for k, v := range m.Values {
 		if k == "reason" || k == "id" {
@@ -436,8 +434,8 @@ func (s *Settler) deadLetter(p int, m redis.XMessage, reason error) error {
 		}
 		values = append(values, k, v)
 	}
-	_, err := s.Redis.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: deadLetterStream(s.Keys, p), Values: values})
+	_, err := s.redis.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.XAdd(ctx, &redis.XAddArgs{Stream: deadLetterStream(s.keys, p), Values: values})
 		pipe.XAck(ctx, stream, s.Group, m.ID)
 		pipe.XDel(ctx, stream, m.ID)
 		return nil
@@ -446,7 +444,7 @@ func (s *Settler) deadLetter(p int, m redis.XMessage, reason error) error {
 		return fmt.Errorf("dead-letter entry %s of %s: %w: %v", m.ID, stream, flashgrab.ErrUnavailable, err)
 	}
 	s.Logger.Error("settler: event cannot be settled; moved to the dead-letter stream",
-		"partition", p, "id", m.ID, "stream", deadLetterStream(s.Keys, p), "reason", reason)
+		"partition", p, "id", m.ID, "stream", deadLetterStream(s.keys, p), "reason", reason)
 	if s.Metrics != nil {
 		s.Metrics.DeadLetters.Inc()
 	}
@@ -460,15 +458,14 @@ func deadLetterStream(ks engine.Keyspace, p int) string { return ks.Events(p) + 
 // Apply writes a batch of events to MySQL in one transaction. Every write is
 // keyed by its event, so applying the same events again changes nothing.
 func (s *Settler) Apply(ctx context.Context, events []flashgrab.Event) error {
-	s.defaults()
-	if s.Books == nil {
+	if s.books == nil {
 		return errors.New("settler: nil Books")
 	}
 	var postings []Posting
 	for _, e := range events {
 		postings = append(postings, postingsOf(e)...)
 	}
-	return s.Books.Tx(ctx, func(tx *sql.Tx) error {
+	return s.books.Tx(ctx, func(tx *sql.Tx) error {
 		if err := s.insertSales(ctx, tx, events); err != nil {
 			return err
 		}
@@ -528,7 +525,7 @@ func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []flashgr
 			o := e.Order
 			orders = append(orders, o)
 			args = append(args, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
-				o.CreatedAt, o.CreatedAt.Add(s.Books.orderTTL()), e.ID)
+				o.CreatedAt, o.CreatedAt.Add(s.books.orderTTL()), e.ID)
 		}
 	}
 	if len(args) == 0 {

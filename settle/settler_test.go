@@ -54,8 +54,8 @@ func (r *rig) settler(t *testing.T, db *sql.DB, consumer string, claimIdle time.
 	if db == r.db {
 		books = r.books
 	}
-	s := &settle.Settler{Redis: r.rdb, Books: books, Keys: r.keys, Pool: pool, Consumer: consumer,
-		ClaimIdle: claimIdle, Block: 20 * time.Millisecond, BatchSize: 50}
+	s := settle.NewSettler(r.rdb, books, r.keys, pool)
+	s.Consumer, s.ClaimIdle, s.Block, s.BatchSize = consumer, claimIdle, 20*time.Millisecond, 50
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -204,7 +204,7 @@ func TestSettlerTakeover(t *testing.T) {
 			}
 			evs = append(evs, ev)
 		}
-		dead := &settle.Settler{Books: &settle.Books{DB: r.db}, Keys: r.keys}
+		dead := settle.NewSettler(nil, &settle.Books{DB: r.db}, r.keys, nil)
 		if err := dead.Apply(ctx, evs); err != nil {
 			t.Fatal(err)
 		}
@@ -277,8 +277,9 @@ func (r *rig) meteredSettler(t *testing.T, consumer string, claimIdle time.Durat
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &settle.Settler{Redis: r.rdb, Keys: r.keys, Pool: pool, Consumer: consumer, Books: r.books,
-		ClaimIdle: claimIdle, Block: 20 * time.Millisecond, BatchSize: 50, Metrics: settle.NewMetrics(reg)}
+	s := settle.NewSettler(r.rdb, r.books, r.keys, pool)
+	s.Consumer, s.ClaimIdle, s.Block, s.BatchSize = consumer, claimIdle, 20*time.Millisecond, 50
+	s.Metrics = settle.NewMetrics(reg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -486,8 +487,8 @@ func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Release()
-	well := &settle.Settler{Redis: r.rdb, Keys: r.keys, Pool: pool, Consumer: "well", Books: r.books,
-		ClaimIdle: claimIdle, Block: 20 * time.Millisecond}
+	well := settle.NewSettler(r.rdb, r.books, r.keys, pool)
+	well.Consumer, well.ClaimIdle, well.Block = "well", claimIdle, 20*time.Millisecond
 	wctx, stop := context.WithCancel(ctx)
 	stopped := make(chan struct{})
 	go func() { well.Run(wctx); close(stopped) }()

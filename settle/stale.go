@@ -34,7 +34,7 @@ func (p *Payments) settleFromQuery(ctx context.Context, pr Provider, channel, ou
 		return true, fmt.Errorf("apply queried payment of %s trade %s: %w", channel, outTradeNo, err)
 	}
 	if out != Duplicate {
-		p.logger().Info("settled a payment whose notify never came", "channel", channel, "out_trade_no", outTradeNo,
+		p.Logger.Info("settled a payment whose notify never came", "channel", channel, "out_trade_no", outTradeNo,
 			"refunding", out == Refunding)
 	}
 	return true, nil
@@ -89,7 +89,7 @@ type stalePayment struct {
 // stalePage reads the next page of unpaid payments in creation order, after
 // (afterAt, afterNo): paging by key, so no payment is skipped or read twice.
 func (p *Payments) stalePage(ctx context.Context, afterAt time.Time, afterNo string, before time.Time) ([]stalePayment, error) {
-	rows, err := p.Books.DB.QueryContext(ctx, `SELECT out_trade_no, channel, created_at FROM payments
+	rows, err := p.books.DB.QueryContext(ctx, `SELECT out_trade_no, channel, created_at FROM payments
 		WHERE status IN (?, ?) AND (created_at > ? OR (created_at = ? AND out_trade_no > ?)) AND created_at <= ?
 		ORDER BY created_at, out_trade_no LIMIT ?`,
 		PaymentCreated, PaymentClosed, afterAt, afterAt, afterNo, before, stalePage)

@@ -87,7 +87,7 @@ func (q *queriedProvider) snapshot() (queries map[string]int, refunded int64, re
 
 func newQueriedPayments(t *testing.T, r *rig) (*settle.Payments, *queriedProvider) {
 	q := newQueriedProvider()
-	p := &settle.Payments{Books: r.books, Providers: map[string]settle.Provider{"alipay": q}}
+	p := settle.NewPayments(r.books, map[string]settle.Provider{"alipay": q})
 	t.Cleanup(p.Close)
 	return p, q
 }
@@ -230,7 +230,7 @@ func TestSweeperQueriesStalePayments(t *testing.T) {
 	if _, err := r.db.Exec("UPDATE payments SET created_at = ?", time.Now().Add(-2*time.Hour).UTC()); err != nil {
 		t.Fatal(err)
 	}
-	w := &settle.Sweeper{Engine: r.eng, Books: r.books, Payments: p}
+	w := settle.NewSweeper(r.eng, r.books, p)
 	for i := 0; i < 2; i++ {
 		if err := w.Sweep(ctx); err != nil {
 			t.Fatal(err)

@@ -16,12 +16,15 @@ import (
 // (returning their stock), retries refunds of late payments and asks the
 // providers about payments whose notify never came. Every
 // instance may run one: the scripts and the status checks make each step
-// happen once.
+// happen once. Make one with NewSweeper.
 type Sweeper struct {
-	Engine   *engine.Engine
-	Books    *Books
-	Payments *Payments     // nil: no order expiry or refunds
-	Interval time.Duration // default 1s
+	engine   *engine.Engine
+	books    *Books
+	payments *Payments // nil: no order expiry or refunds
+
+	// The options below are set by NewSweeper; change them before Run.
+
+	Interval time.Duration // default 1s; must be positive
 	// Grace is how long a funded packet may stay unpublished before the
 	// sweeper publishes it (default 30s): the create path normally does it
 	// within milliseconds.
@@ -30,11 +33,28 @@ type Sweeper struct {
 	// sweeper asks its provider whether it was paid after all (default
 	// DefaultStaleAge); StaleEvery is how often it asks (default 1m).
 	StaleAge, StaleEvery time.Duration
-	Logger               *slog.Logger
+	Logger               *slog.Logger // default slog.Default()
 
 	staleMu   sync.Mutex
 	staleNext time.Time // when to ask next
 	staleUpTo time.Time // payments created up to here have been asked about
+}
+
+// NewSweeper returns a sweeper that drives eng's Redis steps and reads
+// books, with every option at its default. With payments nil it neither
+// expires orders nor follows payments (a deployment without payment
+// channels).
+func NewSweeper(eng *engine.Engine, books *Books, payments *Payments) *Sweeper {
+	return &Sweeper{
+		engine:     eng,
+		books:      books,
+		payments:   payments,
+		Interval:   time.Second,
+		Grace:      30 * time.Second,
+		StaleAge:   DefaultStaleAge,
+		StaleEvery: time.Minute,
+		Logger:     slog.Default(),
+	}
 }
 
 // staleBackfill is how far back the first stale query of a process reaches,
@@ -44,15 +64,6 @@ const staleBackfill = 26 * time.Hour
 
 // Run sweeps every Interval until ctx is cancelled.
 func (w *Sweeper) Run(ctx context.Context) {
-	if w.Interval <= 0 {
-		w.Interval = time.Second
-	}
-	if w.Grace <= 0 {
-		w.Grace = 30 * time.Second
-	}
-	if w.Logger == nil {
-		w.Logger = slog.Default()
-	}
 	t := time.NewTicker(w.Interval)
 	defer t.Stop()
 	for {
@@ -75,15 +86,15 @@ func (w *Sweeper) Sweep(ctx context.Context) error {
 			first = err
 		}
 	}
-	for p := 0; p < w.Engine.Keys().Partitions; p++ {
-		_, err := w.Engine.ExpirePackets(ctx, p)
+	for p := 0; p < w.engine.Keys().Partitions; p++ {
+		_, err := w.engine.ExpirePackets(ctx, p)
 		keep(err)
 	}
 	keep(w.publishFunded(ctx))
-	if w.Payments != nil {
-		_, err := w.Payments.ExpireOrders(ctx, w.release)
+	if w.payments != nil {
+		_, err := w.payments.ExpireOrders(ctx, w.release)
 		keep(err)
-		keep(w.Payments.RetryRefunds(ctx))
+		keep(w.payments.RetryRefunds(ctx))
 		keep(w.queryStale(ctx))
 	}
 	return first
@@ -98,12 +109,6 @@ func (w *Sweeper) queryStale(ctx context.Context) error {
 	w.staleMu.Lock()
 	defer w.staleMu.Unlock()
 	age, every := w.StaleAge, w.StaleEvery
-	if age <= 0 {
-		age = DefaultStaleAge
-	}
-	if every <= 0 {
-		every = time.Minute
-	}
 	now := time.Now()
 	if now.Before(w.staleNext) {
 		return nil
@@ -116,7 +121,7 @@ func (w *Sweeper) queryStale(ctx context.Context) error {
 	if floor := before.Add(-staleBackfill); after.Before(floor) {
 		after = floor
 	}
-	if _, err := w.Payments.QueryStale(ctx, after, before); err != nil {
+	if _, err := w.payments.QueryStale(ctx, after, before); err != nil {
 		w.staleNext = now.Add(every) // ask again later, over the same window
 		return err
 	}
@@ -125,19 +130,15 @@ func (w *Sweeper) queryStale(ctx context.Context) error {
 }
 
 func (w *Sweeper) publishFunded(ctx context.Context) error {
-	grace := w.Grace
-	if grace <= 0 {
-		grace = 30 * time.Second
-	}
-	pks, err := w.Books.FundedPackets(ctx, time.Now().Add(-grace))
+	pks, err := w.books.FundedPackets(ctx, time.Now().Add(-w.Grace))
 	if err != nil {
 		return err
 	}
 	for _, pk := range pks {
-		if err := w.Engine.PublishPacket(ctx, pk); err != nil {
+		if err := w.engine.PublishPacket(ctx, pk); err != nil {
 			return err
 		}
-		if err := w.Books.MarkPacketLive(ctx, pk.ID); err != nil {
+		if err := w.books.MarkPacketLive(ctx, pk.ID); err != nil {
 			return err
 		}
 	}
@@ -145,6 +146,6 @@ func (w *Sweeper) publishFunded(ctx context.Context) error {
 }
 
 func (w *Sweeper) release(ctx context.Context, o flashgrab.Order) error {
-	_, err := w.Engine.ReleaseOrder(ctx, o)
+	_, err := w.engine.ReleaseOrder(ctx, o)
 	return err
 }

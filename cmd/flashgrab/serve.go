@@ -86,8 +86,9 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	}
 	defer pool.Release()
 	books := &settle.Books{DB: db, OrderTTL: cmd.Duration("order-ttl")}
-	settler := &settle.Settler{Redis: srdb, Books: books, Keys: ks, Pool: pool, Logger: log,
-		Metrics: settle.NewMetrics(reg)}
+	settler := settle.NewSettler(srdb, books, ks, pool)
+	settler.Logger = log
+	settler.Metrics = settle.NewMetrics(reg)
 	nofile, err := api.RaiseFileLimit()
 	if err != nil {
 		log.Warn("could not raise the open file limit", "err", err)
@@ -127,7 +128,9 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		return err
 	}
 	defer ch.close()
-	payments := &settle.Payments{Books: books, Providers: ch.on.Providers(), Logger: log, Metrics: settler.Metrics}
+	payments := settle.NewPayments(books, ch.on.Providers())
+	payments.Logger = log
+	payments.Metrics = settler.Metrics
 	defer payments.Close()
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
 		Payments: payments, Channels: ch.on,
@@ -137,7 +140,8 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions, "id_node", lease.Node(),
 		"open_file_limit", nofile, "max_conns", lim.maxConns, "max_conns_per_ip", lim.maxConnsPerIP)
 
-	sweeper := &settle.Sweeper{Engine: eng, Books: books, Payments: payments, Logger: log}
+	sweeper := settle.NewSweeper(eng, books, payments)
+	sweeper.Logger = log
 
 	settleCtx, stopSettler := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
