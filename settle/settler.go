@@ -44,6 +44,7 @@ type Settler struct {
 	pool  *ants.Pool // bounds concurrent MySQL transactions across partitions
 
 	// The options below are set by NewSettler; change them before Run.
+	// BatchSize, Block and ClaimIdle must stay positive.
 
 	Group     string        // consumer group; default "settlers"
 	Consumer  string        // this instance's name; default host-pid
