@@ -165,6 +165,7 @@ func (s *Server) init() {
 		{method: "GET", pattern: "/healthz", name: "healthz", handle: s.healthz, exempt: true},
 		{method: "GET", pattern: "/readyz", name: "readyz", handle: s.readyz, exempt: true},
 		{method: "GET", pattern: "/metrics", name: "metrics", handle: s.serveMetrics, exempt: true},
+		{method: "GET", pattern: "/openapi.json", name: "openapi", handle: s.openapi, exempt: true},
 		{method: "POST", pattern: "/v1/sales", name: "create_sale", handle: s.createSale},
 		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale, public: true},
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
