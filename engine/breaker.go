@@ -76,19 +76,8 @@ func (b *breaker) observe(err error) {
 	}
 }
 
-// probe PINGs the node until it answers, then closes the breaker. It uses a
-// client of its own (one connection, no retries) so that its failed dials do
-// not count against the node client's pool, whose own dial backoff would
-// hold back recovery by up to a second.
+// probe PINGs the node until it answers, then closes the breaker.
 func (b *breaker) probe(ctx context.Context) {
-	n := b.node
-	c := redis.NewClient(&redis.Options{Network: n.Network, Addr: n.Addr, Dialer: n.Dialer, TLSConfig: n.TLSConfig,
-		Username: n.Username, Password: n.Password, CredentialsProvider: n.CredentialsProvider,
-		CredentialsProviderContext: n.CredentialsProviderContext, DB: n.DB, Protocol: n.Protocol,
-		PoolSize: 1, MaxRetries: -1, DialerRetries: 1,
-		DialTimeout: probeTimeout, ReadTimeout: probeTimeout, WriteTimeout: probeTimeout,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
-	defer c.Close()
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	for {
@@ -99,15 +88,31 @@ func (b *breaker) probe(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
-		err := c.Ping(pctx).Err()
-		cancel()
-		if err == nil {
+		if b.ping(ctx) == nil {
 			b.fails.Store(0)
 			b.open.Store(false)
 			return
 		}
 	}
+}
+
+// ping sends one PING to the node on a client of its own, made for this
+// one PING (one connection, no retries): once a pool has failed as many dials
+// as it has connections, go-redis refuses its calls until a dial of its own
+// succeeds, tried once a second, so a reused probe client (or the node's)
+// would see a returning node up to a second late.
+func (b *breaker) ping(ctx context.Context) error {
+	n := b.node
+	c := redis.NewClient(&redis.Options{Network: n.Network, Addr: n.Addr, Dialer: n.Dialer, TLSConfig: n.TLSConfig,
+		Username: n.Username, Password: n.Password, CredentialsProvider: n.CredentialsProvider,
+		CredentialsProviderContext: n.CredentialsProviderContext, DB: n.DB, Protocol: n.Protocol,
+		PoolSize: 1, MaxRetries: -1, DialerRetries: 1,
+		DialTimeout: probeTimeout, ReadTimeout: probeTimeout, WriteTimeout: probeTimeout,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+	defer c.Close()
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	return c.Ping(pctx).Err()
 }
 
 // connFailure reports whether err says the node could not be reached or
