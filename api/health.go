@@ -20,13 +20,22 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx, _ params) error {
 	defer cancel()
 	body := map[string]any{"redis": "ok", "mysql": "ok"}
 	status := fasthttp.StatusOK
-	if down := s.Engine.PartitionsDown(c); len(down) > 0 {
-		body["redis"] = strconv.Itoa(len(down)) + " of " + strconv.Itoa(s.Engine.Keys().Partitions) + " partitions unreachable"
-		body["partitions_down"] = down
-		status = fasthttp.StatusServiceUnavailable
-	}
-	if err := s.Engine.Ping(c); err != nil {
+	// A cluster's PING goes to any one node: with some partitions down it
+	// would speak for the whole cluster, so it is asked only when the
+	// breakers see no partition down (an outage they have not counted yet).
+	down := s.Engine.PartitionsDown(c)
+	switch all := s.Engine.Keys().Partitions; {
+	case len(down) == all:
 		body["redis"] = "unreachable"
+	case len(down) > 0:
+		body["redis"] = strconv.Itoa(len(down)) + " of " + strconv.Itoa(all) + " partitions unreachable"
+	case s.Engine.Ping(c) != nil:
+		body["redis"] = "unreachable"
+	}
+	if len(down) > 0 {
+		body["partitions_down"] = down
+	}
+	if body["redis"] != "ok" {
 		status = fasthttp.StatusServiceUnavailable
 	}
 	if err := s.Books.DB.PingContext(c); err != nil {

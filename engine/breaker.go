@@ -49,8 +49,6 @@ type breaker struct {
 	bg    *background
 	open  atomic.Bool
 	fails atomic.Int32 // consecutive connection failures while closed
-	// opened counts the times the breaker opened, for tests and logs.
-	opened atomic.Int64
 }
 
 // errOpen is what a call to a node with an open breaker fails with.
@@ -68,7 +66,6 @@ func (b *breaker) observe(err error) {
 	case !connFailure(err):
 		b.fails.Store(0)
 	case b.fails.Add(1) >= breakerFailures && b.open.CompareAndSwap(false, true):
-		b.opened.Add(1)
 		if !b.bg.start(b.probe) {
 			// The engine is closed: nothing would ever close the breaker.
 			b.open.Store(false)
