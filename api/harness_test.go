@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -53,6 +54,16 @@ func newHarnessOn(t *testing.T, rdb redis.UniversalClient, prefix string, db *sq
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret),
 		MaxBodyBytes: 4096, Timeout: time.Second}
 	return startHarness(t, srv, fasthttputil.NewInmemoryListener())
+}
+
+// awaitReady waits, at most the 1 s the breaker's probe is allowed, for
+// /readyz to answer 200 once a cut Redis is back.
+func (h *harness) awaitReady() {
+	h.t.Helper()
+	testenv.Eventually(h.t, time.Second, func() (bool, string) {
+		status, body := h.do("GET", "/readyz", "", "")
+		return status == 200, fmt.Sprintf("readyz after Redis returned: %d %v", status, body)
+	})
 }
 
 // dialer is a listener the test client can dial directly.

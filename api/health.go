@@ -1,6 +1,8 @@
 package api
 
 import (
+	"strconv"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -8,16 +10,32 @@ func (s *Server) healthz(ctx *fasthttp.RequestCtx, _ params) error {
 	return writeJSON(ctx, fasthttp.StatusOK, map[string]string{"status": "ok"})
 }
 
-// readyz is 503 when Redis is unreachable, since no grab can be decided. A
-// MySQL outage is reported but keeps 200: grabs go on and settlement catches
-// up when MySQL returns.
+// readyz is 503 when Redis is unreachable, or when some partition's Redis
+// node is (its circuit breaker is open, or no cluster node serves it): those
+// partitions' grabs cannot be decided, and partitions_down lists them so an
+// operator sees which sales are affected. A MySQL outage is reported but
+// keeps 200: grabs go on and settlement catches up when MySQL returns.
 func (s *Server) readyz(ctx *fasthttp.RequestCtx, _ params) error {
 	c, cancel := s.reqContext()
 	defer cancel()
-	body := map[string]string{"redis": "ok", "mysql": "ok"}
+	body := map[string]any{"redis": "ok", "mysql": "ok"}
 	status := fasthttp.StatusOK
-	if err := s.Engine.Ping(c); err != nil {
+	// A cluster's PING goes to any one node: with some partitions down it
+	// would speak for the whole cluster, so it is asked only when the
+	// breakers see no partition down (an outage they have not counted yet).
+	down := s.Engine.PartitionsDown(c)
+	switch all := s.Engine.Keys().Partitions; {
+	case len(down) == all:
 		body["redis"] = "unreachable"
+	case len(down) > 0:
+		body["redis"] = strconv.Itoa(len(down)) + " of " + strconv.Itoa(all) + " partitions unreachable"
+	case s.Engine.Ping(c) != nil:
+		body["redis"] = "unreachable"
+	}
+	if len(down) > 0 {
+		body["partitions_down"] = down
+	}
+	if body["redis"] != "ok" {
 		status = fasthttp.StatusServiceUnavailable
 	}
 	if err := s.Books.DB.PingContext(c); err != nil {

@@ -197,6 +197,7 @@ func TestPacketCreateWithRedisDown(t *testing.T) {
 		t.Fatalf("sender balance %v, want 400 (the packet holds 600)", b)
 	}
 	proxy.Up()
+	h.awaitReady()
 	sweeper := settle.NewSweeper(h.eng, h.books, nil)
 	sweeper.Grace = time.Nanosecond
 	if err := sweeper.Sweep(context.Background()); err != nil {

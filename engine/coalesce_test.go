@@ -352,5 +352,6 @@ func TestCoalescedGrabsWhileRedisDown(t *testing.T) {
 	proxy.Down()
 	grabAll("down", func(err error) bool { return errors.Is(err, flashgrab.ErrUnavailable) })
 	proxy.Up()
+	awaitPartitionsUp(t, e)
 	grabAll("up", func(err error) bool { return err == nil })
 }

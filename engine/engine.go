@@ -79,11 +79,15 @@ type Engine struct {
 	soldOut *soldOutMarks
 	heads   headCache[saleHead]
 	pkts    headCache[packetHead]
-	bg      *background // the goroutines of batch and soldOut; Close stops them
+	bg      *background // the goroutines of batch, soldOut and the breakers' probes; Close stops them
+	// breakers fail calls to an unreachable Redis node fast (breaker.go).
+	breakers *breakers
 }
 
 // New returns an Engine and loads its scripts into Redis (a later NOSCRIPT,
-// after a Redis restart, reloads them transparently).
+// after a Redis restart, reloads them transparently). It adds a hook to the
+// Redis client (to each node client of a cluster): the circuit breaker that
+// fails calls to an unreachable node fast (breaker.go).
 func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Redis == nil {
 		return nil, errors.New("engine: nil Redis client")
@@ -110,6 +114,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		packetExpire: redis.NewScript(scripts.PacketExpire),
 		bg:           newBackground(),
 	}
+	e.breakers = newBreakers(e.bg)
+	e.breakers.watch(ctx, cfg.Redis)
 	e.batch = newBatcher(cfg.Redis, cfg, e.bg)
 	e.soldOut = newSoldOutMarks(cfg, e.bg)
 	if e.ids == nil {
@@ -141,7 +147,7 @@ func (e *Engine) Ping(ctx context.Context) error { return wrapRedis(e.rdb.Ping(c
 // cluster down) into ErrUnavailable, so callers can answer 503 and retry;
 // errors Redis itself replied with (a script bug) pass through unchanged.
 func wrapRedis(err error) error {
-	if err == nil || errors.Is(err, redis.Nil) {
+	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, flashgrab.ErrUnavailable) {
 		return err
 	}
 	var reply redis.Error

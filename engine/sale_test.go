@@ -109,7 +109,8 @@ func TestGrabSurvivesScriptFlush(t *testing.T) {
 }
 
 // TestGrabRedisDown: with Redis unreachable a grab fails fast with
-// ErrUnavailable, and works again once Redis is back, with no restart.
+// ErrUnavailable, and works again once Redis is back (and the breaker's probe
+// has seen it), with no restart.
 func TestGrabRedisDown(t *testing.T) {
 	rdb, prefix, proxy := testenv.RedisBehindProxy(t)
 	ctx := context.Background()
@@ -125,6 +126,7 @@ func TestGrabRedisDown(t *testing.T) {
 		t.Fatalf("grab with Redis down: %v, want ErrUnavailable", err)
 	}
 	proxy.Up()
+	awaitPartitionsUp(t, e)
 	if _, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s4", UserID: "u", Qty: 1}); err != nil {
 		t.Fatalf("grab after Redis returned: %v", err)
 	}

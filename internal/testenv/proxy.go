@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,9 +19,10 @@ type Proxy struct {
 	target string
 	ln     net.Listener
 
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]struct{}
+	mu       sync.Mutex
+	down     bool
+	conns    map[net.Conn]struct{}
+	accepted atomic.Int64
 }
 
 // NewProxy listens on a free loopback port and forwards to target.
@@ -38,6 +40,10 @@ func NewProxy(t testing.TB, target string) *Proxy {
 
 // Addr is the proxy's address, to give the client under test.
 func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Accepted is how many connections the proxy has accepted, refused ones
+// included: what a client's dials cost while the server is cut.
+func (p *Proxy) Accepted() int64 { return p.accepted.Load() }
 
 // Down closes every connection and refuses new ones until Up.
 func (p *Proxy) Down() {
@@ -63,6 +69,7 @@ func (p *Proxy) accept() {
 		if err != nil {
 			return
 		}
+		p.accepted.Add(1)
 		go p.pipe(c)
 	}
 }
