@@ -85,7 +85,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	// A mismatch is logged, not refused: Redis can be fixed live (CONFIG
 	// SET, a replica attached) without restarting flashgrab.
 	for _, w := range engine.DurabilityWarnings(ctx, rdb, mode) {
-		log.Warn("Redis does not honour --durability: grabs answered 200 may be lost", "durability", string(mode), "problem", w)
+		log.Warn("Redis does not honour --durability", "durability", string(mode), "problem", w)
 	}
 	defer eng.Close() // after the HTTP server and the sweeper, before Redis
 	reg := prometheus.NewRegistry()
