@@ -344,8 +344,8 @@ func (b *batcher) exec(ctx context.Context, round []batch) {
 }
 
 // send runs cmds: alone, or in one pipeline. Each command keeps its own
-// error. In replica mode a WAIT ends the pipeline, on the connection that
-// carried the writes; the error it returns then says the round is not yet on
+// error. In replica mode a mark's INCR and a WAIT end the pipeline, on the
+// connection that carried the writes; the error it returns then says the round is not yet on
 // any replica.
 func (b *batcher) send(ctx context.Context, cmds []*redis.Cmd) (durErr error) {
 	b.pipelines.Add(1)
@@ -357,14 +357,15 @@ func (b *batcher) send(ctx context.Context, cmds []*redis.Cmd) (durErr error) {
 	for _, c := range cmds {
 		_ = pipe.Process(ctx, c)
 	}
-	var wait *redis.IntCmd
+	var mark, wait *redis.IntCmd
 	if b.wait.on() {
-		wait = b.wait.cmd(ctx)
+		mark, wait = b.wait.cmds(ctx)
+		_ = pipe.Process(ctx, mark)
 		_ = pipe.Process(ctx, wait)
 	}
 	_, _ = pipe.Exec(ctx)
 	if wait != nil {
-		return b.wait.check(wait)
+		return b.wait.check(mark, wait)
 	}
 	return nil
 }

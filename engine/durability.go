@@ -54,23 +54,37 @@ func ParseDurability(s string) (Durability, error) {
 	return "", fmt.Errorf("durability %q: want none, aof or replica", s)
 }
 
-// replicaWait is what DurabilityReplica adds to a round: WAIT 1 timeout.
+// replicaWait is what DurabilityReplica adds to a round: INCR of a mark
+// key, then WAIT 1 timeout.
+//
+// WAIT waits for the replication offset of the connection's last write. A
+// round that wrote nothing (every grab a repeat or a loss) would wait for an
+// older offset, perhaps from before the win the repeat reports, which another
+// connection wrote and no replica has yet; the mark's write moves the
+// connection's offset past every write made so far. (Redis 7.0 happens to
+// record the offset after read-only commands too, but WAIT's documented
+// contract covers only the client's own writes.)
 type replicaWait struct {
 	timeout time.Duration // 0: no WAIT (modes none and aof)
+	mark    string        // the key INCRed before each WAIT
 }
 
 // on reports whether rounds are followed by a WAIT.
 func (r replicaWait) on() bool { return r.timeout > 0 }
 
-// cmd is the WAIT to send after a round's writes, on their connection: WAIT
-// counts only the writes of the client that sends it.
-func (r replicaWait) cmd(ctx context.Context) *redis.IntCmd {
-	return redis.NewIntCmd(ctx, "wait", 1, r.timeout.Milliseconds())
+// cmds are the mark and the WAIT to send after a round's writes, on their
+// connection: WAIT counts only the writes of the client that sends it.
+func (r replicaWait) cmds(ctx context.Context) (mark, wait *redis.IntCmd) {
+	return redis.NewIntCmd(ctx, "incr", r.mark), redis.NewIntCmd(ctx, "wait", 1, r.timeout.Milliseconds())
 }
 
 // check turns a WAIT's reply into the error the round's grabs get instead of
 // their answers, or nil when a replica acknowledged.
-func (r replicaWait) check(w *redis.IntCmd) error {
+func (r replicaWait) check(mark, w *redis.IntCmd) error {
+	if err := mark.Err(); err != nil {
+		// Without the mark, the WAIT may cover less than the round reports.
+		return fmt.Errorf("%w: durability replica: INCR %s: %v", flashgrab.ErrUnavailable, r.mark, err)
+	}
 	n, err := w.Result()
 	if err != nil {
 		return fmt.Errorf("%w: durability replica: WAIT 1 %d: %v", flashgrab.ErrUnavailable, r.timeout.Milliseconds(), err)
@@ -104,7 +118,7 @@ func newReplicaWait(cfg Config) (replicaWait, error) {
 		// WAIT 1 0 would block forever.
 		return replicaWait{}, fmt.Errorf("engine: wait timeout %v: need at least 1ms", cfg.WaitTimeout)
 	}
-	return replicaWait{timeout: t}, nil
+	return replicaWait{timeout: t, mark: cfg.Keys.Prefix + ":wait-mark"}, nil
 }
 
 // runDurable runs a script that writes outside the batcher (sale creation,

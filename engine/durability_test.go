@@ -179,3 +179,67 @@ func TestDurabilityConfig(t *testing.T) {
 		t.Fatal(`ParseDurability accepted "always"`)
 	}
 }
+
+// TestReplicaRepeatWaitsForTheWin: a grab won while the replica is stalled
+// answers 503; its retry, sent on another connection that never wrote (a
+// repeat writes nothing), must not be answered 200 before the replica has the
+// win: WAIT alone would wait only for that connection's older offset, which
+// the replica acknowledged long ago. Once the replica catches up, the retry
+// answers the order as a repeat, and the replica holds its event.
+func TestReplicaRepeatWaitsForTheWin(t *testing.T) {
+	primary := testenv.StartRedisServer(t)
+	replica := testenv.StartRedisServer(t, "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port))
+	ctx := context.Background()
+	rrep := replica.Client(t)
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		return strings.Contains(rrep.Info(ctx, "replication").Val(), "master_link_status:up"), "replica's link to the primary is not up"
+	})
+	// Two engines, two clients: the win and its retry go over different connections.
+	engines := make([]*engine.Engine, 2)
+	for i := range engines {
+		e, err := engine.New(ctx, engine.Config{Redis: primary.Client(t), Keys: engine.Keyspace{Prefix: "fg", Partitions: 4},
+			Durability: engine.DurabilityReplica, WaitTimeout: 300 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Close)
+		engines[i] = e
+	}
+	if _, err := engines[0].CreateSale(ctx, openSale("rep", 10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	stream := engines[0].Keys().Events(engines[0].Keys().Partition("rep"))
+
+	replica.Pause()
+	paused := true
+	defer func() {
+		if paused {
+			replica.Resume()
+		}
+	}()
+	grab := flashgrab.GrabRequest{SaleID: "rep", UserID: "zoe", Qty: 1}
+	if _, err := engines[0].Grab(ctx, grab); !errors.Is(err, flashgrab.ErrUnavailable) {
+		t.Fatalf("win with the replica stalled: %v, want unavailable", err)
+	}
+	if r, err := engines[1].Grab(ctx, grab); !errors.Is(err, flashgrab.ErrUnavailable) {
+		t.Fatalf("retry on another connection with the replica stalled: %+v %v, want unavailable", r, err)
+	}
+	replica.Resume()
+	paused = false
+	want := primary.Client(t).XLen(ctx, stream).Val()
+	var got flashgrab.GrabResult
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		var err error
+		got, err = engines[1].Grab(ctx, grab)
+		return err == nil, fmt.Sprintf("retry after the replica resumed: %v", err)
+	})
+	if !got.Repeat || got.OrderID == "" {
+		t.Fatalf("retry: %+v, want the first order as a repeat", got)
+	}
+	if n := rrep.XLen(ctx, stream).Val(); n != want {
+		t.Fatalf("replica's stream: %d entries, want %d", n, want)
+	}
+	if s, _ := engines[0].Sale(ctx, "rep"); s.Sold != 1 {
+		t.Fatalf("sold %d, want 1", s.Sold)
+	}
+}

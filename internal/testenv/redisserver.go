@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -62,6 +63,13 @@ func (s *RedisServer) Kill() {
 	_ = s.cmd.Process.Kill()
 	<-s.done
 }
+
+// Pause stops the server's process (SIGSTOP): it keeps its connections but
+// answers nothing, as a replica stuck behind a slow disk or network would.
+func (s *RedisServer) Pause() { _ = s.cmd.Process.Signal(syscall.SIGSTOP) }
+
+// Resume lets a paused server go on (SIGCONT).
+func (s *RedisServer) Resume() { _ = s.cmd.Process.Signal(syscall.SIGCONT) }
 
 // Client returns a client of the server, closed when the test ends.
 func (s *RedisServer) Client(t testing.TB) *redis.Client {
