@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -183,8 +182,8 @@ func DurabilityWarnings(ctx context.Context, rdb redis.UniversalClient, mode Dur
 				warn("durability replica: cannot read %s's INFO replication: %v", addr, err)
 				return nil
 			}
-			if n := connectedReplicas(info); n < 1 {
-				warn("durability replica: Redis %s has no connected replica: every grab will answer 503 until one connects", addr)
+			if onlineReplicas(info) < 1 {
+				warn("durability replica: Redis %s has no online replica: every grab will answer 503 until one is", addr)
 			}
 		}
 		return nil
@@ -205,13 +204,14 @@ func DurabilityWarnings(ctx context.Context, rdb redis.UniversalClient, mode Dur
 	return warns
 }
 
-// connectedReplicas reads connected_slaves from INFO replication.
-func connectedReplicas(info string) int {
+// onlineReplicas counts the replicas INFO replication lists as online: one
+// still loading its first sync is connected but acknowledges nothing yet.
+func onlineReplicas(info string) int {
+	n := 0
 	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "connected_slaves:"); ok {
-			n, _ := strconv.Atoi(v)
-			return n
+		if strings.HasPrefix(line, "slave") && strings.Contains(line, ",state=online,") {
+			n++
 		}
 	}
-	return 0
+	return n
 }

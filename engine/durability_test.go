@@ -70,8 +70,8 @@ func TestReplicaDurability(t *testing.T) {
 	rdb, rrep := primary.Client(t), replica.Client(t)
 	ctx := context.Background()
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		info := rrep.Info(ctx, "replication").Val()
-		return strings.Contains(info, "master_link_status:up"), "replica's link to the primary is not up"
+		info := rdb.Info(ctx, "replication").Val()
+		return strings.Contains(info, ",state=online,"), "the replica is not online at the primary"
 	})
 	if w := engine.DurabilityWarnings(ctx, rdb, engine.DurabilityReplica); w != nil {
 		t.Fatalf("warnings with a replica connected: %q", w)
@@ -190,9 +190,9 @@ func TestReplicaRepeatWaitsForTheWin(t *testing.T) {
 	primary := testenv.StartRedisServer(t)
 	replica := testenv.StartRedisServer(t, "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port))
 	ctx := context.Background()
-	rrep := replica.Client(t)
+	rdb, rrep := primary.Client(t), replica.Client(t)
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		return strings.Contains(rrep.Info(ctx, "replication").Val(), "master_link_status:up"), "replica's link to the primary is not up"
+		return strings.Contains(rdb.Info(ctx, "replication").Val(), ",state=online,"), "the replica is not online at the primary"
 	})
 	// Two engines, two clients: the win and its retry go over different connections.
 	engines := make([]*engine.Engine, 2)
@@ -226,7 +226,7 @@ func TestReplicaRepeatWaitsForTheWin(t *testing.T) {
 	}
 	replica.Resume()
 	paused = false
-	want := primary.Client(t).XLen(ctx, stream).Val()
+	want := rdb.XLen(ctx, stream).Val()
 	var got flashgrab.GrabResult
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		var err error
