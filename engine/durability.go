@@ -117,7 +117,7 @@ func newReplicaWait(cfg Config) (replicaWait, error) {
 		// WAIT 1 0 would block forever.
 		return replicaWait{}, fmt.Errorf("engine: wait timeout %v: need at least 1ms", cfg.WaitTimeout)
 	}
-	return replicaWait{timeout: t, mark: cfg.Keys.Prefix + ":wait-mark"}, nil
+	return replicaWait{timeout: t, mark: cfg.Keys.waitMark()}, nil
 }
 
 // runDurable runs a script that writes outside the batcher (sale creation,
