@@ -60,10 +60,12 @@ func grabAll(e *engine.Engine, sale string, from, to int) []error {
 // TestReplicaDurability is issue 9 item 1's replica mode against a primary
 // and a replica the test starts. With the replica up, 200 concurrent grabs
 // all win, one WAIT follows every round trip (not every grab), and the
-// replica holds every settlement event. With the replica killed, 50 more
-// grabs all fail with ErrUnavailable (503), none answered as won, yet all 50
-// wins are in the primary's stream: nothing lost, nothing answered without a
-// replica's acknowledgement. A sale created then fails the same way.
+// replica holds every settlement event; a red-packet grab wins too. With the
+// replica killed, 50 more grabs all fail with ErrUnavailable (503), none
+// answered as won, yet all 50 wins are in the primary's stream: nothing lost,
+// nothing answered without a replica's acknowledgement. A packet grab, a
+// packet publish and a sale create then fail the same way (the packet grab's
+// share stands in its stream).
 func TestReplicaDurability(t *testing.T) {
 	primary := testenv.StartRedisServer(t)
 	replica := testenv.StartRedisServer(t, "--replicaof", "127.0.0.1", fmt.Sprint(primary.Port))
@@ -110,7 +112,27 @@ func TestReplicaDurability(t *testing.T) {
 		t.Fatalf("replica's stream: %d entries, want %d", n, base+200)
 	}
 
+	pk := publish(t, e, 100, 2, flashgrab.ModeFixed)
+	pstream := e.Keys().Events(e.Keys().Partition(pk.ID))
+	if r, err := e.GrabPacket(ctx, pk.ID, "p1"); err != nil || r.AmountCents != 50 {
+		t.Fatalf("packet grab with the replica up: %+v %v, want 50 fen", r, err)
+	}
+	pbase := rdb.XLen(ctx, pstream).Val()
+
 	replica.Kill()
+	if _, err := e.GrabPacket(ctx, pk.ID, "p2"); !errors.Is(err, flashgrab.ErrUnavailable) {
+		t.Fatalf("packet grab with the replica dead: %v, want unavailable", err)
+	}
+	if n := rdb.XLen(ctx, pstream).Val(); n != pbase+1 {
+		t.Fatalf("packet's stream after an unacknowledged grab: %d entries, want %d", n, pbase+1)
+	}
+	pk2, err := e.NewPacket("sender", 100, 2, flashgrab.ModeFixed, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.PublishPacket(ctx, pk2); !errors.Is(err, flashgrab.ErrUnavailable) {
+		t.Fatalf("packet publish with the replica dead: %v, want unavailable", err)
+	}
 	for i, err := range grabAll(e, "dur", 200, 250) {
 		if !errors.Is(err, flashgrab.ErrUnavailable) {
 			t.Fatalf("grab %d with the replica dead: %v, want unavailable", 200+i, err)
