@@ -25,7 +25,8 @@ import (
 //     event-loop turn, so a coalesced batch of wins shares one fsync and
 //     nothing extra is sent per batch. Only start-up checks the settings.
 //   - DurabilityReplica: every round of script calls that can win is
-//     followed, on the same connection, by WAIT 1 <timeout>; a round no
+//     followed, on the same connection, by the INCR of a mark key and
+//     WAIT 1 <timeout> (see replicaWait); a round no
 //     replica acknowledged in time fails with ErrUnavailable, so none of its
 //     grabs is answered as won (the wins stand in Redis and settle; a retry
 //     returns the same order).
