@@ -235,15 +235,18 @@ start_redis() {
 	dir=$SERVICES_DIR/redis-$REDIS_PORT
 	mkdir -p "$dir"
 	# --daemonize detaches it from make's process group, so Ctrl-C on `make run` leaves it up.
+	# AOF with appendfsync always, as deploy/redis/flashgrab.conf: `serve --durability aof`
+	# holds against it, and the dev set-up behaves (and performs) like the durable one.
 	"$server" --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" \
-		--save '' --appendonly no --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" ||
+		--save '' --appendonly yes --appendfsync always \
+		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log" ||
 		die "redis-server failed to start on port $REDIS_PORT; see $dir/redis.log"
 	if ! wait_until 10 "" "redis-server on 127.0.0.1:$REDIS_PORT" redis_ok "$REDIS_PORT"; then
 		tail -n 20 "$dir/redis.log" >&2 2>/dev/null || true
 		die "throwaway Redis did not come up; log: $dir/redis.log"
 	fi
 	pid=$(instance_pid "$dir" "$dir/redis.pid" || echo '?')
-	log "redis: started a throwaway Redis on 127.0.0.1:$REDIS_PORT (pid $pid, no persistence, files in $dir)"
+	log "redis: started a throwaway Redis on 127.0.0.1:$REDIS_PORT (pid $pid, AOF with appendfsync always, files in $dir)"
 	STARTED+=("redis")
 }
 

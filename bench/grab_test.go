@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,10 @@ import (
 //	http-soldout    HTTP grabs of a sold-out sale (the process-local mark)
 //	http-constant   a fasthttp handler answering a constant, same client and requests
 //	http-packet     HTTP grabs of red packets (1,000 shares each), every grab a win
+//	http-coalesced-aof      http-coalesced, durability aof, on a throwaway Redis
+//	                        with appendonly yes, appendfsync always
+//	http-coalesced-replica  http-coalesced, durability replica (WAIT 1 per round),
+//	                        on a throwaway Redis with a throwaway replica
 //
 // Every case keeps concurrency (96) requests in flight and reports grabs/s
 // and the p50 and p99 latency in microseconds.
@@ -72,6 +77,35 @@ func BenchmarkGrab(b *testing.B) {
 		defer env.purge(b)
 		env.hammer(b, env.packetGrab(b, coalesced))
 	})
+	// Durability (issue 9): the same grabs on throwaway Redis servers, next
+	// to http-coalesced (none) in the same run.
+	aofEnv := env.on(b, testenv.StartRedisServer(b, "--appendonly", "yes", "--appendfsync", "always"))
+	primary := testenv.StartRedisServer(b)
+	testenv.StartRedisServer(b, "--replicaof", "127.0.0.1", strconv.Itoa(primary.Port))
+	repEnv := env.on(b, primary)
+	testenv.Eventually(b, 10*time.Second, func() (bool, string) {
+		info := repEnv.rdb.Info(context.Background(), "replication").Val()
+		return strings.Contains(info, "state=online"), "the replica is not online (still syncing)"
+	})
+	for _, c := range []struct {
+		name string
+		env  *harness
+		cfg  engine.Config
+	}{
+		{"http-coalesced-aof", aofEnv, engine.Config{Durability: engine.DurabilityAOF}},
+		{"http-coalesced-replica", repEnv, engine.Config{Durability: engine.DurabilityReplica, WaitTimeout: time.Second}},
+	} {
+		srv := c.env.startServer(b, c.cfg)
+		b.Run(c.name, func(b *testing.B) {
+			sale := "bench-" + c.name + strconv.Itoa(saleSeq)
+			saleSeq++
+			srv.createSale(b, sale, flashgrab.MaxStock, flashgrab.MaxPerUserLimit)
+			defer c.env.purge(b)
+			c.env.hammer(b, c.env.httpGrab(srv.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK))
+			st := srv.eng.BatchStats()
+			b.ReportMetric(float64(st.Users)/float64(st.Calls), "users/call")
+		})
+	}
 	b.Run("http-constant", func(b *testing.B) {
 		env.hammer(b, env.httpGrab(constant, "/v1/sales/x/grab", false, fasthttp.StatusConflict))
 	})

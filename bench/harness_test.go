@@ -75,6 +75,15 @@ func newHarness(b *testing.B) *harness {
 	return env
 }
 
+// on returns a harness sharing env's MySQL and tokens but speaking to the
+// throwaway Redis s (the durability cases need a Redis with AOF or a replica,
+// which the shared one must not be made into).
+func (env *harness) on(b *testing.B, s *testenv.RedisServer) *harness {
+	rdb := redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: 2 * concurrency})
+	b.Cleanup(func() { rdb.Close() })
+	return &harness{rdb: rdb, prefix: env.prefix, books: env.books, tokens: env.tokens}
+}
+
 // purge removes every key of the run, so that orders and stream entries of
 // one case do not weigh on the next.
 func (env *harness) purge(b *testing.B) {

@@ -78,6 +78,7 @@ type batcher struct {
 	maxBatch     int
 	maxPipelines int
 	direct       bool        // one call per user, no queueing (Config.NoCoalesce)
+	wait         replicaWait // DurabilityReplica: WAIT after every round (durability.go)
 	bg           *background // runs the sender loops
 
 	mu      sync.Mutex
@@ -116,6 +117,9 @@ type batch struct {
 	q       *targetQueue
 	waiters []*waiter
 	cmd     *redis.Cmd
+	// durErr, set when no replica acknowledged the round (DurabilityReplica),
+	// replaces every answer of the batch: none may be answered as won.
+	durErr error
 }
 
 var waiterPool = sync.Pool{New: func() any { return &waiter{done: make(chan struct{}, 1)} }}
@@ -311,9 +315,10 @@ func (b *batcher) exec(ctx context.Context, round []batch) {
 		cmds[i] = redis.NewCmd(ctx, evalShaArgs(round[i].waiters)...)
 		round[i].cmd = cmds[i]
 	}
-	b.send(ctx, cmds)
+	durErr := b.send(ctx, cmds)
 	var retry []*redis.Cmd
 	for i := range round {
+		round[i].durErr = durErr
 		if !isNoScript(round[i].cmd.Err()) {
 			continue
 		}
@@ -326,25 +331,53 @@ func (b *batcher) exec(ctx context.Context, round []batch) {
 		retry = append(retry, round[i].cmd)
 	}
 	if retry != nil {
-		b.send(ctx, retry)
+		durErr := b.send(ctx, retry)
+		for i := range round {
+			if isRetried(round[i].cmd, retry) {
+				round[i].durErr = durErr
+			}
+		}
 	}
 	for i := range round {
 		b.deliver(&round[i])
 	}
 }
 
-// send runs cmds: alone, or in one pipeline. Each command keeps its own error.
-func (b *batcher) send(ctx context.Context, cmds []*redis.Cmd) {
+// send runs cmds: alone, or in one pipeline. Each command keeps its own
+// error. In replica mode a mark's INCR and a WAIT end the pipeline, on the
+// connection that carried the writes; the error it returns then says the round is not yet on
+// any replica.
+func (b *batcher) send(ctx context.Context, cmds []*redis.Cmd) (durErr error) {
 	b.pipelines.Add(1)
-	if len(cmds) == 1 {
+	if len(cmds) == 1 && !b.wait.on() {
 		_ = b.rdb.Process(ctx, cmds[0])
-		return
+		return nil
 	}
 	pipe := b.rdb.Pipeline()
 	for _, c := range cmds {
 		_ = pipe.Process(ctx, c)
 	}
+	var mark, wait *redis.IntCmd
+	if b.wait.on() {
+		mark, wait = b.wait.cmds(ctx)
+		_ = pipe.Process(ctx, mark)
+		_ = pipe.Process(ctx, wait)
+	}
 	_, _ = pipe.Exec(ctx)
+	if wait != nil {
+		return b.wait.check(mark, wait)
+	}
+	return nil
+}
+
+// isRetried reports whether c is one of the commands sent again.
+func isRetried(c *redis.Cmd, retry []*redis.Cmd) bool {
+	for _, r := range retry {
+		if r == c {
+			return true
+		}
+	}
+	return false
 }
 
 // deliver hands each waiter of a batch its slice of the reply, or the error.
@@ -365,6 +398,8 @@ func (b *batcher) deliver(bt *batch) {
 	}
 	if err != nil {
 		err = wrapRedis(err)
+	} else if bt.durErr != nil {
+		err = bt.durErr
 	}
 	for i, w := range bt.waiters {
 		if err != nil {

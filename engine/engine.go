@@ -46,6 +46,13 @@ type Config struct {
 	// coalesced grabs (default 4); batches ready meanwhile share the next.
 	MaxPipelines int
 
+	// Durability is the guarantee a won grab carries when answered
+	// (durability.go); empty is DurabilityNone. Only DurabilityReplica
+	// changes what the engine sends: a WAIT after every round of writes.
+	Durability Durability
+	// WaitTimeout bounds DurabilityReplica's WAIT (default 50ms).
+	WaitTimeout time.Duration
+
 	// SoldOutTTL is how long a sale seen with no stock left is answered
 	// "sold out" from memory before Redis is asked again (default 1s): the
 	// longest a grab can be refused while an expired order's stock is back.
@@ -114,9 +121,14 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		packetExpire: redis.NewScript(scripts.PacketExpire),
 		bg:           newBackground(),
 	}
+	wait, err := newReplicaWait(cfg)
+	if err != nil {
+		return nil, err
+	}
 	e.breakers = newBreakers(e.bg)
 	e.breakers.watch(ctx, cfg.Redis)
 	e.batch = newBatcher(cfg.Redis, cfg, e.bg)
+	e.batch.wait = wait
 	e.soldOut = newSoldOutMarks(cfg, e.bg)
 	if e.ids == nil {
 		e.ids = localIDs()

@@ -51,3 +51,7 @@ func (k Keyspace) PacketExpiry(p int) string { return k.tag(p) + "pkt-expiry" }
 func (k Keyspace) Events(p int) string { return k.tag(p) + "events" }
 
 // Global keys are not tied to a partition and never touched by a script.
+
+// waitMark is the counter replica durability INCRs before each WAIT
+// (durability.go): one key, since that mode runs on a single Redis.
+func (k Keyspace) waitMark() string { return k.Prefix + ":wait-mark" }

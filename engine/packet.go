@@ -42,10 +42,13 @@ func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl t
 // PublishPacket makes a funded packet grabbable. Publishing twice is harmless.
 func (e *Engine) PublishPacket(ctx context.Context, pk flashgrab.Packet) error {
 	p := e.keys.Partition(pk.ID)
-	err := e.packetCreate.Run(ctx, e.rdb, []string{e.keys.Packet(p, pk.ID), e.keys.PacketExpiry(p)},
-		pk.ID, pk.SenderID, pk.TotalCents, pk.Count, pk.Mode, pk.ExpiresAt.UnixMilli(), pk.CreatedAt.UnixMilli()).Err()
-	if err != nil {
+	cmd, durErr := e.runDurable(ctx, e.packetCreate, []string{e.keys.Packet(p, pk.ID), e.keys.PacketExpiry(p)},
+		pk.ID, pk.SenderID, pk.TotalCents, pk.Count, pk.Mode, pk.ExpiresAt.UnixMilli(), pk.CreatedAt.UnixMilli())
+	if err := cmd.Err(); err != nil {
 		return fmt.Errorf("publish packet %s: %w", pk.ID, wrapRedis(err))
+	}
+	if durErr != nil {
+		return fmt.Errorf("publish packet %s: %w", pk.ID, durErr)
 	}
 	return nil
 }

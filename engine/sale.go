@@ -19,11 +19,15 @@ func (e *Engine) CreateSale(ctx context.Context, s flashgrab.Sale) (flashgrab.Sa
 	}
 	s.Sold = 0
 	p := e.keys.Partition(s.ID)
-	created, err := e.saleCreate.Run(ctx, e.rdb, []string{e.keys.Sale(p, s.ID), e.keys.Events(p)},
+	cmd, durErr := e.runDurable(ctx, e.saleCreate, []string{e.keys.Sale(p, s.ID), e.keys.Events(p)},
 		s.ID, s.MerchantID, s.PriceCents, s.Stock, s.PerUserLimit,
-		s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli()).Int()
+		s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli())
+	created, err := cmd.Int()
 	if err != nil {
 		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, wrapRedis(err))
+	}
+	if durErr != nil {
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, durErr)
 	}
 	if created == 0 {
 		return flashgrab.Sale{}, fmt.Errorf("create sale %s: other terms under this id: %w", s.ID, flashgrab.ErrExists)

@@ -39,6 +39,36 @@ func keyspace(cmd *cli.Command) (engine.Keyspace, error) {
 	return engine.Keyspace{Prefix: cmd.String("key-prefix"), Partitions: p}, nil
 }
 
+// durabilityFlags choose what a won grab's 200 promises (engine.Durability).
+func durabilityFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "durability", Sources: cli.EnvVars("FLASHGRAB_DURABILITY"),
+			Usage: "none | aof | replica: what a won grab's 200 promises (default aof; none with --dev); start-up warns when Redis cannot honour it"},
+		&cli.DurationFlag{Name: "wait-timeout", Value: engine.DefaultWaitTimeout, Sources: cli.EnvVars("FLASHGRAB_WAIT_TIMEOUT"),
+			Usage: "--durability replica: how long a batch waits for a replica's acknowledgement before its grabs answer 503"},
+	}
+}
+
+// durability reads --durability. Unset, it is aof: a deployment's Redis
+// (deploy/redis/flashgrab.conf) runs with AOF, and the start-up check says
+// so loudly when it does not. --dev defaults to none: dev mode promises no
+// durability (sandbox payments, throwaway data), and a warning on every dev
+// machine's stock Redis would teach people to ignore it.
+func durability(cmd *cli.Command) (engine.Durability, error) {
+	s := cmd.String("durability")
+	if s == "" {
+		if cmd.Bool("dev") {
+			return engine.DurabilityNone, nil
+		}
+		return engine.DurabilityAOF, nil
+	}
+	d, err := engine.ParseDurability(s)
+	if err != nil {
+		return "", fmt.Errorf("--durability: %w", err)
+	}
+	return d, nil
+}
+
 // Redis client timeouts: a grab must fail fast (503) when Redis is gone,
 // never hang. A dead node costs one dial of at most redisDialTimeout per call
 // until the engine's breaker opens (after 3 failures), then nothing: go-redis's

@@ -31,7 +31,7 @@ func serveCommand() *cli.Command {
 			&cli.DurationFlag{Name: "order-ttl", Value: 15 * time.Minute, Sources: cli.EnvVars("FLASHGRAB_ORDER_TTL"), Usage: "unpaid orders expire after this"},
 			&cli.DurationFlag{Name: "retention", Value: engine.DefaultRetention, Sources: cli.EnvVars("FLASHGRAB_RETENTION"),
 				Usage: "how long Redis keeps order records and closed red packets (MySQL keeps them for good); must exceed --order-ttl"},
-		}, append(limitFlags(), paymentFlags()...)...),
+		}, append(append(durabilityFlags(), limitFlags()...), paymentFlags()...)...),
 		Action: serve,
 	}
 }
@@ -73,9 +73,19 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	// The id node is leased once the listener is open (below): until then
 	// the engine hands out no ids.
 	ids := engine.NewLeasedIDs()
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, Retention: cmd.Duration("retention"), IDs: ids})
+	mode, err := durability(cmd)
 	if err != nil {
 		return err
+	}
+	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, Retention: cmd.Duration("retention"), IDs: ids,
+		Durability: mode, WaitTimeout: cmd.Duration("wait-timeout")})
+	if err != nil {
+		return err
+	}
+	// A mismatch is logged, not refused: Redis can be fixed live (CONFIG
+	// SET, a replica attached) without restarting flashgrab.
+	for _, w := range engine.DurabilityWarnings(ctx, rdb, mode) {
+		log.Warn("Redis does not honour --durability", "durability", string(mode), "problem", w)
 	}
 	defer eng.Close() // after the HTTP server and the sweeper, before Redis
 	reg := prometheus.NewRegistry()
@@ -138,6 +148,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		GrabLimit: lim.grab, IPLimit: lim.ip}
 	hs := srv.HTTPServer()
 	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions, "id_node", lease.Node(),
+		"durability", string(mode),
 		"open_file_limit", nofile, "max_conns", lim.maxConns, "max_conns_per_ip", lim.maxConnsPerIP)
 
 	sweeper := settle.NewSweeper(eng, books, payments)

@@ -3,8 +3,9 @@
 // A missing server fails the test rather than skipping it: these tests are the
 // proof of the invariants and must not pass vacuously. The rest of what tests
 // share lives here too: a proxy to cut either server (RedisBehindProxy,
-// MySQLBehindProxy), in-process HTTP servers (Serve), and Eventually, the one
-// way to wait for an asynchronous outcome.
+// MySQLBehindProxy), in-process HTTP servers (Serve), throwaway redis-server
+// processes a test may kill or make replicas of (StartRedisServer), and
+// Eventually, the one way to wait for an asynchronous outcome.
 package testenv
 
 import (
