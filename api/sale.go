@@ -2,7 +2,9 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -48,12 +50,58 @@ func (s *Server) createSale(ctx *fasthttp.RequestCtx, _ params) error {
 	}
 	c, cancel := s.reqContext()
 	defer cancel()
-	sale, err := s.Engine.CreateSale(c, flashgrab.Sale{ID: req.ID, MerchantID: req.MerchantID, PriceCents: req.PriceCents,
+	sale, err := s.createSaleOnce(c, flashgrab.Sale{ID: req.ID, MerchantID: req.MerchantID, PriceCents: req.PriceCents,
 		Stock: req.Stock, PerUserLimit: req.PerUserLimit, StartsAt: req.StartsAt, EndsAt: req.EndsAt})
 	if err != nil {
 		return err
 	}
 	return writeJSON(ctx, fasthttp.StatusCreated, saleOut(sale))
+}
+
+// createSaleOnce creates a sale unless its id was ever taken. Redis alone
+// cannot tell: after Redis comes back empty its record of the id is gone, and
+// a second create would open the sale again with new terms or full stock, so
+// that buyers could buy beyond the stock and their limits. The sales settled
+// into MySQL are the record that survives, and are consulted first; MySQL
+// unreachable means no create at all (503), since a create without the check
+// would reopen that hole.
+//
+// A sale in MySQL under other terms is ErrExists. With the same terms it is
+// a retried create, answered as the engine answers one (the terms, sold 0)
+// while Redis still has the sale; if Redis lost it, it is ErrExists too: its
+// stock and buyers must be rebuilt from MySQL, and a plain create would
+// restore the full stock and oversell.
+func (s *Server) createSaleOnce(ctx context.Context, sale flashgrab.Sale) (flashgrab.Sale, error) {
+	if err := sale.Validate(); err != nil {
+		return flashgrab.Sale{}, err
+	}
+	settled, ok, err := s.Books.Sale(ctx, sale.ID)
+	if err != nil {
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", sale.ID, err)
+	}
+	if !ok {
+		return s.Engine.CreateSale(ctx, sale)
+	}
+	if !sameTerms(settled, sale) {
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: other terms under this id, settled in MySQL: %w", sale.ID, flashgrab.ErrExists)
+	}
+	if _, err := s.Engine.Sale(ctx, sale.ID); errors.Is(err, flashgrab.ErrNotFound) {
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: settled in MySQL but missing from Redis; it needs a rebuild from MySQL, not a new create: %w",
+			sale.ID, flashgrab.ErrExists)
+	} else if err != nil {
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", sale.ID, err)
+	}
+	sale.Sold = 0
+	sale.StartsAt, sale.EndsAt = sale.StartsAt.Truncate(time.Millisecond), sale.EndsAt.Truncate(time.Millisecond)
+	return sale, nil
+}
+
+// sameTerms compares what sale_create.lua compares: every term, times to the
+// millisecond the scripts keep.
+func sameTerms(a, b flashgrab.Sale) bool {
+	return a.MerchantID == b.MerchantID && a.PriceCents == b.PriceCents && a.Stock == b.Stock &&
+		a.PerUserLimit == b.PerUserLimit && a.StartsAt.UnixMilli() == b.StartsAt.UnixMilli() &&
+		a.EndsAt.UnixMilli() == b.EndsAt.UnixMilli()
 }
 
 func (s *Server) getSale(ctx *fasthttp.RequestCtx, ps params) error {

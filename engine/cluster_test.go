@@ -4,12 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,101 +16,17 @@ import (
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
-// clusterNode is a redis-server in cluster mode that the test started, and
-// may kill and start again.
-type clusterNode struct {
-	addr, dir string
-	cmd       *exec.Cmd
-}
-
-func (n *clusterNode) start(t *testing.T) {
-	t.Helper()
-	_, port, _ := net.SplitHostPort(n.addr)
-	n.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", n.dir,
-		"--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+port+".conf",
-		"--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
-		"--save", "", "--appendonly", "no", "--logfile", filepath.Join(n.dir, "redis-"+port+".log"))
-	if err := n.cmd.Start(); err != nil {
-		t.Fatalf("start redis-server on %s: %v", n.addr, err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: n.addr, DialTimeout: 100 * time.Millisecond, MaxRetries: -1})
-	defer c.Close()
-	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		err := c.Ping(context.Background()).Err()
-		return err == nil, fmt.Sprintf("redis-server on %s: ping: %v", n.addr, err)
-	})
-}
-
-func (n *clusterNode) kill() {
-	if n.cmd != nil && n.cmd.Process != nil {
-		n.cmd.Process.Kill()
-		n.cmd.Wait()
-		n.cmd = nil
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// startCluster starts three masters of a Redis Cluster (no replicas,
-// cluster-require-full-coverage no), each with a third of the slots.
-func startCluster(t *testing.T) []*clusterNode {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		t.Skip("redis-server not in PATH: no real cluster to test against")
-	}
-	ctx := context.Background()
-	nodes := make([]*clusterNode, 3)
-	for i := range nodes {
-		nodes[i] = &clusterNode{addr: freeAddr(t), dir: t.TempDir()}
-		nodes[i].start(t)
-		t.Cleanup(nodes[i].kill)
-	}
-	slots := [][2]int{{0, 5460}, {5461, 10922}, {10923, 16383}}
-	for i, n := range nodes {
-		c := redis.NewClient(&redis.Options{Addr: n.addr})
-		if err := c.ClusterAddSlotsRange(ctx, slots[i][0], slots[i][1]).Err(); err != nil {
-			t.Fatalf("%s: add slots: %v", n.addr, err)
-		}
-		if i > 0 {
-			host, port, _ := net.SplitHostPort(nodes[0].addr)
-			p, _ := strconv.Atoi(port)
-			if err := c.ClusterMeet(ctx, host, strconv.Itoa(p)).Err(); err != nil {
-				t.Fatalf("%s: meet: %v", n.addr, err)
-			}
-		}
-		c.Close()
-	}
-	for _, n := range nodes {
-		c := redis.NewClient(&redis.Options{Addr: n.addr})
-		testenv.Eventually(t, 20*time.Second, func() (bool, string) {
-			info, err := c.ClusterInfo(ctx).Result()
-			return err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3"),
-				fmt.Sprintf("%s: cluster info %q %v", n.addr, info, err)
-		})
-		c.Close()
-	}
-	return nodes
-}
-
 // TestClusterMasterDown is issue 9 item 6 on a real Redis Cluster of three
 // masters: one killed, the grabs of the partitions its slots hold answer
 // ErrUnavailable fast, /readyz's PartitionsDown names exactly those, and the
 // other partitions' grabs keep winning; with the master back (empty: no
 // persistence) the partitions come back without a restart.
 func TestClusterMasterDown(t *testing.T) {
-	nodes := startCluster(t)
+	nodes := testenv.Cluster(t)
 	ctx := context.Background()
 	addrs := make([]string, len(nodes))
 	for i, n := range nodes {
-		addrs[i] = n.addr
+		addrs[i] = n.Addr
 	}
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, DialTimeout: 150 * time.Millisecond,
 		DialerRetries: 1, MaxRetries: 1, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond})
@@ -150,14 +62,14 @@ func TestClusterMasterDown(t *testing.T) {
 	dead := nodes[0]
 	var deadParts, liveParts []int
 	for p := range partitions {
-		if owner[p] == dead.addr {
+		if owner[p] == dead.Addr {
 			deadParts = append(deadParts, p)
 		} else {
 			liveParts = append(liveParts, p)
 		}
 	}
 	if len(deadParts) == 0 || len(liveParts) == 0 {
-		t.Fatalf("partitions by master %v: want some on %s and some elsewhere", owner, dead.addr)
+		t.Fatalf("partitions by master %v: want some on %s and some elsewhere", owner, dead.Addr)
 	}
 	grab := func(p int, user string) error {
 		c, cancel := context.WithTimeout(ctx, 2*time.Second)
@@ -166,7 +78,7 @@ func TestClusterMasterDown(t *testing.T) {
 		return err
 	}
 
-	dead.kill()
+	dead.Kill()
 	n := 0
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		n++
@@ -174,7 +86,7 @@ func TestClusterMasterDown(t *testing.T) {
 			t.Fatalf("grab on the killed master: %v, want ErrUnavailable", err)
 		}
 		down := e.PartitionsDown(ctx)
-		return slices.Equal(down, deadParts), fmt.Sprintf("partitions down %v, want %v (those of %s)", down, deadParts, dead.addr)
+		return slices.Equal(down, deadParts), fmt.Sprintf("partitions down %v, want %v (those of %s)", down, deadParts, dead.Addr)
 	})
 	const grabs = 200
 	took := make([]time.Duration, 0, grabs)
@@ -205,7 +117,7 @@ func TestClusterMasterDown(t *testing.T) {
 		}
 	}
 
-	dead.start(t)
+	dead.Start(t)
 	back := time.Now()
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		down := e.PartitionsDown(ctx)

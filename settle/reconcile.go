@@ -7,6 +7,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -318,17 +319,14 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 	// One pass over the keyspace for every partition's orders: the pattern's
 	// "{p*}" matches any partition tag.
 	pattern := r.Keys.Prefix + ":{p*}:order:*"
-	iter := r.Redis.Scan(ctx, 0, pattern, 1000).Iterator()
-	for iter.Next(ctx) {
-		key := iter.Val()
+	err := scanKeys(ctx, r.Redis, pattern, func(key string) error {
 		batch = append(batch, key[strings.LastIndex(key, ":order:")+len(":order:"):])
 		if len(batch) == 500 {
-			if err := flush(); err != nil {
-				return c, err
-			}
+			return flush()
 		}
-	}
-	if err := iter.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return c, err
 	}
 	if err := flush(); err != nil {
@@ -414,6 +412,42 @@ func (r *Reconciler) grabsSettled(ctx context.Context, st *state) (Check, error)
 		}
 	}
 	return c, nil
+}
+
+// scanKeys calls fn with every key matching pattern, one call at a time. A
+// SCAN on a cluster client walks only the node it happens to reach, so on a
+// cluster every master is scanned (replicas hold copies only).
+func scanKeys(ctx context.Context, rdb redis.UniversalClient, pattern string, fn func(key string) error) error {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return scanNode(ctx, rdb, pattern, fn)
+	}
+	// ForEachMaster scans the masters concurrently; fn is not safe for that,
+	// so the scans take turns calling it.
+	var mu sync.Mutex
+	return cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		err := scanNode(ctx, c, pattern, func(key string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			return fn(key)
+		})
+		if err != nil {
+			return fmt.Errorf("scan %s on %s: %w", pattern, c.Options().Addr, err)
+		}
+		return nil
+	})
+}
+
+// scanNode calls fn with every key of one node (or one client's view) that
+// matches pattern.
+func scanNode(ctx context.Context, c redis.Cmdable, pattern string, fn func(key string) error) error {
+	iter := c.Scan(ctx, 0, pattern, 1000).Iterator()
+	for iter.Next(ctx) {
+		if err := fn(iter.Val()); err != nil {
+			return err
+		}
+	}
+	return iter.Err()
 }
 
 func atoi(v any) int64 {
