@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -283,6 +284,28 @@ func send(h *harness, method, path, token, body string, header ...string) (int, 
 	return resp.StatusCode(), bytes.Clone(resp.Body())
 }
 
+// sendHeadersOnly sends a request's headers announcing a body of n bytes,
+// and not the body: the server refuses an oversized Content-Length before
+// reading any body, and a body it never reads would make it reset the
+// connection on close, which could lose its answer.
+func sendHeadersOnly(h *harness, method, path, token string, n int) (int, []byte) {
+	h.t.Helper()
+	conn, err := h.client.Dial("flashgrab")
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: flashgrab\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n",
+		method, path, token, n); err != nil {
+		h.t.Fatal(err)
+	}
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(conn)); err != nil {
+		h.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	return resp.StatusCode(), bytes.Clone(resp.Body())
+}
+
 // TestOpenAPIContract drives every route of the running server, with
 // payments through the sandbox, with good requests and bad ones, and
 // validates each request and answer against api/openapi.json with
@@ -351,7 +374,7 @@ func TestOpenAPIContract(t *testing.T) {
 	// A body over the limit is refused before routing, so the handler (and
 	// the contract's wrapper) never sees it: check its answer here.
 	big := `{"id":"` + strings.Repeat("x", 70<<10) + `"}`
-	status, raw := send(h, "POST", "/v1/sales", h.admin, big)
+	status, raw := sendHeadersOnly(h, "POST", "/v1/sales", h.admin, len(big))
 	req, _ := http.NewRequest("POST", "http://flashgrab/v1/sales", nil)
 	req.Header.Set("Authorization", "Bearer "+h.admin)
 	req.Header.Set("Content-Type", "application/json")
