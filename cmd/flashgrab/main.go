@@ -23,8 +23,10 @@ func main() {
 
 func rootCommand() *cli.Command {
 	return &cli.Command{
-		Name:  "flashgrab",
-		Usage: "flash sales and red packets decided in Redis, settled into MySQL",
+		Name:   "flashgrab",
+		Usage:  "flash sales and red packets decided in Redis, settled into MySQL",
+		Flags:  []cli.Flag{logFormatFlag()},
+		Before: checkLogFormat,
 		Commands: []*cli.Command{
 			serveCommand(),
 			migrateCommand(),

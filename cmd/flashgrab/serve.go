@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"sync"
@@ -37,7 +36,10 @@ func serveCommand() *cli.Command {
 }
 
 func serve(ctx context.Context, cmd *cli.Command) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	log, err := newLogger(cmd)
+	if err != nil {
+		return err
+	}
 	ks, err := keyspace(cmd)
 	if err != nil {
 		return err
