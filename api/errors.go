@@ -71,7 +71,7 @@ func statusOf(err error) (int, string, string) {
 func (s *Server) writeError(ctx *fasthttp.RequestCtx, err error) {
 	status, code, msg := statusOf(err)
 	if status >= 500 {
-		s.logger().Error("request failed", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status, "err", err)
+		s.reqLogger(ctx).Error("request failed", "method", string(ctx.Method()), "path", string(ctx.Path()), "status", status, "err", err)
 	}
 	writeErrorBody(ctx, status, code, msg)
 }

@@ -76,9 +76,9 @@ func (s *Server) createPacket(ctx *fasthttp.RequestCtx, _ params) error {
 		return err
 	}
 	if err := s.Engine.PublishPacket(c, pk); err != nil {
-		s.logger().Warn("packet funded but not yet published; the sweeper will publish it", "packet", pk.ID, "err", err)
+		s.reqLogger(ctx).Warn("packet funded but not yet published; the sweeper will publish it", "packet", pk.ID, "err", err)
 	} else if err := s.Books.MarkPacketLive(c, pk.ID); err != nil {
-		s.logger().Warn("packet published but not marked live; the sweeper will", "packet", pk.ID, "err", err)
+		s.reqLogger(ctx).Warn("packet published but not marked live; the sweeper will", "packet", pk.ID, "err", err)
 	}
 	return writeJSON(ctx, fasthttp.StatusCreated, packetOut(pk))
 }

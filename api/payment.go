@@ -136,7 +136,7 @@ func (s *Server) notify(channel string) func(*fasthttp.RequestCtx, params) error
 		out, applied, err := s.applyNotify(nf, ctx)
 		r := nf.Ack(err)
 		if err != nil {
-			s.logger().Warn(channel+" notify refused", "status", r.Status, "err", err)
+			s.reqLogger(ctx).Warn(channel+" notify refused", "status", r.Status, "err", err)
 			s.metrics.notifies.WithLabelValues(channel, "refused").Inc()
 		} else if applied {
 			s.metrics.notifies.WithLabelValues(channel, outcomeName(out)).Inc()

@@ -189,6 +189,7 @@ func (s *Server) init() {
 
 func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
+	setRequestID(ctx)
 	r, ps, allowed := s.match(ctx.Method(), ctx.Path())
 	name := "unmatched"
 	switch {
