@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -103,6 +104,20 @@ func (h *harness) token(user string, admin bool, ttl time.Duration) string {
 // do sends a request and returns the status and decoded JSON body.
 func (h *harness) do(method, path, token, body string, header ...string) (int, map[string]any) {
 	h.t.Helper()
+	status, raw := h.doRaw(method, path, token, body, header...)
+	var out map[string]any
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			h.t.Fatalf("%s %s: body %q is not JSON: %v", method, path, raw, err)
+		}
+	}
+	return status, out
+}
+
+// doRaw sends a request (header: name, value pairs) and returns the status
+// and the body as it came.
+func (h *harness) doRaw(method, path, token, body string, header ...string) (int, []byte) {
+	h.t.Helper()
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -118,13 +133,7 @@ func (h *harness) do(method, path, token, body string, header ...string) (int, m
 	if err := h.client.DoTimeout(req, resp, 10*time.Second); err != nil {
 		h.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	var out map[string]any
-	if len(resp.Body()) > 0 {
-		if err := json.Unmarshal(resp.Body(), &out); err != nil {
-			h.t.Fatalf("%s %s: body %q is not JSON: %v", method, path, resp.Body(), err)
-		}
-	}
-	return resp.StatusCode(), out
+	return resp.StatusCode(), bytes.Clone(resp.Body())
 }
 
 func errCode(body map[string]any) string {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -30,10 +31,7 @@ import (
 	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
-	"github.com/flashgrab/flashgrab/pay"
-	"github.com/flashgrab/flashgrab/pay/alipay"
 	"github.com/flashgrab/flashgrab/pay/sandbox"
-	"github.com/flashgrab/flashgrab/pay/wechat"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -216,32 +214,13 @@ func contractHarness(t *testing.T, c *contract, rdb redis.UniversalClient, prefi
 	if err != nil {
 		t.Fatal(err)
 	}
-	sbLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := sandbox.NewDev("http://"+sbLn.Addr().String(), "http://"+ln.Addr().String(), 1e-4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sbSrv := &http.Server{Handler: dev.Handler()}
-	go sbSrv.Serve(sbLn)
-	t.Cleanup(func() { dev.Close(); sbSrv.Close() })
-	ac, err := alipay.New(dev.AlipayClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc, err := wechat.New(dev.WeChatClient)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev, chans := startSandbox(t, "http://"+ln.Addr().String(), 1e-4)
 	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
 	books := &settle.Books{DB: db}
-	chans := pay.NewChannels(ac, wc)
 	payments := settle.NewPayments(books, chans.Providers())
 	payments.Metrics = settle.NewMetrics(prometheus.NewRegistry())
 	t.Cleanup(payments.Close)
@@ -263,25 +242,10 @@ const grabBurst = 8
 // send makes one request and returns the status and the raw body.
 func send(h *harness, method, path, token, body string, header ...string) (int, []byte) {
 	h.t.Helper()
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://flashgrab" + path)
-	req.Header.SetMethod(method)
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
+	if body != "" && !slices.Contains(header, "Content-Type") {
+		header = append(header, "Content-Type", "application/json") // what the document asks of clients
 	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Set(header[i], header[i+1])
-	}
-	if body != "" && len(req.Header.ContentType()) == 0 {
-		req.Header.SetContentType("application/json") // what the document asks of clients
-	}
-	req.SetBodyString(body)
-	if err := h.client.DoTimeout(req, resp, 10*time.Second); err != nil {
-		h.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	return resp.StatusCode(), bytes.Clone(resp.Body())
+	return h.doRaw(method, path, token, body, header...)
 }
 
 // sendHeadersOnly sends a request's headers announcing a body of n bytes,

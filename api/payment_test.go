@@ -46,6 +46,33 @@ func (p *payHarness) sim(channel string) provider {
 	return p.dev.WeChat
 }
 
+// startSandbox serves an in-process sandbox of both providers on loopback,
+// posting its notifies to notifyBase on a retry schedule compressed by scale,
+// and returns it with the payment channels pointed at it.
+func startSandbox(t *testing.T, notifyBase string, scale float64) (*sandbox.Dev, pay.Channels) {
+	t.Helper()
+	sbLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := sandbox.NewDev("http://"+sbLn.Addr().String(), notifyBase, scale)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbSrv := &http.Server{Handler: dev.Handler()}
+	go sbSrv.Serve(sbLn)
+	t.Cleanup(func() { dev.Close(); sbSrv.Close() })
+	ac, err := alipay.New(dev.AlipayClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wc, err := wechat.New(dev.WeChatClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dev, pay.NewChannels(ac, wc)
+}
+
 // newPayHarness serves the API on loopback TCP with both channels pointed at
 // an in-process sandbox whose retry schedule is compressed by scale (1e-4:
 // Alipay's 4 minutes become 24 ms, its whole 25 hours 9 s). db may go
@@ -65,31 +92,12 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 		t.Fatal(err)
 	}
 	notify := testenv.NewProxy(t, ln.Addr().String())
-	sbLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := sandbox.NewDev("http://"+sbLn.Addr().String(), "http://"+notify.Addr(), scale)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sbSrv := &http.Server{Handler: dev.Handler()}
-	go sbSrv.Serve(sbLn)
-	t.Cleanup(func() { dev.Close(); sbSrv.Close() })
-	ac, err := alipay.New(dev.AlipayClient)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc, err := wechat.New(dev.WeChatClient)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dev, chans := startSandbox(t, "http://"+notify.Addr(), scale)
 	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: engine.Keyspace{Prefix: prefix, Partitions: 4}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	books := &settle.Books{DB: db}
-	chans := pay.NewChannels(ac, wc)
 	payments := settle.NewPayments(books, chans.Providers())
 	payments.Metrics = settle.NewMetrics(prometheus.NewRegistry())
 	t.Cleanup(payments.Close)
