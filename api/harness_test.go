@@ -42,6 +42,17 @@ func newHarness(t *testing.T, rdb redis.UniversalClient, prefix string) *harness
 	return newHarnessOn(t, rdb, prefix, db)
 }
 
+// migratedMySQLBehindProxy returns the test's own database, with the schema,
+// reached through a proxy the test cuts to simulate a MySQL outage.
+func migratedMySQLBehindProxy(t *testing.T) (*sql.DB, *testenv.Proxy) {
+	t.Helper()
+	db, _ := testenv.MySQL(t)
+	if err := settle.Migrate(context.Background(), db); err != nil {
+		t.Fatal(err)
+	}
+	return testenv.MySQLBehindProxy(t, db)
+}
+
 // newHarnessOn serves the API on the given Redis and MySQL handle (which may
 // go through a proxy the test cuts).
 func newHarnessOn(t *testing.T, rdb redis.UniversalClient, prefix string, db *sql.DB) *harness {

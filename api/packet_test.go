@@ -158,11 +158,7 @@ func TestPacketOverHTTP(t *testing.T) {
 // TestPacketCreateWithMySQLDown: 503, and nothing is debited or created.
 func TestPacketCreateWithMySQLDown(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
-	db, _ := testenv.MySQL(t)
-	if err := settle.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	pdb, proxy := testenv.MySQLBehindProxy(t, db)
+	pdb, proxy := migratedMySQLBehindProxy(t)
 	h := newHarnessOn(t, rdb, prefix, pdb)
 	h.credit("alice", 1000, "seed")
 	alice := h.token("alice", false, time.Hour)
@@ -173,8 +169,8 @@ func TestPacketCreateWithMySQLDown(t *testing.T) {
 	proxy.Up()
 	var bal int64
 	var n int
-	db.QueryRow("SELECT balance_cents FROM accounts WHERE id = 'alice'").Scan(&bal)
-	db.QueryRow("SELECT COUNT(*) FROM packets").Scan(&n)
+	pdb.QueryRow("SELECT balance_cents FROM accounts WHERE id = 'alice'").Scan(&bal)
+	pdb.QueryRow("SELECT COUNT(*) FROM packets").Scan(&n)
 	if bal != 1000 || n != 0 {
 		t.Fatalf("after a failed create: balance %d, %d packets; want 1000 and 0", bal, n)
 	}

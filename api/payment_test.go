@@ -298,11 +298,7 @@ func TestDuplicateNotifiesCreditOnce(t *testing.T) {
 // TestNotifyRetriedAfterMySQLOutage: the first notify finds MySQL down and is
 // answered failure; the provider's retry after MySQL returns credits once.
 func TestNotifyRetriedAfterMySQLOutage(t *testing.T) {
-	db, _ := testenv.MySQL(t)
-	if err := settle.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	pdb, proxy := testenv.MySQLBehindProxy(t, db)
+	pdb, proxy := migratedMySQLBehindProxy(t)
 	p := newPayHarness(t, pdb, 1e-4)
 	for i, ch := range channels {
 		oid := p.order(fmt.Sprintf("out%d", i), 900, 1)
@@ -328,7 +324,7 @@ func TestNotifyRetriedAfterMySQLOutage(t *testing.T) {
 		}
 	}
 	var rows int
-	db.QueryRow("SELECT COUNT(*) FROM ledger WHERE account_id = 'm'").Scan(&rows)
+	pdb.QueryRow("SELECT COUNT(*) FROM ledger WHERE account_id = 'm'").Scan(&rows)
 	if b := p.balance("m"); b != 1800 || rows != 2 {
 		t.Fatalf("merchant balance %v with %d ledger rows, want 1800 and 2", b, rows)
 	}

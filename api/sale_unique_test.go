@@ -120,11 +120,7 @@ func TestSaleIDUniqueAfterRedisLoss(t *testing.T) {
 // against the settled sales, so it is 503 unavailable and nothing is created.
 func TestSaleCreateMySQLDown(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
-	db, _ := testenv.MySQL(t)
-	if err := settle.Migrate(context.Background(), db); err != nil {
-		t.Fatal(err)
-	}
-	pdb, proxy := testenv.MySQLBehindProxy(t, db)
+	pdb, proxy := migratedMySQLBehindProxy(t)
 	h := newHarnessOn(t, rdb, prefix, pdb)
 	proxy.Down()
 	terms := `{"id":"s1","merchant_id":"m","price_cents":250,"stock":3,"per_user_limit":1,` + window + `}`
