@@ -18,4 +18,6 @@ var (
 	PacketGrab string
 	//go:embed packet_expire.lua
 	PacketExpire string
+	//go:embed stream_ack.lua
+	StreamAck string
 )

@@ -22,7 +22,7 @@ import (
 // Settler drains the partition streams into MySQL. Each partition has one
 // consumer group; a settler instance reads a batch per partition, applies it
 // in one transaction through its ants pool, acknowledges the entries after the
-// commit and deletes them, so the streams stay short. Entries left pending by a
+// commit and trims the settled history, so the streams stay short. Entries left pending by a
 // settler that died are claimed again after ClaimIdle. Run several instances
 // (with distinct Consumer names) for availability.
 //
@@ -400,18 +400,15 @@ func outage(err error) bool {
 	return false
 }
 
-// ack acknowledges and deletes settled entries. Failing, it reports an
-// outage: the entries stay pending and their replay changes nothing.
+// ack acknowledges settled entries and trims the stream up to the oldest
+// entry still pending or unread (engine.AckSettled): one call, instead of an
+// XDEL per entry. Failing, it reports an outage: the entries stay pending
+// and their replay changes nothing.
 func (s *Settler) ack(p int, ids []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream := s.keys.Events(p)
-	_, err := s.redis.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.XAck(ctx, stream, s.Group, ids...)
-		pipe.XDel(ctx, stream, ids...)
-		return nil
-	})
-	if err != nil {
+	if _, err := engine.AckSettled(ctx, s.redis, stream, s.Group, ids...); err != nil {
 		return fmt.Errorf("acknowledge %d entries of %s: %w: %v", len(ids), stream, flashgrab.ErrUnavailable, err)
 	}
 	return nil
