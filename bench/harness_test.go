@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -249,7 +250,7 @@ func (env *harness) hammerSettled(b *testing.B, newOp worker, settled bool) (red
 	if st != nil {
 		redisPerOp = -1
 		t0 := time.Now()
-		st.drain(b)
+		st.drain(b, int64(b.N))
 		cpu2 := env.redisCPU()
 		b.ReportMetric(time.Since(t0).Seconds(), "drain-s")
 		if cpu0 >= 0 && cpu2 >= 0 {
@@ -374,6 +375,8 @@ func awaitSoldOutMark(b *testing.B, srv *server, sale string) {
 // settling is a settler running over a harness's Redis and MySQL for one
 // case.
 type settling struct {
+	db     *sql.DB
+	base   int64 // wins MySQL held when the settler started
 	rdb    *redis.Client
 	keys   engine.Keyspace
 	cancel context.CancelFunc
@@ -394,7 +397,8 @@ func (env *harness) startSettler(b *testing.B) *settling {
 	s := settle.NewSettler(rdb, env.books, keys, pool)
 	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx, cancel := context.WithCancel(context.Background())
-	st := &settling{rdb: rdb, keys: keys, cancel: cancel, done: make(chan struct{})}
+	st := &settling{db: env.books.DB, rdb: rdb, keys: keys, cancel: cancel, done: make(chan struct{})}
+	st.base = st.settled(b)
 	go func() {
 		defer close(st.done)
 		_ = s.Run(ctx)
@@ -404,12 +408,27 @@ func (env *harness) startSettler(b *testing.B) *settling {
 	return st
 }
 
-// drain waits until every partition's stream is settled: no entry pending
-// in the settlers' group and none not yet delivered to it.
-func (st *settling) drain(b *testing.B) {
+// settled counts the wins MySQL holds: orders and packet shares.
+func (st *settling) settled(b *testing.B) int64 {
+	var n int64
+	if err := st.db.QueryRow("SELECT (SELECT COUNT(*) FROM orders) + (SELECT COUNT(*) FROM packet_grabs)").Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// drain waits until MySQL holds the case's wins, then until every
+// partition's stream is settled: no entry pending in the settlers' group and
+// none not yet delivered to it. MySQL is polled first so that the polling
+// costs Redis nothing while the settler catches up.
+func (st *settling) drain(b *testing.B, wins int64) {
 	b.Helper()
 	ctx := context.Background()
 	testenv.Eventually(b, 5*time.Minute, func() (bool, string) {
+		n := st.settled(b) - st.base
+		return n >= wins, fmt.Sprintf("MySQL holds %d of %d wins", n, wins)
+	})
+	testenv.Eventually(b, time.Minute, func() (bool, string) {
 		for p := 0; p < st.keys.Partitions; p++ {
 			stream := st.keys.Events(p)
 			info, err := st.rdb.XInfoStream(ctx, stream).Result()

@@ -131,6 +131,7 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 	backoff := time.Duration(0)
 	ownPending := true // entries this consumer read before a restart
 	nextClaim := time.Time{}
+	grouped := false // the group is known to exist
 	var retry []redis.XMessage // what is left of a batch that failed
 	for ctx.Err() == nil {
 		if backoff > 0 {
@@ -156,8 +157,11 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 			}
 		} else {
 			var err error
-			msgs, err = s.next(ctx, stream, &ownPending, &nextClaim)
+			msgs, err = s.next(ctx, stream, &grouped, &ownPending, &nextClaim)
 			if err != nil {
+				// The stream or its group went away (a Redis that lost
+				// its data, a test's cleanup): make it again.
+				grouped = grouped && !redis.HasErrorPrefix(err, "NOGROUP")
 				if ctx.Err() != nil {
 					return
 				}
@@ -190,10 +194,14 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 
 // next reads the partition's next batch: this consumer's own pending entries
 // while ownPending, entries idle for ClaimIdle once nextClaim has passed, new
-// entries otherwise. It may return none.
-func (s *Settler) next(ctx context.Context, stream string, ownPending *bool, nextClaim *time.Time) ([]redis.XMessage, error) {
-	if err := s.ensureGroup(ctx, stream); err != nil {
-		return nil, fmt.Errorf("create group %s on %s: %w", s.Group, stream, err)
+// entries otherwise. It may return none. The group is created first
+// unless grouped says it exists: once, not before every read.
+func (s *Settler) next(ctx context.Context, stream string, grouped, ownPending *bool, nextClaim *time.Time) ([]redis.XMessage, error) {
+	if !*grouped {
+		if err := s.ensureGroup(ctx, stream); err != nil {
+			return nil, fmt.Errorf("create group %s on %s: %w", s.Group, stream, err)
+		}
+		*grouped = true
 	}
 	switch {
 	case *ownPending:
@@ -268,10 +276,11 @@ func (s *Settler) read(ctx context.Context, stream, from string, block time.Dura
 	return res[0].Messages, nil
 }
 
-// entry is a stream entry and the event it carries.
+// entry is a stream entry and the events it carries (one, or every order of
+// a grab batch). It is settled, dead-lettered and acknowledged as a whole.
 type entry struct {
 	msg redis.XMessage
-	ev  flashgrab.Event
+	evs []flashgrab.Event
 }
 
 // flush settles one batch: entries deleted while pending are acknowledged,
@@ -287,14 +296,14 @@ func (s *Settler) flush(p int, msgs []redis.XMessage) ([]redis.XMessage, error) 
 			gone = append(gone, m.ID)
 			continue
 		}
-		ev, err := engine.ParseEvent(p, m)
+		evs, err := engine.ParseEntry(p, m)
 		if err != nil {
 			if err := s.deadLetter(p, m, err); err != nil {
 				return msgs, err
 			}
 			continue
 		}
-		batch = append(batch, entry{m, ev})
+		batch = append(batch, entry{m, evs})
 	}
 	if len(gone) > 0 {
 		if err := s.ack(p, gone); err != nil {
@@ -359,10 +368,10 @@ func (s *Settler) settle(p int, batch []entry, done map[string]bool) error {
 // apply commits entries' events in one transaction through the ants pool
 // and, only after the commit, acknowledges and deletes the entries.
 func (s *Settler) apply(p int, batch []entry) error {
-	events := make([]flashgrab.Event, len(batch))
+	events := make([]flashgrab.Event, 0, len(batch))
 	ids := make([]string, len(batch))
 	for i, e := range batch {
-		events[i], ids[i] = e.ev, e.msg.ID
+		events, ids[i] = append(events, e.evs...), e.msg.ID
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
