@@ -131,7 +131,7 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 	backoff := time.Duration(0)
 	ownPending := true // entries this consumer read before a restart
 	nextClaim := time.Time{}
-	grouped := false // the group is known to exist
+	grouped := false           // the group is known to exist
 	var retry []redis.XMessage // what is left of a batch that failed
 	for ctx.Err() == nil {
 		if backoff > 0 {
