@@ -43,6 +43,7 @@ local starts, ends = tonumber(sale[5]), tonumber(sale[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local sold = 0 -- by this call
+local nows = int(now) -- written into every order: formatted once
 
 -- Every user's attempt field ("k:<user>:<key>" → "order_id|qty|amount") and
 -- holding field ("u:<user>" → units), read at once. A user may come twice in
@@ -89,9 +90,10 @@ for i = 1, n do
     local att = oid .. '|' .. qtys .. '|' .. amounts
     wrote[kf], wrote[uf] = att, held + qty
     writes[#writes + 1] = kf; writes[#writes + 1] = att
-    writes[#writes + 1] = uf; writes[#writes + 1] = int(held + qty)
+    -- A holding is at most the sale's limit: tostring writes it exactly.
+    writes[#writes + 1] = uf; writes[#writes + 1] = tostring(held + qty)
     redis.call('SET', KEYS[3 + i], ARGV[1] .. '|' .. user .. '|' .. mch .. '|' .. qtys .. '|' ..
-      amounts .. '|' .. int(now) .. '|' .. key, 'PX', ARGV[2])
+      amounts .. '|' .. nows .. '|' .. key, 'PX', ARGV[2])
     orders[#orders + 1] = oid .. '|' .. user .. '|' .. qtys .. '|' .. amounts .. '|' .. key
   end
   if outcome ~= 'ok' and outcome ~= 'repeat' then
@@ -102,7 +104,7 @@ end
 if sold > 0 then
   -- A user twice in the batch writes its holding twice: HSET keeps the last.
   redis.call('HSET', KEYS[2], unpack(writes))
-  redis.call('XADD', KEYS[3], '*', 'k', 'orders', 'sale', ARGV[1], 'mch', mch, 'at', int(now),
+  redis.call('XADD', KEYS[3], '*', 'k', 'orders', 'sale', ARGV[1], 'mch', mch, 'at', nows,
     'o', table.concat(orders, ','))
   redis.call('HSET', KEYS[1], 'stock', int(stock), 'sold', int(tonumber(sale[7]) + sold))
 end
