@@ -16,9 +16,14 @@ import (
 // user. Its events read as flashgrab.EventOrder, each with the entry's id.
 const entryOrders = "orders"
 
+// entryGrabs is the kind of a stream entry carrying every share one packet
+// grab script call won (packet_grab.lua); its events read as
+// flashgrab.EventGrab.
+const entryGrabs = "grabs"
+
 // ParseEntry decodes a stream entry of partition p into the events it
 // carries: one for an entry of kind sale, order, grab or refund; every order
-// of the batch for an entry of kind "orders". Each event's ID is the
+// (every share) of the batch for an entry of kind "orders" ("grabs"). Each event's ID is the
 // entry's. An entry that cannot be read fails whole.
 func ParseEntry(p int, m redis.XMessage) ([]flashgrab.Event, error) {
 	f := fields{m: m}
@@ -32,6 +37,8 @@ func ParseEntry(p int, m redis.XMessage) ([]flashgrab.Event, error) {
 			Qty: f.num("qty"), AmountCents: f.num("amt"), CreatedAt: f.ms("at")}
 	case entryOrders:
 		return parseOrders(p, &f)
+	case entryGrabs:
+		return parseGrabs(p, &f)
 	case flashgrab.EventGrab:
 		e.Grab = flashgrab.PacketGrab{PacketID: f.str("pkt"), SenderID: f.str("sender"), UserID: f.str("user"),
 			AmountCents: f.num("amt"), Seq: f.num("seq"), At: f.ms("at")}
@@ -72,6 +79,33 @@ func parseOrders(p int, f *fields) ([]flashgrab.Event, error) {
 		evs = append(evs, flashgrab.Event{ID: f.m.ID, Partition: p, Kind: flashgrab.EventOrder,
 			Order: flashgrab.Order{ID: parts[0], SaleID: sale, UserID: parts[1], MerchantID: mch, Qty: qty,
 				AmountCents: amt, CreatedAt: at}})
+	}
+	return evs, nil
+}
+
+// parseGrabs reads a "grabs" entry: pkt, sender, at, and g, the shares
+// joined by ',', each "user|amount|seq" (see packet_grab.lua).
+func parseGrabs(p int, f *fields) ([]flashgrab.Event, error) {
+	pkt, sender, at, list := f.str("pkt"), f.str("sender"), f.ms("at"), f.str("g")
+	if f.bad == "" && list == "" {
+		f.bad = "g"
+	}
+	if f.bad != "" {
+		return nil, fmt.Errorf("event %s (%s): field %q missing or malformed", f.m.ID, entryGrabs, f.bad)
+	}
+	evs := make([]flashgrab.Event, 0, strings.Count(list, ",")+1)
+	for i, g := range strings.Split(list, ",") {
+		parts := strings.Split(g, "|")
+		if len(parts) != 3 || parts[0] == "" {
+			return nil, fmt.Errorf("event %s (%s): share %d is %q, not user|amount|seq", f.m.ID, entryGrabs, i, g)
+		}
+		amt, err1 := strconv.ParseInt(parts[1], 10, 64)
+		seq, err2 := strconv.ParseInt(parts[2], 10, 64)
+		if err1 != nil || err2 != nil {
+			return nil, fmt.Errorf("event %s (%s): share %d is %q: amount or seq not an integer", f.m.ID, entryGrabs, i, g)
+		}
+		evs = append(evs, flashgrab.Event{ID: f.m.ID, Partition: p, Kind: flashgrab.EventGrab,
+			Grab: flashgrab.PacketGrab{PacketID: pkt, SenderID: sender, UserID: parts[0], AmountCents: amt, Seq: seq, At: at}})
 	}
 	return evs, nil
 }

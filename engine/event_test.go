@@ -50,3 +50,36 @@ func TestParseOrdersEntry(t *testing.T) {
 		t.Errorf("entry without at: %v, want an error naming it", err)
 	}
 }
+
+// TestParseGrabsEntry: an entry of a packet grab batch reads as every share
+// it carries; an unreadable share fails the entry whole.
+func TestParseGrabsEntry(t *testing.T) {
+	entry := func(g string) redis.XMessage {
+		return redis.XMessage{ID: "1700000000000-4", Values: map[string]any{"k": "grabs", "pkt": "p1", "sender": "s",
+			"at": "1700000000123", "g": g}}
+	}
+	evs, err := engine.ParseEntry(2, entry("alice|30|1,bob|70|2"))
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("parse: %+v %v, want two shares", evs, err)
+	}
+	at := time.UnixMilli(1700000000123).UTC()
+	want := []flashgrab.PacketGrab{
+		{PacketID: "p1", SenderID: "s", UserID: "alice", AmountCents: 30, Seq: 1, At: at},
+		{PacketID: "p1", SenderID: "s", UserID: "bob", AmountCents: 70, Seq: 2, At: at},
+	}
+	for i, ev := range evs {
+		if ev.ID != "1700000000000-4" || ev.Partition != 2 || ev.Kind != flashgrab.EventGrab || ev.Grab != want[i] {
+			t.Errorf("event %d: %+v, want share %+v of entry 1700000000000-4", i, ev, want[i])
+		}
+	}
+	for _, bad := range []struct{ g, why string }{
+		{"", `"g"`},
+		{"alice|30", "not user|amount|seq"},
+		{"alice|30|1,bob|x|2", "not an integer"},
+		{"alice|30|1,|70|2", "not user|amount|seq"},
+	} {
+		if evs, err := engine.ParseEntry(2, entry(bad.g)); err == nil || !strings.Contains(err.Error(), bad.why) {
+			t.Errorf("g=%q: %+v %v, want an error saying %s", bad.g, evs, err, bad.why)
+		}
+	}
+}
