@@ -44,6 +44,7 @@ var domainErrors = []struct {
 	{flashgrab.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
 	{flashgrab.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
 	{settle.ErrNoChannel, fasthttp.StatusBadRequest, "bad_request"},
+	{settle.ErrNoPayerID, fasthttp.StatusConflict, "login_required"},
 	{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},
 }
 

@@ -113,6 +113,15 @@ var schema = []string{
 		KEY payments_order (order_id),
 		KEY payments_status (status)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	// Who a user is on a payment channel (a WeChat openid from the mini
+	// program login), for the methods whose trade names the payer (JSAPI).
+	`CREATE TABLE IF NOT EXISTS payer_ids (
+		user_id    VARCHAR(64)  NOT NULL,
+		channel    VARCHAR(8)   NOT NULL,
+		payer_id   VARCHAR(128) NOT NULL,
+		updated_at DATETIME(3)  NOT NULL,
+		PRIMARY KEY (user_id, channel)
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 	// One row per id node number (0..1023), leased by a live engine until
 	// expires_at (the server's clock); see node.go.
 	`CREATE TABLE IF NOT EXISTS node_leases (
