@@ -27,6 +27,9 @@ type Dev struct {
 	// The client configurations that match the simulators' keys.
 	AlipayClient alipay.Config
 	WeChatClient wechat.Config
+	// WeChatLogin is the mini program login's configuration (code2Session
+	// against the sandbox, with its app secret).
+	WeChatLogin wechat.LoginConfig
 }
 
 // NewDev makes the simulators for a sandbox reachable at base (e.g.
@@ -55,7 +58,8 @@ func NewDev(base, notifyBase string, scale float64) (*Dev, error) {
 		a.Close()
 		return nil, err
 	}
-	return &Dev{Alipay: a, WeChat: x, Wallets: w, AlipayClient: ac, WeChatClient: wc}, nil
+	return &Dev{Alipay: a, WeChat: x, Wallets: w, AlipayClient: ac, WeChatClient: wc,
+		WeChatLogin: wechat.LoginConfig{AppID: wc.AppID, AppSecret: ws.AppSecret, Host: base + "/wechat"}}, nil
 }
 
 // Handler serves both simulators.
@@ -102,6 +106,8 @@ func (d *Dev) WriteCredentials(dir string) (string, error) {
 		"FLASHGRAB_WECHAT_MCH_SERIAL=" + w.MchSerial,
 		"FLASHGRAB_WECHAT_APIV3_KEY=" + w.APIv3Key,
 		"FLASHGRAB_WECHAT_HOST=" + w.Host,
+		"FLASHGRAB_WECHAT_APP_SECRET=" + d.WeChatLogin.AppSecret,
+		"FLASHGRAB_WECHAT_LOGIN_HOST=" + d.WeChatLogin.Host,
 	}
 	files := []struct {
 		name, env string
