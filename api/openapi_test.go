@@ -225,7 +225,8 @@ func contractHarness(t *testing.T, c *contract, rdb redis.UniversalClient, prefi
 	payments.Metrics = settle.NewMetrics(prometheus.NewRegistry())
 	t.Cleanup(payments.Close)
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
-		Payments: payments, Channels: chans, GrabLimit: api.RateLimit{Rate: 1e-6, Burst: grabBurst}}
+		Payments: payments, Channels: chans, GrabLimit: api.RateLimit{Rate: 1e-6, Burst: grabBurst},
+		WeChatLogin: sandboxLogin(t, dev)}
 	hs := srv.HTTPServer()
 	hs.Handler = c.wrap(hs.Handler)
 	go hs.Serve(ln)

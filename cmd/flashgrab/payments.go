@@ -49,6 +49,9 @@ func paymentFlags() []cli.Flag {
 		env("FLASHGRAB_WECHAT_PLATFORM_KEYS", "serial=file,... : WeChat Pay public keys (PUB_KEY_ID_...) or platform certificates, PEM"),
 		&cli.StringFlag{Name: "wechat-host", Value: "http://127.0.0.1:8081/wechat", Sources: cli.EnvVars("FLASHGRAB_WECHAT_HOST"),
 			Usage: "WeChat Pay API host; production https://api.mch.weixin.qq.com"},
+		env("FLASHGRAB_WECHAT_APP_SECRET", "the mini program's app secret, for its login (code2Session) and so the jsapi method; empty turns them off"),
+		&cli.StringFlag{Name: "wechat-login-host", Value: "http://127.0.0.1:8081/wechat", Sources: cli.EnvVars("FLASHGRAB_WECHAT_LOGIN_HOST"),
+			Usage: "host of the mini program login (code2Session); production " + wechat.DefaultLoginHost},
 	}
 }
 
@@ -56,6 +59,7 @@ func paymentFlags() []cli.Flag {
 // when there is one.
 type channels struct {
 	on     pay.Channels
+	login  *wechat.Login // the mini program login; nil when off
 	dev    *sandbox.Dev
 	server *http.Server
 }
@@ -102,6 +106,9 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 		if wc, err = wechat.New(d.WeChatClient); err != nil {
 			return nil, err
 		}
+		if ch.login, err = wechat.NewLogin(d.WeChatLogin); err != nil {
+			return nil, err
+		}
 	} else {
 		var err error
 		if ac, err = alipayFromFlags(cmd, public); err != nil {
@@ -109,6 +116,12 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 		}
 		if wc, err = wechatFromFlags(cmd, public); err != nil {
 			return nil, err
+		}
+		if wc != nil && cmd.String("wechat-app-secret") != "" {
+			if ch.login, err = wechat.NewLogin(wechat.LoginConfig{AppID: cmd.String("wechat-app-id"),
+				AppSecret: cmd.String("wechat-app-secret"), Host: cmd.String("wechat-login-host")}); err != nil {
+				return nil, err
+			}
 		}
 	}
 	ch.on = pay.NewChannels(ac, wc)

@@ -148,6 +148,9 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		Payments: payments, Channels: ch.on,
 		MaxConns: lim.maxConns, MaxConnsPerIP: lim.maxConnsPerIP, IdleTimeout: lim.idle,
 		GrabLimit: lim.grab, IPLimit: lim.ip}
+	if ch.login != nil { // a nil *wechat.Login in the interface would not read as off
+		srv.WeChatLogin = ch.login
+	}
 	hs := srv.HTTPServer()
 	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions, "id_node", lease.Node(),
 		"durability", string(mode),
