@@ -118,7 +118,7 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 			return nil, err
 		}
 		if wc != nil && cmd.String("wechat-app-secret") != "" {
-			if ch.login, err = wechat.NewLogin(wechat.LoginConfig{AppID: cmd.String("wechat-app-id"),
+			if ch.login, err = wechat.NewLogin(wechat.MiniProgramConfig{AppID: cmd.String("wechat-app-id"),
 				AppSecret: cmd.String("wechat-app-secret"), Host: cmd.String("wechat-login-host")}); err != nil {
 				return nil, err
 			}

@@ -29,7 +29,7 @@ type Dev struct {
 	WeChatClient wechat.Config
 	// WeChatLogin is the mini program login's configuration (code2Session
 	// against the sandbox, with its app secret).
-	WeChatLogin wechat.LoginConfig
+	WeChatLogin wechat.MiniProgramConfig
 }
 
 // NewDev makes the simulators for a sandbox reachable at base (e.g.
@@ -59,7 +59,7 @@ func NewDev(base, notifyBase string, scale float64) (*Dev, error) {
 		return nil, err
 	}
 	return &Dev{Alipay: a, WeChat: x, Wallets: w, AlipayClient: ac, WeChatClient: wc,
-		WeChatLogin: wechat.LoginConfig{AppID: wc.AppID, AppSecret: ws.AppSecret, Host: base + "/wechat"}}, nil
+		WeChatLogin: wechat.MiniProgramConfig{AppID: wc.AppID, AppSecret: ws.AppSecret, Host: base + "/wechat"}}, nil
 }
 
 // Handler serves both simulators.

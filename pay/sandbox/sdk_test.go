@@ -185,7 +185,7 @@ func TestWeChatJSAPIPay(t *testing.T) {
 func TestWeChatCode2Session(t *testing.T) {
 	e := newWxEnv(t, wxFastRetry)
 	e.sb.cfg.AppSecret = "mini-program-secret-0123456789ab"
-	login, err := wechat.NewLogin(wechat.LoginConfig{AppID: DevWeChatAppID, AppSecret: e.sb.cfg.AppSecret, Host: e.base})
+	login, err := wechat.NewLogin(wechat.MiniProgramConfig{AppID: DevWeChatAppID, AppSecret: e.sb.cfg.AppSecret, Host: e.base})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestWeChatCode2Session(t *testing.T) {
 	if _, err := login.Code2Session(ctx, stale); !errors.Is(err, wechat.ErrLoginCode) {
 		t.Fatalf("expired code: %v", err)
 	}
-	wrong, err := wechat.NewLogin(wechat.LoginConfig{AppID: DevWeChatAppID, AppSecret: "not-the-secret", Host: e.base})
+	wrong, err := wechat.NewLogin(wechat.MiniProgramConfig{AppID: DevWeChatAppID, AppSecret: "not-the-secret", Host: e.base})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,4 +256,54 @@ func signWith(t *testing.T, key *rsa.PrivateKey, fields ...string) string {
 		t.Fatal(err)
 	}
 	return base64.StdEncoding.EncodeToString(sig)
+}
+
+// TestWeChatSubscribeMessage: the real Messenger against the sandbox: one
+// access_token serves many messages; a token WeChat ended early is replaced
+// and the message still goes; a user who did not accept the template gets
+// nothing and the sender learns why.
+func TestWeChatSubscribeMessage(t *testing.T) {
+	e := newWxEnv(t, wxFastRetry)
+	e.sb.cfg.AppSecret = "mini-program-secret-0123456789ab"
+	m, err := wechat.NewMessenger(wechat.MiniProgramConfig{AppID: DevWeChatAppID, AppSecret: e.sb.cfg.AppSecret, Host: e.base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	msg := func(n string) wechat.SubscribeMessage {
+		return wechat.SubscribeMessage{ToUser: "oUserA", TemplateID: DevPaidTemplateID, Page: "pages/order?id=" + n,
+			Data: map[string]string{"character_string1": n}}
+	}
+	if err := m.Send(ctx, msg("1")); !errors.Is(err, wechat.ErrNotSubscribed) {
+		t.Fatalf("not subscribed: %v", err)
+	}
+	for range 3 {
+		e.sb.Subscribe("oUserA", DevPaidTemplateID)
+	}
+	for _, n := range []string{"2", "3"} {
+		if err := m.Send(ctx, msg(n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := e.sb.TokensIssued(); n != 1 {
+		t.Fatalf("%d tokens issued for two messages, want 1 (cached)", n)
+	}
+	e.sb.ExpireAccessToken()
+	if err := m.Send(ctx, msg("4")); err != nil {
+		t.Fatalf("after the token expired: %v", err)
+	}
+	if n := e.sb.TokensIssued(); n != 2 {
+		t.Fatalf("%d tokens issued, want 2 (one refresh)", n)
+	}
+	got := e.sb.Messages()
+	if len(got) != 3 || got[0].Data["character_string1"] != "2" || got[2].Data["character_string1"] != "4" || got[2].Page != "pages/order?id=4" {
+		t.Fatalf("messages %+v", got)
+	}
+	if err := m.Send(ctx, msg("5")); !errors.Is(err, wechat.ErrNotSubscribed) {
+		t.Fatalf("subscription used up: %v", err)
+	}
+	wrong, _ := wechat.NewMessenger(wechat.MiniProgramConfig{AppID: DevWeChatAppID, AppSecret: "wrong", Host: e.base})
+	if err := wrong.Send(ctx, msg("6")); err == nil || strings.Contains(err.Error(), "wrong") {
+		t.Fatalf("wrong secret: %v, want an error that does not repeat the secret", err)
+	}
 }

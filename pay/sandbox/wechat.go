@@ -119,7 +119,8 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 //	GET  /v3/refund/domestic/refunds/{out_refund_no}        query a refund
 //	GET  /pay?out_trade_no=…   a cashier page; POST pays the trade (what code_url and h5_url point to)
 //	GET  /sns/jscode2session?appid&secret&js_code&grant_type   the mini program login (code2Session)
-//	POST /sdk/login, /sdk/app, /sdk/jsapi   the payer's client: wx.login, the SDK's PayReq, wx.requestPayment (see serveSDK)
+//	POST /sdk/login, /sdk/app, /sdk/jsapi, /sdk/subscribe   the payer's client: wx.login, the SDK's PayReq, wx.requestPayment, wx.requestSubscribeMessage (see serveSDK)
+//	POST /cgi-bin/stable_token, /cgi-bin/message/subscribe/send   the access_token and subscribe messages (see wechat_message.go)
 //
 // Every /v3 request must carry a valid Authorization header. Its signature
 // is checked over the request-target as received on the wire
@@ -145,6 +146,12 @@ type WeChat struct {
 	// usedCodes the ones that were, which code2Session refuses as used.
 	codes     map[string]loginCode
 	usedCodes map[string]bool
+	// The mini program server API: the app's access_token, the users'
+	// accepted subscriptions (openid\x00template → messages allowed) and
+	// the messages sent.
+	token         accessToken
+	subscriptions map[string]int
+	messages      []SentMessage
 }
 
 // wechatWays returns WeChat Pay's trade states, retry schedule and acknowledgement.
@@ -182,7 +189,7 @@ func NewWeChat(cfg WeChatConfig, w *Wallets) (*WeChat, error) {
 		return nil, fmt.Errorf("sandbox wechat: ActiveSerial %q names none of SigningKeys", cfg.ActiveSerial)
 	}
 	s := &WeChat{cfg: cfg, active: cfg.ActiveSerial, refunds: map[string]*wxRefund{}, refundEnds: map[string]string{},
-		codes: map[string]loginCode{}, usedCodes: map[string]bool{}}
+		codes: map[string]loginCode{}, usedCodes: map[string]bool{}, subscriptions: map[string]int{}}
 	if err := s.init(wechatWays(), w, cfg.Retry, cfg.HTTPClient, cfg.Now); err != nil {
 		return nil, err
 	}
@@ -390,6 +397,10 @@ func (s *WeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.servePay(w, r)
 	case p == "/sns/jscode2session":
 		s.serveCode2Session(w, r)
+	case p == "/cgi-bin/stable_token":
+		s.serveStableToken(w, r)
+	case p == "/cgi-bin/message/subscribe/send":
+		s.serveSubscribeSend(w, r)
 	case strings.HasPrefix(p, "/sdk/"):
 		s.serveSDK(w, r)
 	default:

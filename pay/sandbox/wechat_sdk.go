@@ -189,6 +189,7 @@ func (s *WeChat) tradeOfPrepay(prepayID string, kind wechat.Kind, openID string)
 //	POST /sdk/login?openid=…   {"code": …}: wx.login for that user
 //	POST /sdk/app              PayReq's fields as JSON (wechat.AppPayParams): pays
 //	POST /sdk/jsapi?openid=…   wx.requestPayment's fields as JSON (wechat.JSAPIPayParams), by that user: pays
+//	POST /sdk/subscribe?openid=…&template_id=…   wx.requestSubscribeMessage accepted by that user: one message allowed
 func (s *WeChat) serveSDK(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		http.Error(w, "POST only", http.StatusMethodNotAllowed)
@@ -207,6 +208,14 @@ func (s *WeChat) serveSDK(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(map[string]string{"code": s.LoginCode(openID)})
+		return
+	case "/sdk/subscribe":
+		if openID == "" || r.URL.Query().Get("template_id") == "" {
+			http.Error(w, "openid and template_id are required", http.StatusBadRequest)
+			return
+		}
+		s.Subscribe(openID, r.URL.Query().Get("template_id"))
+		w.WriteHeader(http.StatusNoContent)
 		return
 	case "/sdk/app":
 		var p wechat.AppPayParams

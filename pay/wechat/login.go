@@ -21,10 +21,10 @@ const DefaultLoginHost = "https://api.weixin.qq.com"
 // again. Other failures are the service's or the configuration's.
 var ErrLoginCode = errors.New("wechat login: code refused")
 
-// LoginConfig is what the Mini Program login needs: the app id the payer's
-// mini program runs under (the same one JSAPI trades are opened for) and its
-// app secret.
-type LoginConfig struct {
+// MiniProgramConfig is what the Mini Program server API (the login, and the
+// subscribe messages of Messenger) needs: the app id the payer's mini program
+// runs under (the same one JSAPI trades are opened for) and its app secret.
+type MiniProgramConfig struct {
 	AppID     string
 	AppSecret string // a secret: sent to WeChat in the query, never logged
 	// Host defaults to DefaultLoginHost; it may carry a path prefix, e.g.
@@ -36,13 +36,13 @@ type LoginConfig struct {
 // Login exchanges mini program login codes for the payer's openid
 // (code2Session). It is safe for concurrent use.
 type Login struct {
-	cfg  LoginConfig
+	cfg  MiniProgramConfig
 	host string
 	hc   *http.Client
 }
 
 // NewLogin validates cfg and returns a Login.
-func NewLogin(cfg LoginConfig) (*Login, error) {
+func NewLogin(cfg MiniProgramConfig) (*Login, error) {
 	if cfg.AppID == "" || cfg.AppSecret == "" {
 		return nil, errors.New("wechat login: AppID and AppSecret are required")
 	}

@@ -31,7 +31,7 @@ func TestCode2Session(t *testing.T) {
 		}
 	}))
 	defer srv.Close()
-	l, err := NewLogin(LoginConfig{AppID: "wxapp", AppSecret: testAppSecret, Host: srv.URL + "/prefix/"})
+	l, err := NewLogin(MiniProgramConfig{AppID: "wxapp", AppSecret: testAppSecret, Host: srv.URL + "/prefix/"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestCode2SessionErrorsHideSecret(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close() // nothing listens there now: the dial is refused
-	l, err := NewLogin(LoginConfig{AppID: "wxapp", AppSecret: testAppSecret, Host: "http://" + addr})
+	l, err := NewLogin(MiniProgramConfig{AppID: "wxapp", AppSecret: testAppSecret, Host: "http://" + addr})
 	if err != nil {
 		t.Fatal(err)
 	}
