@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/pay/sandbox"
 	"github.com/flashgrab/flashgrab/pay/wechat"
@@ -251,4 +252,90 @@ func (p *payHarness) paymentsOf(orderID string) int {
 		p.t.Fatal(err)
 	}
 	return n
+}
+
+// TestPaidMessageToMiniProgramBuyer: once an order's payment is committed,
+// a buyer who logged in with the mini program and accepted the template
+// gets one "your order is paid" subscribe message, whatever channel paid
+// and however many copies of the notify came; the access_token is cached
+// and replaced when WeChat ends it; a buyer who did not accept gets none.
+func TestPaidMessageToMiniProgramBuyer(t *testing.T) {
+	p := newPayHarness(t, nil, 1e-4)
+	p.login("alice", "oAlice")
+	wx := p.dev.WeChat
+	messagesFor := func(oid string) int {
+		n := 0
+		for _, m := range wx.Messages() {
+			if m.Data["character_string1"] == oid {
+				n++
+			}
+		}
+		return n
+	}
+	payAndWait := func(oid, channel string, opts ...sandbox.PayOption) {
+		t.Helper()
+		otn := p.pay(oid, channel)
+		if err := p.sim(channel).Pay(otn, opts...); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.sim(channel).Wait(waitCtx(t), otn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitMessage := func(oid string) {
+		t.Helper()
+		testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+			return messagesFor(oid) > 0, fmt.Sprintf("no message for %s; sent %+v", oid, wx.Messages())
+		})
+	}
+
+	wx.Subscribe("oAlice", sandbox.DevPaidTemplateID)
+	o1 := p.order("msg1", 800, 1)
+	payAndWait(o1, pay.ChannelAlipay, sandbox.WithDuplicates(3))
+	awaitMessage(o1)
+	m := wx.Messages()[0]
+	if m.ToUser != "oAlice" || m.TemplateID != sandbox.DevPaidTemplateID || m.Data["amount2"] != "8.00元" ||
+		m.Data["time3"] == "" || !strings.Contains(m.Page, o1) {
+		t.Fatalf("message %+v", m)
+	}
+
+	// WeChat ends the token early: the next message gets a fresh one.
+	wx.ExpireAccessToken()
+	wx.Subscribe("oAlice", sandbox.DevPaidTemplateID)
+	o2 := p.order("msg2", 200, 1)
+	payAndWait(o2, pay.ChannelWeChat)
+	awaitMessage(o2)
+	if n := wx.TokensIssued(); n != 2 {
+		t.Fatalf("%d access tokens issued, want 2 (one cached for o1, one after the expiry)", n)
+	}
+
+	// alice's subscription is used up: o3 is paid, and no message goes.
+	// bob's order after it is the marker: one sender goroutine sends in
+	// order, so once bob's message is there, o3's attempt is over.
+	o3 := p.order("msg3", 100, 1)
+	payAndWait(o3, pay.ChannelWeChat)
+	p.login("bob", "oBob")
+	wx.Subscribe("oBob", sandbox.DevPaidTemplateID)
+	if status, body := p.do("POST", "/v1/sales/msg3/grab", p.token("bob", false, time.Hour), ""); status != 200 {
+		t.Fatalf("bob's grab: %d %v", status, body)
+	} else {
+		ob := body["order_id"].(string)
+		status, pb := p.do("POST", "/v1/orders/"+ob+"/pay", p.token("bob", false, time.Hour), `{"channel":"wechat"}`)
+		if status != 200 {
+			t.Fatalf("bob's pay: %d %v", status, pb)
+		}
+		otn := pb["out_trade_no"].(string)
+		if err := wx.Pay(otn); err != nil {
+			t.Fatal(err)
+		}
+		awaitMessage(ob)
+	}
+	if n1, n2, n3 := messagesFor(o1), messagesFor(o2), messagesFor(o3); n1 != 1 || n2 != 1 || n3 != 0 {
+		t.Fatalf("messages for o1, o2, o3: %d %d %d, want 1 1 0", n1, n2, n3)
+	}
+	for _, oid := range []string{o1, o2, o3} {
+		if s := p.orderStatus(oid); s != "paid" {
+			t.Fatalf("order %s %q, want paid", oid, s)
+		}
+	}
 }

@@ -111,6 +111,13 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 	payments := settle.NewPayments(books, chans.Providers())
 	payments.Metrics = settle.NewMetrics(prometheus.NewRegistry())
 	t.Cleanup(payments.Close)
+	messenger, err := wechat.NewMessenger(dev.WeChatLogin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := pay.NewPaidMessages(messenger, books, sandbox.DevPaidTemplateID, nil)
+	t.Cleanup(msgs.Close)
+	payments.OnPaid = msgs.Paid
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
 		Payments: payments, Channels: chans, WeChatLogin: sandboxLogin(t, dev)}
 	h := startHarness(t, srv, tcpListener{ln})

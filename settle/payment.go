@@ -132,6 +132,11 @@ type Payments struct {
 
 	Logger  *slog.Logger // default slog.Default()
 	Metrics *Metrics     // optional: counts finished refunds
+	// OnPaid, when set, is called with each order payment just applied (not
+	// a duplicate, not one paid too late), after its commit, from the
+	// notify's goroutine: it must not block. pay.PaidMessages tells the
+	// buyer.
+	OnPaid func(Payment)
 
 	ctx    context.Context // cancelled by Close: ends the committer and the refunds
 	cancel context.CancelFunc
