@@ -27,8 +27,9 @@ type Dev struct {
 	// The client configurations that match the simulators' keys.
 	AlipayClient alipay.Config
 	WeChatClient wechat.Config
-	// WeChatLogin is the mini program login's configuration (code2Session
-	// against the sandbox, with its app secret).
+	// WeChatLogin is the mini program's configuration (code2Session, the
+	// access_token and subscribe messages against the sandbox, with its app
+	// secret).
 	WeChatLogin wechat.MiniProgramConfig
 }
 
@@ -108,6 +109,7 @@ func (d *Dev) WriteCredentials(dir string) (string, error) {
 		"FLASHGRAB_WECHAT_HOST=" + w.Host,
 		"FLASHGRAB_WECHAT_APP_SECRET=" + d.WeChatLogin.AppSecret,
 		"FLASHGRAB_WECHAT_LOGIN_HOST=" + d.WeChatLogin.Host,
+		"FLASHGRAB_WECHAT_PAID_TEMPLATE_ID=" + DevPaidTemplateID,
 	}
 	files := []struct {
 		name, env string
