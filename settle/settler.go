@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -275,8 +276,11 @@ func (s *Settler) ensureGroup(ctx context.Context, stream string) error {
 
 // isNoGroup reports whether Redis answered that the stream or its consumer
 // group does not exist: deleted, or lost with a Redis that restarted empty.
+// A read blocked on the stream when it was deleted is answered UNBLOCKED
+// (Redis 7) instead.
 func isNoGroup(err error) bool {
-	return err != nil && redis.HasErrorPrefix(err, "NOGROUP")
+	return err != nil && (redis.HasErrorPrefix(err, "NOGROUP") ||
+		redis.HasErrorPrefix(err, "UNBLOCKED") && strings.Contains(err.Error(), "no longer exists"))
 }
 
 func (s *Settler) read(ctx context.Context, stream, from string, block time.Duration) ([]redis.XMessage, error) {
