@@ -244,6 +244,14 @@ func TestClusterScriptsOnEveryMaster(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	// The grabs after the flush reached the flushed master (it holds a
+	// third of the sales): the grab script is cached there again.
+	c := redis.NewClient(&redis.Options{Addr: nodes[1].Addr})
+	loaded, err := c.ScriptExists(ctx, redis.NewScript(scripts.SaleGrab).Hash()).Result()
+	c.Close()
+	if err != nil || !loaded[0] {
+		t.Errorf("grab script on the flushed master %s after the grabs: loaded %v (%v), want true", nodes[1].Addr, loaded, err)
+	}
 	for p, id := range sales {
 		v, err := rdb.HMGet(ctx, ks.Sale(p, id), "stock", "sold").Result()
 		if err != nil {
