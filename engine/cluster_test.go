@@ -262,3 +262,79 @@ func TestClusterScriptsOnEveryMaster(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterPacketExpiryOnEveryMaster: the sweeper's packet expiry reads
+// each partition's pkt-expiry set by key, so on a real 3-master cluster
+// reached through one seed it closes the expired packets of every master,
+// each exactly once, with one refund event in its partition's stream.
+func TestClusterPacketExpiryOnEveryMaster(t *testing.T) {
+	nodes := testenv.Cluster(t)
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{nodes[2].Addr}})
+	t.Cleanup(func() { rdb.Close() })
+	const partitions = 6
+	ks := engine.Keyspace{Prefix: "fgx", Partitions: partitions}
+	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	perPartition := make([]int, partitions)
+	masters := map[string]bool{}
+	published := 0
+	for covered := 0; covered < partitions; {
+		pk, err := e.NewPacket("sender", 300, 3, flashgrab.ModeFixed, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pk.ExpiresAt = time.Now().Add(-time.Millisecond) // expired already: the scripts use Redis TIME
+		pk.CreatedAt = pk.ExpiresAt.Add(-time.Hour)
+		if err := e.PublishPacket(ctx, pk); err != nil {
+			t.Fatal(err)
+		}
+		p := ks.Partition(pk.ID)
+		if perPartition[p] == 0 {
+			covered++
+			m, err := rdb.MasterForKey(ctx, ks.PacketExpiry(p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			masters[m.Options().Addr] = true
+		}
+		perPartition[p]++
+		published++
+	}
+	if len(masters) != len(nodes) {
+		t.Fatalf("the packets' partitions reach %d masters, want %d", len(masters), len(nodes))
+	}
+	closed := 0
+	for p := range partitions {
+		n, err := e.ExpirePackets(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != perPartition[p] {
+			t.Errorf("partition %d: %d packets closed, want %d", p, n, perPartition[p])
+		}
+		closed += n
+		msgs, err := rdb.XRange(ctx, ks.Events(p), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		refunds := 0
+		for _, m := range msgs {
+			if ev, err := engine.ParseEvent(p, m); err == nil && ev.Kind == flashgrab.EventRefund {
+				refunds++
+			}
+		}
+		if refunds != perPartition[p] {
+			t.Errorf("partition %d: %d refund events, want %d", p, refunds, perPartition[p])
+		}
+		if n, err := e.ExpirePackets(ctx, p); err != nil || n != 0 {
+			t.Errorf("partition %d swept again: %d closed (%v), want 0", p, n, err)
+		}
+	}
+	if closed != published {
+		t.Fatalf("%d packets closed, %d published", closed, published)
+	}
+}
