@@ -49,6 +49,8 @@ run: services ## start the dev server (serve --dev) against local Redis and Mari
 run-cluster: services ## start the dev server on a local 3-master Redis Cluster (make cluster) and MariaDB
 	seed=$$($(SERVICES) cluster); FLASHGRAB_REDIS_ADDRS=$$seed $(GO) run ./cmd/flashgrab serve --dev
 
+# Tests that need a cluster start their own; those that only read and write keys use the one
+# FLASHGRAB_TEST_CLUSTER names instead: FLASHGRAB_TEST_CLUSTER=$(make -s cluster) make test
 cluster: ## start a local 3-master Redis Cluster (ports 7001-7003, AOF) and print its seed address
 	@$(SERVICES) cluster
 

@@ -30,7 +30,8 @@ Usage: .ci/services.sh [ensure|cluster|status|stop|help]
 
   ensure  make Redis and MariaDB answer on 127.0.0.1 (default)
   cluster make a local 3-master Redis Cluster answer (no replicas, AOF,
-          cluster-require-full-coverage no) and print one seed address on stdout
+          cluster-require-full-coverage no) and print one seed address on stdout: give it
+          to serve as FLASHGRAB_REDIS_ADDRS, to the tests as FLASHGRAB_TEST_CLUSTER
   status  show what answers on the configured ports and which throwaway instances run
   stop    stop the throwaway instances this script started (never a system service)
 

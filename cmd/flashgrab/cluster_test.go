@@ -25,9 +25,9 @@ import (
 // address of a plain Redis a plain client; the cluster client keeps serve's
 // fail-fast settings.
 func TestOneSeedGivesClusterClient(t *testing.T) {
-	nodes := testenv.Cluster(t)
+	masters, _ := testenv.SharedCluster(t)
 	ctx := context.Background()
-	for _, addrs := range []string{nodes[2].Addr, nodes[0].Addr + "," + nodes[1].Addr} {
+	for _, addrs := range []string{masters[len(masters)-1], masters[0] + "," + masters[1]} {
 		rdb, err := openRedis(ctx, addrs, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -95,36 +95,37 @@ func startServe(t *testing.T, seed, dsn, prefix, secret string, partitions int) 
 	return base
 }
 
-// TestTwoServesOnOneCluster is issue 11 on a real 3-master cluster: two
+// TestTwoServesOnOneCluster is issue 11 on a real 3-master cluster (its
+// own, or $FLASHGRAB_TEST_CLUSTER's): two
 // `serve` instances, each given one seed address (a different node), on the
 // same database. Sales on every master; every user grabs each sale on both
 // instances at once. Each sale sells exactly its stock, no user holds two
 // orders of a sale, every order reaches MySQL once, and `reconcile` with
 // one seed address finds the books clean; then an orphan order planted on
-// each master is reported, all three.
+// each master is reported, every one.
 func TestTwoServesOnOneCluster(t *testing.T) {
-	nodes := testenv.Cluster(t)
+	masters, prefix := testenv.SharedCluster(t)
 	db, dsn := testenv.MySQL(t)
 	ctx := context.Background()
 	const (
 		partitions = 12
-		prefix     = "fg2"
 		secret     = "two-serves"
 		stock      = 30
 		users      = 60
 	)
 	bases := []string{
-		startServe(t, nodes[0].Addr, dsn, prefix, secret, partitions),
-		startServe(t, nodes[1].Addr, dsn, prefix, secret, partitions),
+		startServe(t, masters[0], dsn, prefix, secret, partitions),
+		startServe(t, masters[1], dsn, prefix, secret, partitions),
 	}
+	third := masters[len(masters)-1]
 	ks := engine.Keyspace{Prefix: prefix, Partitions: partitions}
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{nodes[2].Addr}})
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{third}})
 	t.Cleanup(func() { rdb.Close() })
 
 	// One sale on each master: the first sale ids whose partitions' slots
 	// the three masters hold.
 	sales := map[string]string{} // master -> sale
-	for i := 0; len(sales) < len(nodes) && i < 1000; i++ {
+	for i := 0; len(sales) < len(masters) && i < 1000; i++ {
 		id := "s" + strconv.Itoa(i)
 		m, err := rdb.MasterForKey(ctx, ks.Sale(ks.Partition(id), id))
 		if err != nil {
@@ -134,8 +135,8 @@ func TestTwoServesOnOneCluster(t *testing.T) {
 			sales[m.Options().Addr] = id
 		}
 	}
-	if len(sales) != len(nodes) {
-		t.Fatalf("sales reach %d of %d masters", len(sales), len(nodes))
+	if len(sales) != len(masters) {
+		t.Fatalf("sales reach %d of %d masters", len(sales), len(masters))
 	}
 
 	auth := api.Auth{Secret: []byte(secret)}
@@ -260,7 +261,7 @@ func TestTwoServesOnOneCluster(t *testing.T) {
 		var out bytes.Buffer
 		cmd := rootCommand()
 		cmd.Writer = &out
-		err := cmd.Run(ctx, []string{"flashgrab", "reconcile", "--redis-addrs", nodes[2].Addr, "--mysql-dsn", dsn,
+		err := cmd.Run(ctx, []string{"flashgrab", "reconcile", "--redis-addrs", third, "--mysql-dsn", dsn,
 			"--key-prefix", prefix, "--partitions", strconv.Itoa(partitions)})
 		return out.String(), err
 	}
