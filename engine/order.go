@@ -57,10 +57,10 @@ func (e *Engine) ReleaseOrder(ctx context.Context, o flashgrab.Order) (released 
 	if !ok {
 		return false, fmt.Errorf("release order %q: %w", o.ID, flashgrab.ErrNotFound)
 	}
-	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID)}
+	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID), e.keys.Epoch(p)}
 	r, err := e.orderRelease.Run(ctx, e.rdb, keys, o.UserID, o.Qty, o.ID, e.retention.Milliseconds()).Int()
 	if err != nil {
-		return false, fmt.Errorf("release order %s: %w", o.ID, wrapRedis(err))
+		return false, fmt.Errorf("release order %s: %w", o.ID, e.noteFenced(p, wrapRedis(err)))
 	}
 	switch r {
 	case -1:
