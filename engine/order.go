@@ -34,7 +34,8 @@ func (e *Engine) Order(ctx context.Context, id string) (flashgrab.Order, error) 
 	}
 	d := recordDecoder{key: e.keys.Order(p, id)}
 	o := flashgrab.Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: d.int("qty", f[3]),
-		AmountCents: d.int("amount", f[4]), CreatedAt: time.UnixMilli(d.int("at_ms", f[5])).UTC()}
+		AmountCents: d.int("amount", f[4]), CreatedAt: time.UnixMilli(d.int("at_ms", f[5])).UTC(),
+		Key: f[6], KeyKnown: f[6] != noKey}
 	if d.err != nil {
 		return flashgrab.Order{}, fmt.Errorf("order %s: %w", id, d.err)
 	}

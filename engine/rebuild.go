@@ -186,6 +186,9 @@ type PartitionState struct {
 // Restored counts what Restore wrote: keys that survived are kept.
 type Restored struct {
 	Sales, Buyers, Orders, Packets int
+	// SaleIDs are the sales whose hash Restore wrote, with the stock MySQL
+	// gave: only there is stock MySQL counts as not sold really back.
+	SaleIDs []string
 }
 
 // noKey stands in, in a restored order record, for an idempotency key MySQL
@@ -224,7 +227,10 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 		if err != nil {
 			return out, fmt.Errorf("restore sale %s: %w", s.ID, wrapRedis(err))
 		}
-		out.Sales += int(v[0])
+		if v[0] == 1 {
+			out.Sales++
+			out.SaleIDs = append(out.SaleIDs, s.ID)
+		}
 		out.Buyers += int(v[1])
 	}
 	// Order records, for paying (engine.Order) and expiry (ReleaseOrder), as

@@ -116,6 +116,10 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 		s.firstDead = deadFirst.Val()[0].Values
 	}
 	if exists.Val() == 0 {
+		// No stream (none yet, or Redis lost it and no event came since a
+		// rebuild): every event MySQL holds is older than this instant,
+		// and stream ids are Redis's clock.
+		s.last = streamID{ms: uint64(s.now.UnixMilli())}
 		return s, nil
 	}
 	if err := info.Err(); err != nil {

@@ -120,6 +120,10 @@ var schema = []string{
 		owner      VARCHAR(128) NOT NULL,
 		expires_at DATETIME(3)  NOT NULL
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	// Issue 9 item 2 (rebuild): the grab's idempotency key, so that a rebuild
+	// of Redis from MySQL restores a retried grab's answer. NULL: an order
+	// settled before keys were recorded (its event had none).
+	`ALTER TABLE orders ADD COLUMN IF NOT EXISTS idem_key VARCHAR(64) NULL`,
 }
 
 // Migrate creates the schema when it is missing, and converts tables made
