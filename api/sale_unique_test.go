@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -110,6 +111,11 @@ func TestSaleIDUniqueAfterRedisLoss(t *testing.T) {
 	// rebuilt, so nobody buys beyond the limit meanwhile.
 	if status, body := h.do("POST", "/v1/sales/s1/grab", h.token("alice", false, time.Hour), "", "Idempotency-Key", "again"); status != 503 || errCode(body) != "rebuilding" {
 		t.Fatalf("grab after Redis loss: %d %v, want 503 rebuilding", status, body)
+	}
+	// /readyz lists the partition seen fenced.
+	status, ready := h.do("GET", "/readyz", "", "")
+	if rb, _ := ready["partitions_rebuilding"].([]any); status != 503 || !slices.Contains(rb, any(float64(h.eng.Keys().Partition("s1")))) {
+		t.Fatalf("/readyz with s1's partition fenced: %d %v, want 503 listing partition %d", status, ready, h.eng.Keys().Partition("s1"))
 	}
 	s2 := strings.Replace(terms, `"s1"`, `"s2"`, 1)
 	if status, body := h.do("POST", "/v1/sales", h.admin, s2); status != 503 || errCode(body) != "rebuilding" {
