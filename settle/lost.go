@@ -209,9 +209,12 @@ func (b *Books) RefundLostPacket(ctx context.Context, id string) (int64, bool, e
 }
 
 // expiredLivePackets returns the live packets whose expiry passed before
-// cutoff: the sweeper checks whether Redis still has them.
+// cutoff with shares left in MySQL: the sweeper checks whether Redis still
+// has them. An emptied packet stays live in MySQL for good and is left out:
+// it has nothing to refund, and there are many.
 func (b *Books) expiredLivePackets(ctx context.Context, cutoff time.Time) ([]string, error) {
-	rows, err := b.DB.QueryContext(ctx, `SELECT id FROM packets WHERE status = ? AND expires_at < ? LIMIT 500`, PacketLive, cutoff)
+	rows, err := b.DB.QueryContext(ctx, `SELECT p.id FROM packets p WHERE p.status = ? AND p.expires_at < ?
+		AND (SELECT COUNT(*) FROM packet_grabs g WHERE g.packet_id = p.id) < p.count LIMIT 500`, PacketLive, cutoff)
 	if err != nil {
 		return nil, fmt.Errorf("list expired live packets: %w", unavailable(err))
 	}

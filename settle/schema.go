@@ -120,6 +120,11 @@ var schema = []string{
 		owner      VARCHAR(128) NOT NULL,
 		expires_at DATETIME(3)  NOT NULL
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+}
+
+// columnsAdded are applied by Migrate after schema, each idempotent: columns
+// added to tables that exist already.
+var columnsAdded = []string{
 	// Issue 9 item 2 (rebuild): the grab's idempotency key, so that a rebuild
 	// of Redis from MySQL restores a retried grab's answer. NULL: an order
 	// settled before keys were recorded (its event had none).
@@ -130,7 +135,7 @@ var schema = []string{
 // before ids were compared byte for byte to utf8mb4_bin. On an up-to-date
 // schema it costs the CREATE ... IF NOT EXISTS statements and one query.
 func Migrate(ctx context.Context, db *sql.DB) error {
-	for _, stmt := range schema {
+	for _, stmt := range append(schema[:len(schema):len(schema)], columnsAdded...) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
