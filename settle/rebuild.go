@@ -4,9 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"hash/crc32"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/flashgrab/flashgrab"
@@ -120,15 +118,11 @@ func (r *Rebuilder) RebuildAll(ctx context.Context) ([]RebuildResult, error) {
 	return out, nil
 }
 
-// lockName is partition p's rebuild lock: MySQL's GET_LOCK names are at most
-// 64 characters, so a long key prefix is replaced by its checksum.
-func lockName(keys engine.Keyspace, p int) string {
-	name := "flashgrab-rebuild:" + keys.Prefix + ":" + strconv.Itoa(p)
-	if len(name) > 64 {
-		name = "flashgrab-rebuild:" + strconv.FormatUint(uint64(crc32.ChecksumIEEE([]byte(keys.Prefix))), 16) + ":" + strconv.Itoa(p)
-	}
-	return name
-}
+// rebuildLock names partition p's rebuild lock, given the database and key
+// prefix as its arguments: GET_LOCK's locks are the server's, shared by every
+// database on it, and their names are at most 64 characters, so the database
+// and the prefix go in as a digest.
+const rebuildLock = `CONCAT('flashgrab:rebuild:', MD5(CONCAT(DATABASE(), ':', ?)), ':', ?)`
 
 // Rebuild restores partition p from MySQL if its marker is missing and no
 // other instance is at it (RebuildBusy).
@@ -145,16 +139,15 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, unavailable(err))
 	}
 	defer conn.Close()
-	name := lockName(keys, p)
 	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(?, 0)`, name).Scan(&got); err != nil {
-		return res, fmt.Errorf("rebuild partition %d: take lock %s: %w", p, name, unavailable(err))
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(`+rebuildLock+`, 0)`, keys.Prefix, p).Scan(&got); err != nil {
+		return res, fmt.Errorf("rebuild partition %d: take its lock: %w", p, unavailable(err))
 	}
 	if got.Int64 != 1 {
 		res.Outcome = RebuildBusy
 		return res, nil
 	}
-	defer conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(?)`, name)
+	defer conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+rebuildLock+`)`, keys.Prefix, p)
 
 	// Under the lock, the marker may be back already (a rebuild that
 	// finished just before).
