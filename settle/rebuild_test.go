@@ -242,6 +242,23 @@ func TestRebuildAfterRedisLoss(t *testing.T) {
 	if err != nil || o.UserID != "u3" || o.Qty != 1 || o.AmountCents != 100 || o.SaleID != "s1" {
 		t.Fatalf("order record of u3 after the rebuild: %+v %v", o, err)
 	}
+	// ... and the pending order is paid through them, as the API pays.
+	pay := settle.NewPayments(r.books, map[string]settle.Provider{"alipay": &fakeProvider{refunds: map[string]int64{}, closed: map[string]bool{}}})
+	t.Cleanup(pay.Close)
+	pm, err := pay.PayOrder(ctx, o, "alipay")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := settle.Notice{Channel: "alipay", OutTradeNo: pm.OutTradeNo, TradeNo: "T1", AmountCents: pm.AmountCents}
+	if out, err := pay.Paid(ctx, n); err != nil || out != settle.Applied {
+		t.Fatalf("notify of the rebuilt order's payment: %v %v", out, err)
+	}
+	if st, err := r.books.Order(ctx, o.ID); err != nil || st.Status != settle.OrderPaid {
+		t.Fatalf("rebuilt order after its notify: %+v %v, want paid", st, err)
+	}
+	if b := r.balance(t, "m1"); b != 100 {
+		t.Fatalf("merchant balance %d after the paid order, want 100", b)
+	}
 	// u2's stranded unit was resolved: u2 may buy again.
 	if _, err := grab("u2", "again", 1); err != nil {
 		t.Fatalf("u2 after its stranded order was resolved: %v", err)
