@@ -35,6 +35,8 @@ func ParseEntry(p int, m redis.XMessage) ([]flashgrab.Event, error) {
 	case flashgrab.EventOrder:
 		e.Order = flashgrab.Order{ID: f.str("id"), SaleID: f.str("sale"), UserID: f.str("user"), MerchantID: f.str("mch"),
 			Qty: f.num("qty"), AmountCents: f.num("amt"), CreatedAt: f.ms("at")}
+		// Events written before the key was recorded have no "key" field.
+		e.Order.Key, e.Order.KeyKnown = m.Values["key"].(string)
 	case entryOrders:
 		return parseOrders(p, &f)
 	case entryGrabs:
@@ -65,8 +67,8 @@ func parseOrders(p int, f *fields) ([]flashgrab.Event, error) {
 	}
 	evs := make([]flashgrab.Event, 0, strings.Count(list, ",")+1)
 	for i, o := range strings.Split(list, ",") {
-		// id|user|qty|amount|key: the key (the rebuild's business) is the
-		// fifth field, present and possibly empty.
+		// id|user|qty|amount|key: the idempotency key is the fifth field,
+		// always present, possibly empty (the default attempt).
 		parts := strings.SplitN(o, "|", 5)
 		if len(parts) != 5 || parts[0] == "" || parts[1] == "" {
 			return nil, fmt.Errorf("event %s (%s): order %d is %q, not id|user|qty|amount|key", f.m.ID, entryOrders, i, o)
@@ -78,7 +80,7 @@ func parseOrders(p int, f *fields) ([]flashgrab.Event, error) {
 		}
 		evs = append(evs, flashgrab.Event{ID: f.m.ID, Partition: p, Kind: flashgrab.EventOrder,
 			Order: flashgrab.Order{ID: parts[0], SaleID: sale, UserID: parts[1], MerchantID: mch, Qty: qty,
-				AmountCents: amt, CreatedAt: at}})
+				AmountCents: amt, CreatedAt: at, Key: parts[4], KeyKnown: true}})
 	}
 	return evs, nil
 }

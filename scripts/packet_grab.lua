@@ -9,6 +9,7 @@
 -- the caller (ARGV): Redis resets Lua's math.random for every call.
 --
 -- KEYS[1] packet hash   KEYS[2] grabs hash   KEYS[3] events stream   KEYS[4] expiry zset
+-- KEYS[5] partition epoch marker (the fence below)
 -- ARGV[1] packet id, ARGV[2] retention ms of an emptied packet's keys, then
 -- per user i: user, random integer in [0, 2^40)
 -- Returns, per user, four values: outcome, amount, remaining count,
@@ -18,6 +19,11 @@
 -- the new ones in one HSET and appends one stream entry for all its wins:
 -- k "grabs", pkt, sender, at (Unix ms), and g, the shares joined by ',',
 -- each "user|amount|seq". engine.ParseEntry reads it.
+-- Fence (engine/rebuild.go): without the partition's epoch marker its state
+-- was lost and is being rebuilt from MySQL; decide nothing until it is back.
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
+end
 local pkt = redis.call('HMGET', KEYS[1], 'sender', 'count', 'mode', 'rem', 'left', 'exp', 'st')
 local n = (#ARGV - 2) / 2
 local out = {}

@@ -13,7 +13,8 @@
 -- key with its own expiry).
 --
 -- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] events stream
--- KEYS[3+i] order record of user i: "sale|user|merchant|qty|amount|at_ms|key",
+-- KEYS[4] partition epoch marker (the fence below)
+-- KEYS[4+i] order record of user i: "sale|user|merchant|qty|amount|at_ms|key",
 -- a string kept for ARGV[2] ms (it outlives the unpaid-order deadline; MySQL
 -- keeps the order for good)
 -- ARGV[1] sale id, ARGV[2] order retention ms, then per user i: user, key,
@@ -28,6 +29,12 @@
 -- engine.ParseEntry reads it.
 -- Numbers go into Redis as integers: Lua would write 1e15 as "1e+15".
 local function int(x) return string.format('%d', x) end
+
+-- Fence (engine/rebuild.go): without the partition's epoch marker its state
+-- was lost and is being rebuilt from MySQL; decide nothing until it is back.
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
+end
 
 local sale = redis.call('HMGET', KEYS[1], 'mch', 'price', 'stock', 'limit', 'start', 'end', 'sold')
 local n = (#ARGV - 2) / 4
@@ -92,7 +99,7 @@ for i = 1, n do
     writes[#writes + 1] = kf; writes[#writes + 1] = att
     -- A holding is at most the sale's limit: tostring writes it exactly.
     writes[#writes + 1] = uf; writes[#writes + 1] = tostring(held + qty)
-    redis.call('SET', KEYS[3 + i], ARGV[1] .. '|' .. user .. '|' .. mch .. '|' .. qtys .. '|' ..
+    redis.call('SET', KEYS[4 + i], ARGV[1] .. '|' .. user .. '|' .. mch .. '|' .. qtys .. '|' ..
       amounts .. '|' .. nows .. '|' .. key, 'PX', ARGV[2])
     orders[#orders + 1] = oid .. '|' .. user .. '|' .. qtys .. '|' .. amounts .. '|' .. key
   end

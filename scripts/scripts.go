@@ -20,4 +20,8 @@ var (
 	PacketExpire string
 	//go:embed stream_ack.lua
 	StreamAck string
+	//go:embed sale_restore.lua
+	SaleRestore string
+	//go:embed packet_restore.lua
+	PacketRestore string
 )
