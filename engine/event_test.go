@@ -13,7 +13,8 @@ import (
 
 // TestParseOrdersEntry: an entry of a grab batch reads as every order it
 // carries, each with the entry's id and the batch's sale, merchant and time;
-// an entry with any order unreadable fails whole (the settler dead-letters
+// its idempotency key travels with each order; an entry with any order
+// unreadable fails whole (the settler dead-letters
 // it) rather than settling part of it.
 func TestParseOrdersEntry(t *testing.T) {
 	entry := func(o string) redis.XMessage {
@@ -26,8 +27,9 @@ func TestParseOrdersEntry(t *testing.T) {
 	}
 	at := time.UnixMilli(1700000000123).UTC()
 	want := []flashgrab.Order{
-		{ID: "11-5", SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 2, AmountCents: 300, CreatedAt: at},
-		{ID: "12-5", SaleID: "s1", UserID: "bob", MerchantID: "m1", Qty: 1, AmountCents: 150, CreatedAt: at},
+		{ID: "11-5", SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 2, AmountCents: 300, CreatedAt: at, Key: "k1", KeyKnown: true},
+		// The default attempt's key is empty, and known.
+		{ID: "12-5", SaleID: "s1", UserID: "bob", MerchantID: "m1", Qty: 1, AmountCents: 150, CreatedAt: at, KeyKnown: true},
 	}
 	for i, ev := range evs {
 		if ev.ID != "1700000000000-3" || ev.Partition != 5 || ev.Kind != flashgrab.EventOrder || ev.Order != want[i] {
