@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"crypto/sha256"
-	"encoding/base64"
 	_ "embed"
+	"encoding/base64"
 	"slices"
 	"time"
 
@@ -52,17 +52,17 @@ func (s *Server) adminPage(ctx *fasthttp.RequestCtx, _ params) error {
 }
 
 type adminStatsJSON struct {
-	At          time.Time          `json:"at"`
-	Durability  string             `json:"durability"`
-	Redis       redisHealthJSON    `json:"redis"`
-	MySQL       string             `json:"mysql"`
-	RateWindowS float64            `json:"rate_window_s"`
-	Grabs       []grabStatsJSON    `json:"grabs"`
-	Sales       []saleStatsJSON    `json:"sales"`
-	Packets     packetStatsJSON    `json:"packets"`
-	Settlement  *settlementJSON    `json:"settlement"`
-	Notifies    []notifyStatsJSON  `json:"notifies"`
-	Errors      map[string]string  `json:"errors"`
+	At          time.Time         `json:"at"`
+	Durability  string            `json:"durability"`
+	Redis       redisHealthJSON   `json:"redis"`
+	MySQL       string            `json:"mysql"`
+	RateWindowS float64           `json:"rate_window_s"`
+	Grabs       []grabStatsJSON   `json:"grabs"`
+	Sales       []saleStatsJSON   `json:"sales"`
+	Packets     packetStatsJSON   `json:"packets"`
+	Settlement  *settlementJSON   `json:"settlement"`
+	Notifies    []notifyStatsJSON `json:"notifies"`
+	Errors      map[string]string `json:"errors"`
 }
 
 type redisHealthJSON struct {
