@@ -145,7 +145,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	payments.Metrics = settler.Metrics
 	defer payments.Close()
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
-		Payments: payments, Channels: ch.on,
+		Payments: payments, Channels: ch.on, Settler: settler,
 		MaxConns: lim.maxConns, MaxConnsPerIP: lim.maxConnsPerIP, IdleTimeout: lim.idle,
 		GrabLimit: lim.grab, IPLimit: lim.ip}
 	hs := srv.HTTPServer()
