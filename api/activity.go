@@ -104,8 +104,10 @@ type saleCounts struct {
 }
 
 // recent returns the sales active within recentActivity, the most recently
-// active first, at most maxShownSales of them. A sale is active when its
-// counts changed since the previous snapshot.
+// active first (then by id), at most maxShownSales of them. A sale whose
+// counts changed since the previous snapshot is stamped active now: the
+// grab path keeps no clock, so activity is known to the snapshot's
+// granularity (a second, with a page polling).
 func (a *activity) recent() []saleCounts {
 	now := a.now()
 	a.mu.Lock()
