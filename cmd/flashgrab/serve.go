@@ -119,7 +119,12 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	// Claimed only now, so a start that fails earlier (a crash loop) takes
 	// no number; a crashed instance's lease expires by itself.
 	host, _ := os.Hostname()
-	lease, err := settle.ClaimNode(ctx, db, fmt.Sprintf("%s:%d:%s", host, os.Getpid(), ln.Addr()), settle.DefaultNodeTTL)
+	owner := fmt.Sprintf("%s:%d:%s", host, os.Getpid(), ln.Addr())
+	// The settler's consumer name is the same instance name: host and pid
+	// alone would make two instances in one process (tests) one consumer,
+	// each taking the other's pending entries for its own.
+	settler.Consumer = owner
+	lease, err := settle.ClaimNode(ctx, db, owner, settle.DefaultNodeTTL)
 	if err != nil {
 		ln.Close()
 		return err
