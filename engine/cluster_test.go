@@ -130,13 +130,22 @@ func TestClusterMasterDown(t *testing.T) {
 	if up > time.Second {
 		t.Errorf("partitions up %v after the master answered, want within 1 s", up)
 	}
-	// The master came back empty (no persistence): its sale is gone, and
-	// Redis says so once the cluster has taken the node back (until then it
-	// answers CLUSTERDOWN, which is ErrUnavailable).
+	// The master came back empty (no persistence): its partitions lost their
+	// epoch markers with their sales, so they are fenced until rebuilt from
+	// MySQL, once the cluster has taken the node back (until then it
+	// answers CLUSTERDOWN, which is ErrUnavailable too); the live masters'
+	// partitions are not.
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		err := grab(deadParts[0], "after")
-		return errors.Is(err, flashgrab.ErrNotFound), fmt.Sprintf("grab on the returned, empty master: %v, want ErrNotFound", err)
+		return errors.Is(err, flashgrab.ErrRebuilding), fmt.Sprintf("grab on the returned, empty master: %v, want ErrRebuilding", err)
 	})
+	missing, err := e.MissingEpochs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := slices.Sorted(slices.Values(deadParts)); !slices.Equal(missing, want) {
+		t.Fatalf("partitions without their epoch marker: %v, want those of the returned master %v", missing, want)
+	}
 	t.Logf("returned master answers grabs %v after it answered PING", time.Since(back))
 }
 

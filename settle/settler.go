@@ -555,18 +555,26 @@ func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []flashgr
 			o := e.Order
 			orders = append(orders, o)
 			args = append(args, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
-				o.CreatedAt, o.CreatedAt.Add(s.books.orderTTL()), e.ID)
+				o.CreatedAt, o.CreatedAt.Add(s.books.orderTTL()), e.ID, idemKey(o))
 		}
 	}
 	if len(args) == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at, event_id) VALUES "+
-		placeholders(len(args)/9, "(?,?,?,?,?,?,?,?,?)"), args...)
+	_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at, event_id, idem_key) VALUES "+
+		placeholders(len(args)/10, "(?,?,?,?,?,?,?,?,?,?)"), args...)
 	if err != nil {
 		return unavailable(err)
 	}
 	return checkOrders(ctx, tx, orders)
+}
+
+// idemKey is the orders.idem_key of o: NULL when its key is not known.
+func idemKey(o flashgrab.Order) any {
+	if !o.KeyKnown {
+		return nil
+	}
+	return o.Key
 }
 
 // ErrOrderConflict means an order id is already taken by a different order
