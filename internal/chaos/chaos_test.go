@@ -264,6 +264,13 @@ func TestChaos(t *testing.T) {
 
 func runFault(t *testing.T, f fault, mode string, sz size) row {
 	e := newEnv(t, mode, sz, f.cluster, f.instances)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, in := range e.servers {
+				t.Logf("serve %s log tail:\n%s", in.addr, in.tail())
+			}
+		}
+	})
 	e.load.start()
 	stopped := false
 	defer func() {
@@ -302,11 +309,6 @@ func runFault(t *testing.T, f fault, mode string, sz size) row {
 		}
 		if n := e.load.rec.outcomes["sale 404 not_found"]; n != 0 && !f.flushes {
 			t.Errorf("mode aof: %d sale grabs answered 404: a sale was lost", n)
-		}
-	}
-	if t.Failed() {
-		for _, in := range e.servers {
-			t.Logf("serve %s log tail:\n%s", in.addr, in.tail())
 		}
 	}
 	return r
