@@ -29,8 +29,8 @@ type size struct {
 }
 
 var (
-	short = size{workers: 16, lanes: 4, salesPerLane: 40, users: 40, stock: 30, limit: 2,
-		before: 200, during: 100, after: 200, mysqlCut: 3 * time.Second, packetTTL: 1}
+	short = size{workers: 16, lanes: 4, salesPerLane: 20, users: 40, stock: 30, limit: 2,
+		before: 150, during: 80, after: 150, mysqlCut: 3 * time.Second, packetTTL: 1}
 	full = size{workers: 64, lanes: 4, salesPerLane: 500, users: 100, stock: 100, limit: 2,
 		before: 3000, during: 2000, after: 3000, mysqlCut: 30 * time.Second, packetTTL: 2}
 )
@@ -107,7 +107,9 @@ func newEnv(t *testing.T, mode string, sz size, cluster bool, instances int) *en
 		in := newInstance(t, "--redis-addrs", e.redisAddrs, "--mysql-dsn", cfg.FormatDSN(),
 			"--key-prefix", e.prefix, "--partitions", fmt.Sprint(e.partitions), "--jwt-secret", secret,
 			"--durability", mode, "--sandbox=false", "--grab-rate", "0", "--ip-rate", "0", "--max-conns-per-ip", "0",
-			"--settle-claim-idle", "2s")
+			// What a dead instance left, and packets sent while Redis
+			// failed, are picked up after 2 s rather than 30.
+			"--settle-claim-idle", "2s", "--packet-grace", "2s")
 		in.start(t)
 		e.servers = append(e.servers, in)
 	}
@@ -244,26 +246,41 @@ var faults = []fault{
 // mode none what is lost is counted, and the counts must add up.
 func TestChaos(t *testing.T) {
 	sz, which := chosenSize()
-	var rows []row
-	for _, f := range faults {
-		for _, mode := range []string{modeAOF, modeNone} {
-			t.Run(strings.ReplaceAll(f.name, " ", "_")+"/"+mode, func(t *testing.T) {
-				if f.needs != "" && !hasCommand(t, f.needs) {
-					rows = append(rows, row{fault: f.name, mode: mode, missing: "flashgrab " + f.needs})
-					t.Skipf("NOT AVAILABLE: the flashgrab binary has no %q command; this fault is not tested", f.needs)
-				}
-				r := runFault(t, f, mode, sz)
-				rows = append(rows, r)
-				t.Logf("%s", r.line())
-			})
+	modes := []string{modeAOF, modeNone}
+	rows := make([]row, len(faults)*len(modes))
+	flashgrab(t) // built once, before the faults run side by side
+	// Faults run in parallel (-parallel, GOMAXPROCS by default): each has
+	// processes, ports and a database of its own.
+	t.Run("faults", func(t *testing.T) {
+		for i, f := range faults {
+			for j, mode := range modes {
+				t.Run(strings.ReplaceAll(f.name, " ", "_")+"/"+mode, func(t *testing.T) {
+					t.Parallel()
+					r := &rows[i*len(modes)+j]
+					*r = row{fault: f.name, mode: mode}
+					defer func() { r.failed = t.Failed() }()
+					if f.needs != "" && !hasCommand(t, f.needs) {
+						r.missing = "flashgrab " + f.needs
+						t.Skipf("NOT AVAILABLE: the flashgrab binary has no %q command; this fault is not tested", f.needs)
+					}
+					*r = runFault(t, f, mode, sz)
+					t.Logf("%s", r.line())
+				})
+			}
 		}
-	}
+	})
 	fmt.Printf("\nchaos suite (%s): faults injected under load into processes the test started\n\n", which)
 	printTable(os.Stdout, rows)
 }
 
 func runFault(t *testing.T, f fault, mode string, sz size) row {
+	last := time.Now()
+	took := func(phase string) {
+		t.Logf("%s took %v", phase, time.Since(last).Round(time.Millisecond))
+		last = time.Now()
+	}
 	e := newEnv(t, mode, sz, f.cluster, f.instances)
+	took("set-up")
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, in := range e.servers {
@@ -279,7 +296,9 @@ func runFault(t *testing.T, f fault, mode string, sz size) row {
 		}
 	}()
 	e.waitWins("before the fault", sz.before)
+	took("load before the fault")
 	f.inject(e)
+	took("the fault")
 	if mode == modeNone && f.lossy || f.flushes {
 		e.waitAnswers("after the fault", sz.after)
 	} else {
@@ -287,9 +306,11 @@ func runFault(t *testing.T, f fault, mode string, sz size) row {
 	}
 	e.load.stop()
 	stopped = true
+	took("load after the fault")
 	t.Logf("answers: %s", e.load.rec.summary())
 
 	r := e.measure(f)
+	took("drain, refunds and reconcile")
 	r.fault, r.mode = f.name, mode
 	if r.wins != r.inMySQL+r.lost {
 		t.Errorf("the accounting does not add up: %d wins answered 200, %d in MySQL + %d lost", r.wins, r.inMySQL, r.lost)

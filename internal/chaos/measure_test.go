@@ -19,6 +19,7 @@ import (
 type row struct {
 	fault, mode string
 	missing     string // a command the fault needs and the binary lacks: not run
+	failed      bool   // the fault's test failed (its numbers may be partial)
 
 	wins         int64    // orders and packet shares answered 200
 	inMySQL      int64    // of those, in MySQL (a COUNT over the ids)
@@ -41,14 +42,21 @@ func (r row) line() string {
 
 func printTable(w io.Writer, rows []row) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "fault\tmode\twins 200\tin MySQL\tlost\toversold\trefunds due\trefunds done\treconcile\t")
+	fmt.Fprintln(tw, "fault\tmode\twins 200\tin MySQL\tlost\toversold\trefunds due\trefunds done\treconcile\tverdict\t")
 	for _, r := range rows {
 		if r.missing != "" {
-			fmt.Fprintf(tw, "%s\t%s\tNOT AVAILABLE: needs %s\t\t\t\t\t\t\t\n", r.fault, r.mode, r.missing)
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t\t\t\t\tNOT AVAILABLE: needs %s\t\n", r.fault, r.mode, r.missing)
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\texit %d\t\n", r.fault, r.mode, r.wins, r.inMySQL, r.lost,
-			r.oversold, r.refundsDue, r.refundsDone, r.reconcile)
+		verdict := "ok"
+		switch {
+		case r.failed:
+			verdict = "FAILED"
+		case r.mode == modeNone:
+			verdict = "counted"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\texit %d\t%s\t\n", r.fault, r.mode, r.wins, r.inMySQL, r.lost,
+			r.oversold, r.refundsDue, r.refundsDone, r.reconcile, verdict)
 	}
 	tw.Flush()
 }
@@ -59,6 +67,8 @@ func (e *env) measure(f fault) row {
 	ctx := context.Background()
 	ks := engine.Keyspace{Prefix: e.prefix, Partitions: e.partitions}
 	rec := e.load.rec
+	start := time.Now()
+	defer func() { e.t.Logf("measure: %v in all", time.Since(start).Round(time.Millisecond)) }()
 	testenv.Eventually(e.t, 3*time.Minute, func() (bool, string) {
 		var n int64
 		for p := range e.partitions {
@@ -71,6 +81,7 @@ func (e *env) measure(f fault) row {
 		return n == 0, fmt.Sprintf("%d events not settled yet", n)
 	})
 
+	e.t.Logf("measure: settlement drained after %v", time.Since(start).Round(time.Millisecond))
 	var r row
 	orders := make([]string, 0, len(rec.orders))
 	for id := range rec.orders {
@@ -115,6 +126,7 @@ func (e *env) measure(f fault) row {
 		JOIN (SELECT packet_id, COUNT(*) AS n FROM packet_grabs GROUP BY packet_id) g ON g.packet_id = p.id`)
 
 	e.refunds(&r, byPacket)
+	e.t.Logf("measure: refunds counted after %v", time.Since(start).Round(time.Millisecond))
 
 	r.reconcile, r.reconcileOut = runCommand(e.t, "reconcile", "--redis-addrs", e.redisAddrs, "--mysql-dsn", e.dsn,
 		"--key-prefix", e.prefix, "--partitions", fmt.Sprint(e.partitions))
