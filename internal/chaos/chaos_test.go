@@ -269,8 +269,16 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	})
-	fmt.Printf("\nchaos suite (%s): faults injected under load into processes the test started\n\n", which)
-	printTable(os.Stdout, rows)
+	var b strings.Builder
+	fmt.Fprintf(&b, "\nchaos suite (%s, %d workers, MySQL cut %v): faults injected under load into processes the test started\n\n",
+		which, sz.workers, sz.mysqlCut)
+	printTable(&b, rows)
+	fmt.Print(b.String())
+	if path := os.Getenv("FLASHGRAB_CHAOS_TABLE"); path != "" {
+		if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+			t.Errorf("write the table to %s: %v", path, err)
+		}
+	}
 }
 
 func runFault(t *testing.T, f fault, mode string, sz size) row {
