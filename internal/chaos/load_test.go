@@ -20,12 +20,16 @@ import (
 // share is one red-packet share a client was answered 200 for.
 type share struct{ packet, user string }
 
+// buy is the sale and the buyer of an order a client was answered 200 for
+// (always one unit: the load sends no qty).
+type buy struct{ sale, user string }
+
 // record is everything the clients were answered: the wins (orders and
 // packet shares answered 200), the packets answered 201, and a count of
 // every other answer.
 type record struct {
 	mu       sync.Mutex
-	orders   map[string]bool  // order ids answered 200
+	orders   map[string]buy   // order ids answered 200, with their sale and buyer
 	shares   map[share]bool   // shares answered 200
 	packets  map[string]int64 // packet id answered 201 → total_cents
 	outcomes map[string]int64 // "sale 409 sold_out", "packet transport error", …
@@ -34,7 +38,7 @@ type record struct {
 }
 
 func newRecord() *record {
-	return &record{orders: map[string]bool{}, shares: map[share]bool{}, packets: map[string]int64{},
+	return &record{orders: map[string]buy{}, shares: map[share]bool{}, packets: map[string]int64{},
 		outcomes: map[string]int64{}}
 }
 
@@ -44,10 +48,10 @@ func (r *record) outcome(what string) {
 	r.mu.Unlock()
 }
 
-func (r *record) order(id string) {
+func (r *record) order(id string, b buy) {
 	r.mu.Lock()
-	if !r.orders[id] {
-		r.orders[id] = true
+	if _, ok := r.orders[id]; !ok {
+		r.orders[id] = b
 		r.wins.Add(1)
 	}
 	r.mu.Unlock()
@@ -202,10 +206,14 @@ func (l *load) worker(ctx context.Context, w int) {
 		var status int
 		var code, what string
 		idx := ln.cur.Load()
-		if p := l.newest.Load(); n%4 == 3 && p != nil || idx >= int64(len(ln.sales)) {
-			if p == nil {
-				return // every sale of the lane is sold out and no packet was sent
-			}
+		p := l.newest.Load()
+		if idx >= int64(len(ln.sales)) && p == nil {
+			// Every sale of the lane is sold out and no packet has been
+			// sent yet (MySQL may be cut): ask the last sale again, an
+			// answer without a win, until a packet exists.
+			idx = int64(len(ln.sales)) - 1
+		}
+		if n%4 == 3 && p != nil || idx >= int64(len(ln.sales)) {
 			what = "packet"
 			user := fmt.Sprintf("pu%d-%d", w, n)
 			var got struct {
@@ -227,7 +235,7 @@ func (l *load) worker(ctx context.Context, w int) {
 				fmt.Sprintf("w%dn%d", w, n), nil, &got)
 			switch {
 			case status == 200:
-				l.rec.order(got.OrderID)
+				l.rec.order(got.OrderID, buy{ln.sales[idx], user})
 			case code == "sold_out" || code == "not_found":
 				ln.cur.CompareAndSwap(idx, idx+1)
 			}
