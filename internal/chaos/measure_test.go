@@ -72,24 +72,11 @@ func printTable(w io.Writer, rows []row) {
 
 // measure waits for settlement to drain and the packets to be closed, then
 // compares MySQL with what the clients were answered and runs reconcile.
-func (e *env) measure(f fault) row {
-	ctx := context.Background()
-	ks := engine.Keyspace{Prefix: e.prefix, Partitions: e.partitions}
+func (e *env) measure() row {
 	rec := e.load.rec
 	start := time.Now()
 	defer func() { e.t.Logf("measure: %v in all", time.Since(start).Round(time.Millisecond)) }()
-	testenv.Eventually(e.t, 3*time.Minute, func() (bool, string) {
-		var n int64
-		for p := range e.partitions {
-			l, err := e.rdb.XLen(ctx, ks.Events(p)).Result()
-			if err != nil && err != redis.Nil {
-				return false, fmt.Sprintf("XLEN %s: %v", ks.Events(p), err)
-			}
-			n += l
-		}
-		return n == 0, fmt.Sprintf("%d events not settled yet", n)
-	})
-
+	e.waitDrained()
 	e.t.Logf("measure: settlement drained after %v", time.Since(start).Round(time.Millisecond))
 	var r row
 	orders := make([]string, 0, len(rec.orders))
@@ -133,6 +120,25 @@ func (e *env) measure(f fault) row {
 	r.reconcile, r.reconcileOut = runCommand(e.t, "reconcile", "--redis-addrs", e.redisAddrs, "--mysql-dsn", e.dsn,
 		"--key-prefix", e.prefix, "--partitions", fmt.Sprint(e.partitions))
 	return r
+}
+
+// waitDrained waits until every partition stream is empty: settled entries
+// are deleted, so nothing is left to settle.
+func (e *env) waitDrained() {
+	ctx := context.Background()
+	ks := engine.Keyspace{Prefix: e.prefix, Partitions: e.partitions}
+	testenv.Eventually(e.t, 3*time.Minute, func() (bool, string) {
+		var n int64
+		for p := range e.partitions {
+			l, err := e.rdb.XLen(ctx, ks.Events(p)).Result()
+			if err != nil && err != redis.Nil {
+				return false, fmt.Sprintf("XLEN %s: %v", ks.Events(p), err)
+			}
+			n += l
+		}
+		return n == 0, fmt.Sprintf("%d events not settled yet", n)
+	})
+
 }
 
 // refunds counts the packets owed a refund (answered 201, never emptied by
