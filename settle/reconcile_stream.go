@@ -19,6 +19,7 @@ import (
 // the consumer group's progress are seen at one instant.
 type snapshot struct {
 	p         int
+	epoch     bool      // the partition's epoch marker exists: Redis has not lost its state
 	now       time.Time // Redis's clock, which also stamps stream ids
 	last      streamID  // the last id the stream generated; later orders are not in this snapshot
 	unsettled []redis.XMessage
@@ -74,6 +75,7 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 	stream := r.Keys.Events(p)
 	var (
 		timeCmd   *redis.TimeCmd
+		epoch     *redis.IntCmd
 		exists    *redis.IntCmd
 		info      *redis.XInfoStreamCmd
 		groups    *redis.XInfoGroupsCmd
@@ -87,6 +89,7 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 	// command below; TxPipelined's own error is the first of them.
 	r.Redis.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 		timeCmd = pipe.Time(ctx)
+		epoch = pipe.Exists(ctx, r.Keys.Epoch(p))
 		exists = pipe.Exists(ctx, stream)
 		info = pipe.XInfoStream(ctx, stream)
 		groups = pipe.XInfoGroups(ctx, stream)
@@ -102,7 +105,7 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 	if err := timeCmd.Err(); err != nil {
 		return nil, fmt.Errorf("snapshot partition %d: %w", p, err)
 	}
-	s := &snapshot{p: p, now: timeCmd.Val(), sales: map[string][]any{}}
+	s := &snapshot{p: p, now: timeCmd.Val(), epoch: epoch.Val() == 1, sales: map[string][]any{}}
 	for i, c := range saleCmds {
 		if err := c.Err(); err != nil {
 			return nil, fmt.Errorf("snapshot partition %d: sale %s: %w", p, sales[i].id, err)
@@ -116,6 +119,10 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 		s.firstDead = deadFirst.Val()[0].Values
 	}
 	if exists.Val() == 0 {
+		// No stream (none yet, or Redis lost it and no event came since a
+		// rebuild): every event MySQL holds is older than this instant,
+		// and stream ids are Redis's clock.
+		s.last = streamID{ms: uint64(s.now.UnixMilli())}
 		return s, nil
 	}
 	if err := info.Err(); err != nil {
@@ -257,7 +264,10 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 	for _, sr := range sales {
 		v := s.sales[sr.id]
 		if v[0] == nil {
-			diffs = append(diffs, fmt.Sprintf("sale %s: in MySQL, missing in Redis", sr.id))
+			// Its counters went with it: what it sold beyond MySQL cannot
+			// be counted any more.
+			diffs = append(diffs, fmt.Sprintf("sale %s: in MySQL (%d units held by its orders), missing in Redis: Redis lost it; "+
+				"`flashgrab rebuild` restores it from MySQL", sr.id, held[sr.id]))
 			continue
 		}
 		stock, sold, init := atoi(v[0]), atoi(v[1]), atoi(v[2])
@@ -265,8 +275,15 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 		if init != sr.initial {
 			diffs = append(diffs, fmt.Sprintf("sale %s: initial stock %d in Redis, %d in MySQL", sr.id, init, sr.initial))
 		}
-		if sold != units {
-			diffs = append(diffs, fmt.Sprintf("sale %s: Redis sold %d, MySQL orders hold %d (%d settled + %d in flight)",
+		switch {
+		case sold > units:
+			// Wins Redis answered whose events are neither settled nor in
+			// the stream: lost with the stream (Redis lost some keys, or a
+			// restart from an older file than the counters').
+			diffs = append(diffs, fmt.Sprintf("sale %s: %d units LOST: Redis sold %d, MySQL orders hold %d (%d settled + %d in flight)",
+				sr.id, sold-units, sold, units, held[sr.id], inFlight[sr.id]))
+		case sold < units:
+			diffs = append(diffs, fmt.Sprintf("sale %s: Redis sold %d, fewer than MySQL orders hold: %d (%d settled + %d in flight)",
 				sr.id, sold, units, held[sr.id], inFlight[sr.id]))
 		}
 		if stock != sr.initial-units {
