@@ -55,6 +55,7 @@ func (s *Server) createSale(ctx *fasthttp.RequestCtx, _ params) error {
 	if err != nil {
 		return err
 	}
+	s.activity.track(sale.ID) // on the operator's page before its first grab
 	return writeJSON(ctx, fasthttp.StatusCreated, saleOut(sale))
 }
 
@@ -166,6 +167,7 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 	if err != nil {
 		status, code, msg := grabRefusal(err)
 		s.metrics.grabs.WithLabelValues("sale", code).Inc()
+		s.activity.grab(r.SaleID, code)
 		if status >= 500 {
 			return err // logged by the common error path
 		}
@@ -177,6 +179,7 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 		label = "repeat"
 	}
 	s.metrics.grabs.WithLabelValues("sale", label).Inc()
+	s.activity.grab(r.SaleID, label)
 	writeGrabAnswer(ctx, res)
 	return nil
 }

@@ -219,10 +219,12 @@ func TestReplicaRepeatWaitsForTheWin(t *testing.T) {
 		return strings.Contains(rdb.Info(ctx, "replication").Val(), ",state=online,"), "the replica is not online at the primary"
 	})
 	// Two engines, two clients: the win and its retry go over different connections.
+	// The WAIT timeout is long enough for a busy machine's replica to keep up
+	// with the sale's create, and short enough for the stalled grabs to fail quickly.
 	engines := make([]*engine.Engine, 2)
 	for i := range engines {
 		e, err := engine.New(ctx, engine.Config{Redis: primary.Client(t), Keys: engine.Keyspace{Prefix: "fg", Partitions: 4},
-			Durability: engine.DurabilityReplica, WaitTimeout: 300 * time.Millisecond})
+			Durability: engine.DurabilityReplica, WaitTimeout: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
