@@ -76,6 +76,8 @@ type Engine struct {
 	saleCreate   *redis.Script
 	saleGrab     *redis.Script
 	orderRelease *redis.Script
+	// The sharded sale's scripts (shard.go).
+	saleShardCreate, saleTake, saleGive *redis.Script
 	packetCreate *redis.Script
 	packetGrab   *redis.Script
 	packetExpire *redis.Script
@@ -86,6 +88,7 @@ type Engine struct {
 	soldOut *soldOutMarks
 	heads   headCache[saleHead]
 	pkts    headCache[packetHead]
+	layouts layouts // sharded sales' layouts (shard.go)
 	bg      *background // the goroutines of batch, soldOut and the breakers' probes; Close stops them
 	// breakers fail calls to an unreachable Redis node fast (breaker.go).
 	breakers *breakers
@@ -120,6 +123,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		packetGrab:   redis.NewScript(scripts.PacketGrab),
 		packetExpire: redis.NewScript(scripts.PacketExpire),
 		bg:           newBackground(),
+
+		saleShardCreate: redis.NewScript(scripts.SaleShardCreate),
+		saleTake:        redis.NewScript(scripts.SaleTake),
+		saleGive:        redis.NewScript(scripts.SaleGive),
 	}
 	wait, err := newReplicaWait(cfg)
 	if err != nil {
@@ -133,7 +140,8 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.ids == nil {
 		e.ids = localIDs()
 	}
-	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease, e.packetCreate, e.packetGrab, e.packetExpire} {
+	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease, e.packetCreate, e.packetGrab, e.packetExpire,
+		e.saleShardCreate, e.saleTake, e.saleGive} {
 		if err := s.Load(ctx, e.rdb).Err(); err != nil {
 			return nil, fmt.Errorf("engine: load script: %w", wrapRedis(err))
 		}

@@ -33,6 +33,13 @@ func ParseEvent(p int, m redis.XMessage) (flashgrab.Event, error) {
 	case flashgrab.EventSale:
 		e.Sale = flashgrab.Sale{ID: str("id"), MerchantID: str("mch"), PriceCents: num("price"), Stock: num("stock"),
 			PerUserLimit: num("limit"), StartsAt: ms("start"), EndsAt: ms("end")}
+		if _, sharded := m.Values["parts"]; sharded {
+			parts, err := ParseParts(str("parts"))
+			if err != nil || int64(len(parts)) != num("shards") {
+				bad = "parts"
+			}
+			e.Sale.Shards, e.Sale.ShardPartitions = len(parts), parts
+		}
 	case flashgrab.EventOrder:
 		e.Order = flashgrab.Order{ID: str("id"), SaleID: str("sale"), UserID: str("user"), MerchantID: str("mch"),
 			Qty: num("qty"), AmountCents: num("amt"), CreatedAt: ms("at")}

@@ -120,6 +120,11 @@ var schema = []string{
 		owner      VARCHAR(128) NOT NULL,
 		expires_at DATETIME(3)  NOT NULL
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	// Sharded sales (engine/shard.go): the shard count and the partitions
+	// chosen at create, shard 0 first ("3,7,12"; "" for one shard). Kept
+	// apart from the CREATE above so that a table made before gains them.
+	`ALTER TABLE sales ADD COLUMN IF NOT EXISTS shards INT NOT NULL DEFAULT 1,
+		ADD COLUMN IF NOT EXISTS shard_partitions VARCHAR(255) NOT NULL DEFAULT ''`,
 }
 
 // Migrate creates the schema when it is missing, and converts tables made
