@@ -78,9 +78,9 @@ type Engine struct {
 	orderRelease *redis.Script
 	// The sharded sale's scripts (shard.go).
 	saleShardCreate, saleTake, saleGive *redis.Script
-	packetCreate *redis.Script
-	packetGrab   *redis.Script
-	packetExpire *redis.Script
+	packetCreate                        *redis.Script
+	packetGrab                          *redis.Script
+	packetExpire                        *redis.Script
 
 	// Coalescing of grabs (coalesce.go), the sold-out mark (soldout.go) and
 	// the sale heads grabs reuse (sale.go).
@@ -88,7 +88,7 @@ type Engine struct {
 	soldOut *soldOutMarks
 	heads   headCache[saleHead]
 	pkts    headCache[packetHead]
-	layouts layouts // sharded sales' layouts (shard.go)
+	layouts layouts     // sharded sales' layouts (shard.go)
 	bg      *background // the goroutines of batch, soldOut and the breakers' probes; Close stops them
 	// breakers fail calls to an unreachable Redis node fast (breaker.go).
 	breakers *breakers
