@@ -138,6 +138,10 @@ func (e *Engine) layout(ctx context.Context, id string) (*shardLayout, error) {
 	}
 	p := e.keys.Partition(id)
 	v, err := e.rdb.HMGet(ctx, e.keys.Sale(p, id), "mch", "parts").Result()
+	if cerr := ctx.Err(); err != nil && cerr != nil {
+		// As the batcher answers a grab whose context ended.
+		return nil, fmt.Errorf("read layout of sale %s: %w: %w", id, flashgrab.ErrUnavailable, cerr)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("read layout of sale %s: %w", id, wrapRedis(err))
 	}

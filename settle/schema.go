@@ -120,9 +120,13 @@ var schema = []string{
 		owner      VARCHAR(128) NOT NULL,
 		expires_at DATETIME(3)  NOT NULL
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+}
+
+// columns adds the columns that came after a table was first made; every
+// statement is idempotent (MariaDB's ADD COLUMN IF NOT EXISTS).
+var columns = []string{
 	// Sharded sales (engine/shard.go): the shard count and the partitions
-	// chosen at create, shard 0 first ("3,7,12"; "" for one shard). Kept
-	// apart from the CREATE above so that a table made before gains them.
+	// chosen at create, shard 0 first ("3,7,12"; "" for one shard).
 	`ALTER TABLE sales ADD COLUMN IF NOT EXISTS shards INT NOT NULL DEFAULT 1,
 		ADD COLUMN IF NOT EXISTS shard_partitions VARCHAR(255) NOT NULL DEFAULT ''`,
 }
@@ -131,7 +135,7 @@ var schema = []string{
 // before ids were compared byte for byte to utf8mb4_bin. On an up-to-date
 // schema it costs the CREATE ... IF NOT EXISTS statements and one query.
 func Migrate(ctx context.Context, db *sql.DB) error {
-	for _, stmt := range schema {
+	for _, stmt := range append(schema[:len(schema):len(schema)], columns...) {
 		if _, err := db.ExecContext(ctx, stmt); err != nil {
 			return fmt.Errorf("migrate: %w", err)
 		}
