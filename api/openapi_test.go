@@ -252,7 +252,7 @@ func send(h *harness, method, path, token, body string, header ...string) (int, 
 // and not the body: the server refuses an oversized Content-Length before
 // reading any body, and a body it never reads would make it reset the
 // connection on close, which could lose its answer.
-func sendHeadersOnly(h *harness, method, path, token string, n int) (int, []byte) {
+func sendHeadersOnly(h *harness, method, path, token string, n int) (int, http.Header, []byte) {
 	h.t.Helper()
 	conn, err := h.client.Dial("flashgrab")
 	if err != nil {
@@ -267,7 +267,11 @@ func sendHeadersOnly(h *harness, method, path, token string, n int) (int, []byte
 	if err := resp.Read(bufio.NewReader(conn)); err != nil {
 		h.t.Fatalf("%s %s: %v", method, path, err)
 	}
-	return resp.StatusCode(), bytes.Clone(resp.Body())
+	header := http.Header{}
+	for k, v := range resp.Header.All() {
+		header.Add(string(k), string(v))
+	}
+	return resp.StatusCode(), header, bytes.Clone(resp.Body())
 }
 
 // TestOpenAPIContract drives every route of the running server, with
@@ -333,17 +337,20 @@ func TestOpenAPIContract(t *testing.T) {
 	bad("POST", "/v1/sales", "", sale("s2", "2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z"), 401)
 	bad("POST", "/v1/sales", h.admin, `{"id":"s2","bogus":1}`, 400)
 	expect("GET", "/v1/sales/s1", "", "", 200)
+	// A client's request id, kept or (not one to log) replaced, never refused.
+	expect("GET", "/v1/sales/s1", "", "", 200, "X-Request-Id", "contract-42")
+	expect("GET", "/v1/sales/s1", "", "", 200, "X-Request-Id", "not one to log!")
 	expect("GET", "/v1/sales/nosuch", "", "", 404)
 
 	// A body over the limit is refused before routing, so the handler (and
 	// the contract's wrapper) never sees it: check its answer here.
 	big := `{"id":"` + strings.Repeat("x", 70<<10) + `"}`
-	status, raw := sendHeadersOnly(h, "POST", "/v1/sales", h.admin, len(big))
+	status, header, raw := sendHeadersOnly(h, "POST", "/v1/sales", h.admin, len(big))
 	req, _ := http.NewRequest("POST", "http://flashgrab/v1/sales", nil)
 	req.Header.Set("Authorization", "Bearer "+h.admin)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set(docInvalid, "1")
-	c.check(req, []byte(big), status, http.Header{"Content-Type": {"application/json"}}, raw)
+	c.check(req, []byte(big), status, header, raw)
 	if status != 413 {
 		t.Fatalf("oversized body: %d %s, want 413", status, raw)
 	}

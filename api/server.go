@@ -124,6 +124,9 @@ func (s *Server) HTTPServer() *fasthttp.Server {
 		NoDefaultServerHeader: true,
 		NoDefaultDate:         true,
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			// Refused before routing, but answered with an id all the same:
+			// the document promises one on every answer.
+			setRequestID(ctx)
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
 				writeErrorBody(ctx, fasthttp.StatusRequestEntityTooLarge, "too_large",
 					fmt.Sprintf("request body over %d bytes", s.MaxBodyBytes))

@@ -2,6 +2,7 @@ package settle
 
 import (
 	"context"
+	"database/sql"
 	"slices"
 	"strings"
 	"testing"
@@ -11,24 +12,15 @@ import (
 
 // TestMigrateMakesIDsCaseSensitive: a database made by the old schema (no
 // collation: the server's utf8mb4_general_ci) cannot hold account "Bob" next
-// to "bob"; Migrate converts every table, keeps the rows, and then both
-// work. Migrating again finds nothing to convert.
+// to "bob"; Migrate adopts it, converts every table, keeps the rows, and then
+// both work. Migrating again finds nothing to convert.
 func TestMigrateMakesIDsCaseSensitive(t *testing.T) {
 	db, _ := testenv.MySQL(t)
 	ctx := context.Background()
-	var tables []string
-	for _, stmt := range schema {
-		old := strings.Replace(stmt, "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin", "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci", 1)
-		if old == stmt {
-			t.Fatalf("statement without the binary collation: %s", stmt)
-		}
-		if _, err := db.ExecContext(ctx, old); err != nil {
-			t.Fatal(err)
-		}
-		tables = append(tables, tableName.FindStringSubmatch(stmt)[1])
-	}
+	createOldSchema(t, db, "utf8mb4_general_ci")
+	tables := createdTables(migrations[0])
 	slices.Sort(tables)
-	got, err := notBinary(ctx, db)
+	got, err := notBinary(ctx, db, tables)
 	slices.Sort(got)
 	if err != nil || !slices.Equal(got, tables) {
 		t.Fatalf("old schema: tables not binary %v (%v), want %v", got, err, tables)
@@ -44,7 +36,7 @@ func TestMigrateMakesIDsCaseSensitive(t *testing.T) {
 	if err := Migrate(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := notBinary(ctx, db); err != nil || len(got) != 0 {
+	if got, err := notBinary(ctx, db, tables); err != nil || len(got) != 0 {
 		t.Fatalf("after Migrate: tables not binary %v (%v)", got, err)
 	}
 	if _, err := b.Credit(ctx, "Bob", 5, "seed-Bob"); err != nil {
@@ -60,5 +52,21 @@ func TestMigrateMakesIDsCaseSensitive(t *testing.T) {
 	}
 	if err := Migrate(ctx, db); err != nil {
 		t.Fatalf("second Migrate: %v", err)
+	}
+	checkVersions(t, db, len(migrations))
+}
+
+// createOldSchema makes the tables as the schema before migrations did
+// (CREATE TABLE IF NOT EXISTS, no schema_migrations), in collation.
+func createOldSchema(t *testing.T, db *sql.DB, collation string) {
+	t.Helper()
+	for _, stmt := range migrations[0].up {
+		old := strings.Replace(stmt, "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin", "DEFAULT CHARSET=utf8mb4 COLLATE="+collation, 1)
+		if !strings.Contains(stmt, "COLLATE=utf8mb4_bin") {
+			t.Fatalf("statement without the binary collation: %s", stmt)
+		}
+		if _, err := db.Exec(old); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

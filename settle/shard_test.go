@@ -112,7 +112,11 @@ func TestShardedSaleSettlesExpiresAndReconciles(t *testing.T) {
 	b.rdb.HSet(ctx, b.keys.Applied(dst, "sh"), "t2", 1)
 	rep = b.reconcile(t, nil)
 	b.wantFailing(t, rep, map[string]int{checkMoves: 1})
-	wantDiff(t, rep, checkMoves, "sale sh: shards gave 1 and received 1, but 1 are in transit")
+	// (The sale's own refills may have moved units too: only the transit
+	// count is fixed.)
+	if d := diffs(rep, checkMoves); len(d) != 1 || !strings.HasSuffix(d[0], "but 1 are in transit") {
+		t.Fatalf("moves check: %q, want the unit in transit against a balance of moves one off", d)
+	}
 	// A shard whose stock is off its own counters.
 	b.rdb.HIncrBy(ctx, b.keys.Sale(dst, "sh"), "stock", 1)
 	rep = b.reconcile(t, nil)

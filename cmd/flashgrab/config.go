@@ -106,8 +106,26 @@ func openRedis(ctx context.Context, addrs string, poolSize int) (redis.Universal
 	return rdb, nil
 }
 
-// openMySQL creates the database and schema when missing.
+// openMySQL connects to MySQL and applies pending migrations (see
+// migrate.go): serve and reconcile start on an up-to-date schema.
 func openMySQL(ctx context.Context, dsn string) (*sql.DB, error) {
+	db, err := connectMySQL(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	// Long enough to wait out another instance applying a small migration;
+	// a long one is `flashgrab migrate`'s, run before the rollout.
+	c, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := settle.Migrate(c, db); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// connectMySQL creates the database when missing and opens a pool on it.
+func connectMySQL(ctx context.Context, dsn string) (*sql.DB, error) {
 	c, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := settle.CreateDatabase(c, dsn); err != nil {
@@ -128,27 +146,7 @@ func openMySQL(ctx context.Context, dsn string) (*sql.DB, error) {
 	db.SetMaxOpenConns(64)
 	db.SetMaxIdleConns(64)
 	db.SetConnMaxLifetime(5 * time.Minute)
-	if err := settle.Migrate(c, db); err != nil {
-		db.Close()
-		return nil, err
-	}
 	return db, nil
-}
-
-func migrateCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "migrate",
-		Usage: "create the MySQL database and schema when missing",
-		Flags: []cli.Flag{mysqlFlag},
-		Action: func(ctx context.Context, cmd *cli.Command) error {
-			db, err := openMySQL(ctx, cmd.String("mysql-dsn"))
-			if err != nil {
-				return err
-			}
-			fmt.Println("schema is up to date")
-			return db.Close()
-		},
-	}
 }
 
 // limitFlags are serve's defences against one client taking the server
