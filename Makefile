@@ -35,7 +35,7 @@ BENCHTIME ?= 2s
 BENCH_TIMEOUT ?= 10m
 FUZZTIME ?= 30s
 
-.PHONY: help run demo build test vet lint bench fuzz services services-status stop-services clean
+.PHONY: help run run-cluster cluster demo build test vet lint bench fuzz services services-status stop-services clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-15s %s\n", $$1, $$2 }'
@@ -44,6 +44,15 @@ help: ## list the targets
 # stay valid and `flashgrab token` in another shell finds it without an export.
 run: services ## start the dev server (serve --dev) against local Redis and MariaDB
 	$(GO) run ./cmd/flashgrab serve --dev
+
+# One seed address is enough: serve asks the node and finds it is a cluster.
+run-cluster: services ## start the dev server on a local 3-master Redis Cluster (make cluster) and MariaDB
+	seed=$$($(SERVICES) cluster); FLASHGRAB_REDIS_ADDRS=$$seed $(GO) run ./cmd/flashgrab serve --dev
+
+# Tests that need a cluster start their own; those that only read and write keys use the one
+# FLASHGRAB_TEST_CLUSTER names instead: FLASHGRAB_TEST_CLUSTER=$(make -s cluster) make test
+cluster: ## start a local 3-master Redis Cluster (ports 7001-7003, AOF) and print its seed address
+	@$(SERVICES) cluster
 
 demo: ## run the README walkthrough against the server `make run` started (fresh ids each time)
 	$(GO) run ./cmd/flashgrab demo

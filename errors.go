@@ -1,6 +1,9 @@
 package flashgrab
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Domain errors. api/ maps each to one HTTP status and code, in one place.
 var (
@@ -20,6 +23,11 @@ var (
 	// ErrUnavailable wraps a failure of a backing store (Redis, MySQL):
 	// the request may be retried later.
 	ErrUnavailable = errors.New("unavailable")
+	// ErrRebuilding reports a partition whose Redis state was lost and is
+	// being rebuilt from MySQL: nothing on it is decided until the rebuild
+	// is done. It is an ErrUnavailable too (errors.Is), so whatever retries
+	// an outage retries it.
+	ErrRebuilding = fmt.Errorf("%w: partition being rebuilt from MySQL", ErrUnavailable)
 )
 
 // InvalidError reports input that breaks a rule; Field names what is wrong.

@@ -10,7 +10,7 @@
 # root may only log in through the unix socket) is switched to also accept that, when we can
 # reach it as root through its socket; otherwise we explain the one statement to run.
 #
-# Usage: services.sh [ensure|status|stop|help]     (ensure is the default)
+# Usage: services.sh [ensure|cluster|status|stop|help]     (ensure is the default)
 #
 # It is shared by `make run`, `make test` and .ci/run, and it is idempotent: running `ensure`
 # twice starts nothing the second time.
@@ -26,9 +26,12 @@ die() {
 
 usage() {
 	cat <<'EOF'
-Usage: .ci/services.sh [ensure|status|stop|help]
+Usage: .ci/services.sh [ensure|cluster|status|stop|help]
 
   ensure  make Redis and MariaDB answer on 127.0.0.1 (default)
+  cluster make a local 3-master Redis Cluster answer (no replicas, AOF,
+          cluster-require-full-coverage no) and print one seed address on stdout: give it
+          to serve as FLASHGRAB_REDIS_ADDRS, to the tests as FLASHGRAB_TEST_CLUSTER
   status  show what answers on the configured ports and which throwaway instances run
   stop    stop the throwaway instances this script started (never a system service)
 
@@ -42,6 +45,7 @@ Environment:
   FLASHGRAB_MYSQL_FIX_ROOT 1 (default): repair root's TCP login as above; 0: only explain
   FLASHGRAB_SERVICES_DIR   where throwaway instances live (default ${TMPDIR:-/tmp}/flashgrab-services-$UID)
   FLASHGRAB_SERVICES_WAIT  seconds to wait for a started server to answer (default 60)
+  FLASHGRAB_CLUSTER_PORT   first of the cluster's three ports (default 7001: 7001-7003)
 EOF
 }
 
@@ -112,6 +116,9 @@ configure() {
 	fi
 	is_port "$MYSQL_PORT" || die "FLASHGRAB_MYSQL_PORT=$MYSQL_PORT is not a port number"
 	[[ $MYSQL_DB =~ ^[A-Za-z0-9_]*$ ]] || die "database name '$MYSQL_DB' in FLASHGRAB_MYSQL_DSN is not a plain identifier"
+
+	CLUSTER_PORT=${FLASHGRAB_CLUSTER_PORT:-7001}
+	is_port "$CLUSTER_PORT" && is_port $((10#$CLUSTER_PORT + 2)) || die "FLASHGRAB_CLUSTER_PORT=$CLUSTER_PORT is not a port number"
 
 	SERVICES_DIR=${FLASHGRAB_SERVICES_DIR:-${TMPDIR:-/tmp}/flashgrab-services-$(id -u)}
 	WAIT=${FLASHGRAB_SERVICES_WAIT:-60}
@@ -396,6 +403,59 @@ ensure_redis() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Redis Cluster: three masters on $CLUSTER_PORT.. +2, each a throwaway instance like the Redis
+# above (so `stop` stops them), with the settings flashgrab expects of a cluster
+# (deploy/redis/flashgrab-cluster.conf): AOF, and cluster-require-full-coverage no, so that the
+# masters still up keep serving their partitions while one is down.
+
+cluster_info() { timeout 5 "$REDIS_CLI" -p "$1" "${@:2}" 2>/dev/null | tr -d '\r'; }
+
+cluster_ok() { [[ $(cluster_info "$1" cluster info) == *cluster_state:ok* ]]; }
+
+cmd_cluster() {
+	local server port dir pid seed
+	local -a ports=() addrs=()
+	server=$(find_prog redis-server) || die "redis-server is not installed (apt-get install redis-server)"
+	REDIS_CLI=$(find_prog redis-cli) || die "redis-cli is not installed (apt-get install redis-tools)"
+	for port in "$CLUSTER_PORT" $((10#$CLUSTER_PORT + 1)) $((10#$CLUSTER_PORT + 2)); do
+		ports+=("$port")
+		addrs+=("127.0.0.1:$port")
+		if port_open "$port"; then
+			[[ $(cluster_info "$port" info cluster) == *cluster_enabled:1* ]] ||
+				die "127.0.0.1:$port answers but is not a Redis Cluster node; free it or set FLASHGRAB_CLUSTER_PORT"
+			continue
+		fi
+		services_dir
+		dir=$SERVICES_DIR/redis-$port
+		mkdir -p "$dir"
+		"$server" --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$dir" \
+			--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
+			--cluster-require-full-coverage no \
+			--save '' --appendonly yes --appendfsync always \
+			--pidfile "$dir/redis.pid" --logfile "$dir/redis.log" ||
+			die "redis-server failed to start on port $port; see $dir/redis.log"
+		if ! wait_until 10 "" "redis-server on 127.0.0.1:$port" redis_ok "$port"; then
+			tail -n 20 "$dir/redis.log" >&2 2>/dev/null || true
+			die "cluster node did not come up; log: $dir/redis.log"
+		fi
+		pid=$(instance_pid "$dir" "$dir/redis.pid" || echo '?')
+		log "redis cluster: started node 127.0.0.1:$port (pid $pid, files in $dir)"
+	done
+	seed=${addrs[0]}
+	if ! cluster_ok "${ports[0]}"; then
+		# Fresh nodes hold no slots: give each a third and introduce them. Nodes that
+		# already hold slots but are not ok are a cluster this script cannot repair.
+		"$REDIS_CLI" --cluster create "${addrs[@]}" --cluster-replicas 0 --cluster-yes >&2 ||
+			die "redis-cli --cluster create ${addrs[*]} failed (a half-made cluster? make stop-services, then again)"
+		wait_until 30 "" "the cluster on ${addrs[*]}" cluster_ok "${ports[0]}" ||
+			die "the cluster on ${addrs[*]} did not reach cluster_state:ok"
+	fi
+	log "redis cluster: 3 masters on ${addrs[*]} answer; one seed address is enough:"
+	log "    FLASHGRAB_REDIS_ADDRS=$seed"
+	printf '%s\n' "$seed"
+}
+
+# ---------------------------------------------------------------------------------------------
 # MariaDB.
 
 # socket_candidates prints unix sockets that may belong to the server on $MYSQL_PORT.
@@ -547,6 +607,7 @@ main() {
 	configure
 	case ${1:-ensure} in
 	ensure) cmd_ensure ;;
+	cluster) cmd_cluster ;;
 	status) cmd_status ;;
 	stop) stop_instances ;;
 	help | -h | --help) usage ;;

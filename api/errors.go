@@ -42,6 +42,8 @@ var domainErrors = []struct {
 	{flashgrab.ErrExpired, fasthttp.StatusGone, "expired"},
 	{flashgrab.ErrInsufficientFunds, fasthttp.StatusPaymentRequired, "insufficient_funds"},
 	{flashgrab.ErrNotPayable, fasthttp.StatusConflict, "not_payable"},
+	// Before ErrUnavailable, which it wraps.
+	{flashgrab.ErrRebuilding, fasthttp.StatusServiceUnavailable, "rebuilding"},
 	{flashgrab.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
 	{settle.ErrNoChannel, fasthttp.StatusBadRequest, "bad_request"},
 	{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},

@@ -15,6 +15,8 @@ func (s *Server) healthz(ctx *fasthttp.RequestCtx, _ params) error {
 // partitions' grabs cannot be decided, and partitions_down lists them so an
 // operator sees which sales are affected. A MySQL outage is reported but
 // keeps 200: grabs go on and settlement catches up when MySQL returns.
+// Partitions whose Redis state was lost and waits for its rebuild from
+// MySQL answer 503 too, listed in partitions_rebuilding.
 func (s *Server) readyz(ctx *fasthttp.RequestCtx, _ params) error {
 	c, cancel := s.reqContext()
 	defer cancel()
@@ -36,6 +38,11 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx, _ params) error {
 		body["partitions_down"] = down
 	}
 	if body["redis"] != "ok" {
+		status = fasthttp.StatusServiceUnavailable
+	}
+	// Partitions whose Redis state was lost: fenced until rebuilt from MySQL.
+	if rb := s.Engine.Rebuilding(); len(rb) > 0 {
+		body["partitions_rebuilding"] = rb
 		status = fasthttp.StatusServiceUnavailable
 	}
 	if err := s.Books.DB.PingContext(c); err != nil {

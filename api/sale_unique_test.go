@@ -3,6 +3,7 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -106,12 +107,26 @@ func TestSaleIDUniqueAfterRedisLoss(t *testing.T) {
 		t.Fatalf("same terms after Redis loss: %d %v, want 409 exists saying it needs a rebuild", status, body)
 	}
 	assertSaleAbsent(t, h, rdb, "s1")
-	if status, body := h.do("POST", "/v1/sales/s1/grab", h.token("alice", false, time.Hour), "", "Idempotency-Key", "again"); status != 404 {
-		t.Fatalf("grab after Redis loss: %d %v, want 404 (no sale to buy beyond the limit)", status, body)
+	// The epoch markers went with the rest: the partitions are fenced until
+	// rebuilt, so nobody buys beyond the limit meanwhile.
+	if status, body := h.do("POST", "/v1/sales/s1/grab", h.token("alice", false, time.Hour), "", "Idempotency-Key", "again"); status != 503 || errCode(body) != "rebuilding" {
+		t.Fatalf("grab after Redis loss: %d %v, want 503 rebuilding", status, body)
+	}
+	// /readyz lists the partition seen fenced.
+	status, ready := h.do("GET", "/readyz", "", "")
+	if rb, _ := ready["partitions_rebuilding"].([]any); status != 503 || !slices.Contains(rb, any(float64(h.eng.Keys().Partition("s1")))) {
+		t.Fatalf("/readyz with s1's partition fenced: %d %v, want 503 listing partition %d", status, ready, h.eng.Keys().Partition("s1"))
+	}
+	s2 := strings.Replace(terms, `"s1"`, `"s2"`, 1)
+	if status, body := h.do("POST", "/v1/sales", h.admin, s2); status != 503 || errCode(body) != "rebuilding" {
+		t.Fatalf("create of a new id in a fenced partition: %d %v, want 503 rebuilding", status, body)
 	}
 
-	// An id MySQL never saw is created as ever.
-	if status, body := h.do("POST", "/v1/sales", h.admin, strings.Replace(terms, `"s1"`, `"s2"`, 1)); status != 201 {
+	// Once its partition is rebuilt, an id MySQL never saw is created as ever.
+	if err := h.eng.MarkEpoch(context.Background(), h.eng.Keys().Partition("s2"), "rebuilt"); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := h.do("POST", "/v1/sales", h.admin, s2); status != 201 {
 		t.Fatalf("create of a new id after Redis loss: %d %v", status, body)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
+	"github.com/flashgrab/flashgrab/scripts"
 )
 
 // TestClusterMasterDown is issue 9 item 6 on a real Redis Cluster of three
@@ -128,12 +130,220 @@ func TestClusterMasterDown(t *testing.T) {
 	if up > time.Second {
 		t.Errorf("partitions up %v after the master answered, want within 1 s", up)
 	}
-	// The master came back empty (no persistence): its sale is gone, and
-	// Redis says so once the cluster has taken the node back (until then it
-	// answers CLUSTERDOWN, which is ErrUnavailable).
+	// The master came back empty (no persistence): its partitions lost their
+	// epoch markers with their sales, so they are fenced until rebuilt from
+	// MySQL, once the cluster has taken the node back (until then it
+	// answers CLUSTERDOWN, which is ErrUnavailable too); the live masters'
+	// partitions are not.
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		err := grab(deadParts[0], "after")
-		return errors.Is(err, flashgrab.ErrNotFound), fmt.Sprintf("grab on the returned, empty master: %v, want ErrNotFound", err)
+		return errors.Is(err, flashgrab.ErrRebuilding), fmt.Sprintf("grab on the returned, empty master: %v, want ErrRebuilding", err)
 	})
+	missing, err := e.MissingEpochs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := slices.Sorted(slices.Values(deadParts)); !slices.Equal(missing, want) {
+		t.Fatalf("partitions without their epoch marker: %v, want those of the returned master %v", missing, want)
+	}
 	t.Logf("returned master answers grabs %v after it answered PING", time.Since(back))
+}
+
+// TestClusterScriptsOnEveryMaster is issue 11 on a real 3-master cluster
+// reached through one seed address: the engine loads its scripts on every
+// master at start, and a SCRIPT FLUSH on one master while grabs run on all
+// of them fails none (the NOSCRIPT is answered by loading the script again
+// and sending the call again); every sale then holds exactly its winners.
+func TestClusterScriptsOnEveryMaster(t *testing.T) {
+	nodes := testenv.Cluster(t)
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{nodes[0].Addr}})
+	t.Cleanup(func() { rdb.Close() })
+	const partitions = 9
+	ks := engine.Keyspace{Prefix: "fgf", Partitions: partitions}
+	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	var hashes []string
+	for _, src := range []string{scripts.SaleCreate, scripts.SaleGrab, scripts.OrderRelease,
+		scripts.PacketCreate, scripts.PacketGrab, scripts.PacketExpire} {
+		hashes = append(hashes, redis.NewScript(src).Hash())
+	}
+	for _, n := range nodes {
+		c := redis.NewClient(&redis.Options{Addr: n.Addr})
+		loaded, err := c.ScriptExists(ctx, hashes...).Result()
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(loaded, false) {
+			t.Fatalf("master %s after engine.New: scripts loaded %v, want all %d", n.Addr, loaded, len(hashes))
+		}
+	}
+
+	// One sale per partition; the partitions reach every master.
+	sales := make([]string, partitions)
+	masters := map[string]bool{}
+	for i, found := 0, 0; found < partitions; i++ {
+		id := "s" + strconv.Itoa(i)
+		if p := ks.Partition(id); sales[p] == "" {
+			sales[p] = id
+			found++
+		}
+	}
+	for p, id := range sales {
+		if _, err := e.CreateSale(ctx, openSale(id, 1000, 1)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := rdb.MasterForKey(ctx, ks.Sale(p, id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		masters[m.Options().Addr] = true
+	}
+	if len(masters) != len(nodes) {
+		t.Fatalf("the sales' partitions reach %d masters, want %d", len(masters), len(nodes))
+	}
+
+	// 40 users per sale grab concurrently; after the first wins, the
+	// scripts are flushed on one master.
+	const users = 40
+	errs := make(chan error, users*partitions+1)
+	flushed := make(chan struct{})
+	var flushOnce sync.Once
+	flush := func() {
+		flushOnce.Do(func() {
+			c := redis.NewClient(&redis.Options{Addr: nodes[1].Addr})
+			defer c.Close()
+			if err := c.ScriptFlush(ctx).Err(); err != nil {
+				errs <- fmt.Errorf("SCRIPT FLUSH on %s: %w", nodes[1].Addr, err)
+			}
+			close(flushed)
+		})
+	}
+	var first, all sync.WaitGroup
+	for _, id := range sales {
+		for u := range users {
+			all.Add(1)
+			if u < users/2 {
+				first.Add(1)
+			}
+			go func() {
+				defer all.Done()
+				if u >= users/2 {
+					<-flushed
+				} else {
+					defer first.Done()
+				}
+				_, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: id, UserID: "u" + strconv.Itoa(u), Qty: 1})
+				if err != nil {
+					errs <- fmt.Errorf("grab of %s by u%d: %w", id, u, err)
+					return
+				}
+				flush() // after the first win, while the others are in flight
+			}()
+		}
+	}
+	first.Wait()
+	flush() // in case no grab won
+	all.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// The grabs after the flush reached the flushed master (it holds a
+	// third of the sales): the grab script is cached there again.
+	c := redis.NewClient(&redis.Options{Addr: nodes[1].Addr})
+	loaded, err := c.ScriptExists(ctx, redis.NewScript(scripts.SaleGrab).Hash()).Result()
+	c.Close()
+	if err != nil || !loaded[0] {
+		t.Errorf("grab script on the flushed master %s after the grabs: loaded %v (%v), want true", nodes[1].Addr, loaded, err)
+	}
+	for p, id := range sales {
+		v, err := rdb.HMGet(ctx, ks.Sale(p, id), "stock", "sold").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v[0] != strconv.Itoa(1000-users) || v[1] != strconv.Itoa(users) {
+			t.Errorf("sale %s: stock %v sold %v, want %d and %d", id, v[0], v[1], 1000-users, users)
+		}
+	}
+}
+
+// TestClusterPacketExpiryOnEveryMaster: the sweeper's packet expiry reads
+// each partition's pkt-expiry set by key, so on a real 3-master cluster
+// reached through one seed it closes the expired packets of every master,
+// each exactly once, with one refund event in its partition's stream.
+func TestClusterPacketExpiryOnEveryMaster(t *testing.T) {
+	masters, prefix := testenv.SharedCluster(t)
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{masters[len(masters)-1]}})
+	t.Cleanup(func() { rdb.Close() })
+	const partitions = 6
+	ks := engine.Keyspace{Prefix: prefix, Partitions: partitions}
+	e, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	perPartition := make([]int, partitions)
+	reached := map[string]bool{}
+	published := 0
+	for covered := 0; covered < partitions; {
+		pk, err := e.NewPacket("sender", 300, 3, flashgrab.ModeFixed, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pk.ExpiresAt = time.Now().Add(-time.Millisecond) // expired already: the scripts use Redis TIME
+		pk.CreatedAt = pk.ExpiresAt.Add(-time.Hour)
+		if err := e.PublishPacket(ctx, pk); err != nil {
+			t.Fatal(err)
+		}
+		p := ks.Partition(pk.ID)
+		if perPartition[p] == 0 {
+			covered++
+			m, err := rdb.MasterForKey(ctx, ks.PacketExpiry(p))
+			if err != nil {
+				t.Fatal(err)
+			}
+			reached[m.Options().Addr] = true
+		}
+		perPartition[p]++
+		published++
+	}
+	if len(reached) != len(masters) {
+		t.Fatalf("the packets' partitions reach %d masters, want %d", len(reached), len(masters))
+	}
+	closed := 0
+	for p := range partitions {
+		n, err := e.ExpirePackets(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != perPartition[p] {
+			t.Errorf("partition %d: %d packets closed, want %d", p, n, perPartition[p])
+		}
+		closed += n
+		msgs, err := rdb.XRange(ctx, ks.Events(p), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		refunds := 0
+		for _, m := range msgs {
+			if ev, err := engine.ParseEvent(p, m); err == nil && ev.Kind == flashgrab.EventRefund {
+				refunds++
+			}
+		}
+		if refunds != perPartition[p] {
+			t.Errorf("partition %d: %d refund events, want %d", p, refunds, perPartition[p])
+		}
+		if n, err := e.ExpirePackets(ctx, p); err != nil || n != 0 {
+			t.Errorf("partition %d swept again: %d closed (%v), want 0", p, n, err)
+		}
+	}
+	if closed != published {
+		t.Fatalf("%d packets closed, %d published", closed, published)
+	}
 }

@@ -63,6 +63,13 @@ type Config struct {
 	SoldOutMaxBuyers int
 	// Clock tells the sold-out mark the time; nil is time.Now. Tests set it.
 	Clock func() time.Time
+
+	// DetectLoss leaves the partitions' epoch markers to a rebuilder
+	// (settle.Rebuilder): a partition without one stays fenced (grabs and
+	// creates answer ErrRebuilding) until it is initialised or rebuilt from
+	// MySQL. serve sets it. Off (tests, benchmarks), New writes every
+	// missing marker itself, as on a fresh deployment.
+	DetectLoss bool
 }
 
 // Engine runs sales and red packets over Redis. It is safe for concurrent use.
@@ -76,11 +83,14 @@ type Engine struct {
 	saleCreate   *redis.Script
 	saleGrab     *redis.Script
 	orderRelease *redis.Script
+	packetCreate *redis.Script
+	packetGrab   *redis.Script
+	packetExpire *redis.Script
+	// The rebuild's restores (rebuild.go).
+	saleRestore   *redis.Script
+	packetRestore *redis.Script
 	// The sharded sale's scripts (shard.go).
 	saleShardCreate, saleTake, saleGive *redis.Script
-	packetCreate                        *redis.Script
-	packetGrab                          *redis.Script
-	packetExpire                        *redis.Script
 
 	// Coalescing of grabs (coalesce.go), the sold-out mark (soldout.go) and
 	// the sale heads grabs reuse (sale.go).
@@ -92,6 +102,8 @@ type Engine struct {
 	bg      *background // the goroutines of batch, soldOut and the breakers' probes; Close stops them
 	// breakers fail calls to an unreachable Redis node fast (breaker.go).
 	breakers *breakers
+	// fences tracks partitions without their epoch marker (rebuild.go).
+	fences *fences
 }
 
 // New returns an Engine and loads its scripts into Redis (a later NOSCRIPT,
@@ -112,17 +124,20 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		cfg.Retention = DefaultRetention
 	}
 	e := &Engine{
-		rdb:          cfg.Redis,
-		keys:         cfg.Keys,
-		ids:          cfg.IDs,
-		retention:    cfg.Retention,
-		saleCreate:   redis.NewScript(scripts.SaleCreate),
-		saleGrab:     redis.NewScript(scripts.SaleGrab),
-		orderRelease: redis.NewScript(scripts.OrderRelease),
-		packetCreate: redis.NewScript(scripts.PacketCreate),
-		packetGrab:   redis.NewScript(scripts.PacketGrab),
-		packetExpire: redis.NewScript(scripts.PacketExpire),
-		bg:           newBackground(),
+		rdb:           cfg.Redis,
+		keys:          cfg.Keys,
+		ids:           cfg.IDs,
+		retention:     cfg.Retention,
+		saleCreate:    redis.NewScript(scripts.SaleCreate),
+		saleGrab:      redis.NewScript(scripts.SaleGrab),
+		orderRelease:  redis.NewScript(scripts.OrderRelease),
+		packetCreate:  redis.NewScript(scripts.PacketCreate),
+		packetGrab:    redis.NewScript(scripts.PacketGrab),
+		packetExpire:  redis.NewScript(scripts.PacketExpire),
+		saleRestore:   redis.NewScript(scripts.SaleRestore),
+		packetRestore: redis.NewScript(scripts.PacketRestore),
+		bg:            newBackground(),
+		fences:        newFences(),
 
 		saleShardCreate: redis.NewScript(scripts.SaleShardCreate),
 		saleTake:        redis.NewScript(scripts.SaleTake),
@@ -141,9 +156,14 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		e.ids = localIDs()
 	}
 	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease, e.packetCreate, e.packetGrab, e.packetExpire,
-		e.saleShardCreate, e.saleTake, e.saleGive} {
+		e.saleRestore, e.packetRestore, e.saleShardCreate, e.saleTake, e.saleGive} {
 		if err := s.Load(ctx, e.rdb).Err(); err != nil {
 			return nil, fmt.Errorf("engine: load script: %w", wrapRedis(err))
+		}
+	}
+	if !cfg.DetectLoss {
+		if err := e.initEpochs(ctx); err != nil {
+			return nil, err
 		}
 	}
 	return e, nil
@@ -169,6 +189,9 @@ func (e *Engine) Ping(ctx context.Context) error { return wrapRedis(e.rdb.Ping(c
 func wrapRedis(err error) error {
 	if err == nil || errors.Is(err, redis.Nil) || errors.Is(err, flashgrab.ErrUnavailable) {
 		return err
+	}
+	if redis.HasErrorPrefix(err, fencedPrefix) {
+		return fmt.Errorf("%w (%v)", flashgrab.ErrRebuilding, err)
 	}
 	var reply redis.Error
 	if errors.As(err, &reply) && !transientReply(err) {

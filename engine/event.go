@@ -43,6 +43,8 @@ func ParseEvent(p int, m redis.XMessage) (flashgrab.Event, error) {
 	case flashgrab.EventOrder:
 		e.Order = flashgrab.Order{ID: str("id"), SaleID: str("sale"), UserID: str("user"), MerchantID: str("mch"),
 			Qty: num("qty"), AmountCents: num("amt"), CreatedAt: ms("at")}
+		// Events written before the key was recorded have no "key" field.
+		e.Order.Key, e.Order.KeyKnown = m.Values["key"].(string)
 	case flashgrab.EventGrab:
 		e.Grab = flashgrab.PacketGrab{PacketID: str("pkt"), SenderID: str("sender"), UserID: str("user"),
 			AmountCents: num("amt"), Seq: num("seq"), At: ms("at")}

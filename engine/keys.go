@@ -58,6 +58,11 @@ func (k Keyspace) PacketExpiry(p int) string { return k.tag(p) + "pkt-expiry" }
 // Events is the partition's settlement stream.
 func (k Keyspace) Events(p int) string { return k.tag(p) + "events" }
 
+// Epoch is the partition's epoch marker: written when the partition's state
+// is initialised or rebuilt from MySQL, so its absence means Redis lost the
+// partition's state (rebuild.go). Every grab and create script checks it.
+func (k Keyspace) Epoch(p int) string { return k.tag(p) + "epoch" }
+
 // Global keys are not tied to a partition and never touched by a script.
 
 // waitMark is the counter replica durability INCRs before each WAIT

@@ -34,7 +34,8 @@ func (e *Engine) Order(ctx context.Context, id string) (flashgrab.Order, error) 
 	}
 	d := recordDecoder{key: e.keys.Order(p, id)}
 	o := flashgrab.Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: d.int("qty", f[3]),
-		AmountCents: d.int("amount", f[4]), CreatedAt: time.UnixMilli(d.int("at_ms", f[5])).UTC()}
+		AmountCents: d.int("amount", f[4]), CreatedAt: time.UnixMilli(d.int("at_ms", f[5])).UTC(),
+		Key: f[6], KeyKnown: f[6] != noKey}
 	if d.err != nil {
 		return flashgrab.Order{}, fmt.Errorf("order %s: %w", id, d.err)
 	}
@@ -57,10 +58,10 @@ func (e *Engine) ReleaseOrder(ctx context.Context, o flashgrab.Order) (released 
 	if !ok {
 		return false, fmt.Errorf("release order %q: %w", o.ID, flashgrab.ErrNotFound)
 	}
-	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID)}
+	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID), e.keys.Epoch(p)}
 	r, err := e.orderRelease.Run(ctx, e.rdb, keys, o.UserID, o.Qty, o.ID, e.retention.Milliseconds()).Int()
 	if err != nil {
-		return false, fmt.Errorf("release order %s: %w", o.ID, wrapRedis(err))
+		return false, fmt.Errorf("release order %s: %w", o.ID, e.noteFenced(p, wrapRedis(err)))
 	}
 	switch r {
 	case -1:

@@ -42,10 +42,10 @@ func (e *Engine) NewPacket(sender string, total, count int64, mode string, ttl t
 // PublishPacket makes a funded packet grabbable. Publishing twice is harmless.
 func (e *Engine) PublishPacket(ctx context.Context, pk flashgrab.Packet) error {
 	p := e.keys.Partition(pk.ID)
-	cmd, durErr := e.runDurable(ctx, e.packetCreate, []string{e.keys.Packet(p, pk.ID), e.keys.PacketExpiry(p)},
+	cmd, durErr := e.runDurable(ctx, e.packetCreate, []string{e.keys.Packet(p, pk.ID), e.keys.PacketExpiry(p), e.keys.Epoch(p)},
 		pk.ID, pk.SenderID, pk.TotalCents, pk.Count, pk.Mode, pk.ExpiresAt.UnixMilli(), pk.CreatedAt.UnixMilli())
 	if err := cmd.Err(); err != nil {
-		return fmt.Errorf("publish packet %s: %w", pk.ID, wrapRedis(err))
+		return fmt.Errorf("publish packet %s: %w", pk.ID, e.noteFenced(p, wrapRedis(err)))
 	}
 	if durErr != nil {
 		return fmt.Errorf("publish packet %s: %w", pk.ID, durErr)
@@ -119,16 +119,16 @@ func (e *Engine) GrabPacket(ctx context.Context, packetID, user string) (flashgr
 	h := e.packetHead(packetID)
 	v, err := e.batch.do(ctx, &h.call, nil, user, rand.Int64N(packetRandomRange))
 	if err != nil {
-		return flashgrab.PacketGrabResult{}, fmt.Errorf("grab packet %s: %w", packetID, err)
+		return flashgrab.PacketGrabResult{}, fmt.Errorf("grab packet %s: %w", packetID, e.noteFenced(e.keys.Partition(packetID), err))
 	}
 	return packetOutcome(packetID, v)
 }
 
 // packetHead is what every grab of one packet sends alike: the script's head
-// keys (packet, grabs, events, expiry) and args (packet id, how long an
+// keys (packet, grabs, events, expiry, epoch) and args (packet id, how long an
 // emptied packet's keys are kept).
 type packetHead struct {
-	keys [4]string
+	keys [5]string
 	args [2]any
 	call batchCall
 }
@@ -136,7 +136,7 @@ type packetHead struct {
 func (e *Engine) packetHead(id string) *packetHead {
 	return e.pkts.get(id, func() *packetHead {
 		p := e.keys.Partition(id)
-		h := &packetHead{keys: [4]string{e.keys.Packet(p, id), e.keys.PacketGrabs(p, id), e.keys.Events(p), e.keys.PacketExpiry(p)},
+		h := &packetHead{keys: [5]string{e.keys.Packet(p, id), e.keys.PacketGrabs(p, id), e.keys.Events(p), e.keys.PacketExpiry(p), e.keys.Epoch(p)},
 			args: [2]any{id, e.retention.Milliseconds()}}
 		h.call = batchCall{Target: h.keys[0], Script: e.packetGrab, Keys: h.keys[:], Args: h.args[:], Width: 4}
 		return h

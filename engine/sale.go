@@ -22,12 +22,12 @@ func (e *Engine) CreateSale(ctx context.Context, s flashgrab.Sale) (flashgrab.Sa
 		return e.createSharded(ctx, s)
 	}
 	p := e.keys.Partition(s.ID)
-	cmd, durErr := e.runDurable(ctx, e.saleCreate, []string{e.keys.Sale(p, s.ID), e.keys.Events(p)},
+	cmd, durErr := e.runDurable(ctx, e.saleCreate, []string{e.keys.Sale(p, s.ID), e.keys.Events(p), e.keys.Epoch(p)},
 		s.ID, s.MerchantID, s.PriceCents, s.Stock, s.PerUserLimit,
 		s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli())
 	created, err := cmd.Int()
 	if err != nil {
-		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, wrapRedis(err))
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, e.noteFenced(p, wrapRedis(err)))
 	}
 	if durErr != nil {
 		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, durErr)
@@ -99,7 +99,7 @@ func (e *Engine) Grab(ctx context.Context, r flashgrab.GrabRequest) (flashgrab.G
 	orderKey, oid := h.orderKey(id)
 	v, err := e.batch.do(ctx, &h.call, []string{orderKey}, r.UserID, r.Key, r.Qty, oid)
 	if err != nil {
-		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
+		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, e.noteFenced(h.p, err))
 	}
 	res, err := grabOutcome(r.SaleID, v)
 	if res.decided {
@@ -128,12 +128,12 @@ func (e *Engine) BatchStats() BatchStats { return e.batch.stats() }
 func (e *Engine) SoldOutStats() SoldOutStats { return e.soldOut.stats() }
 
 // saleHead is what every grab of one sale sends alike: its partition, key
-// tag, the script's head keys (sale, buyers, events) and args (sale id,
+// tag, the script's head keys (sale, buyers, events, epoch) and args (sale id,
 // order retention in ms).
 type saleHead struct {
 	p    int
 	tag  string
-	keys [3]string
+	keys [4]string
 	args [2]any
 	call batchCall // the script call's head, for the batcher
 }
@@ -155,7 +155,7 @@ func (h *saleHead) orderKey(id int64) (key, oid string) {
 func (e *Engine) saleHead(id string) *saleHead {
 	return e.heads.get(id, func() *saleHead {
 		p := e.keys.Partition(id)
-		h := &saleHead{p: p, tag: e.keys.tag(p), keys: [3]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p)},
+		h := &saleHead{p: p, tag: e.keys.tag(p), keys: [4]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p), e.keys.Epoch(p)},
 			args: [2]any{id, e.retention.Milliseconds()}}
 		h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
 		return h

@@ -8,11 +8,17 @@
 -- the record so that a second call returns nothing more.
 --
 -- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] order record
+-- KEYS[4] partition epoch marker (the fence below)
 --   ("sale|user|merchant|qty|amount|at_ms|key", see sale_grab.lua)
 -- ARGV[1] user, ARGV[2] qty, ARGV[3] order id, ARGV[4] tombstone retention ms
 -- Returns 1 when released now, 0 when it was released before, -1 when the
 -- record is gone and the facts are missing, -2 when the sale's keys are gone
 -- (nothing can be returned).
+-- Fence (engine/rebuild.go): without the partition's epoch marker its state
+-- was lost and is being rebuilt from MySQL; decide nothing until it is back.
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
+end
 local rec = redis.call('GET', KEYS[3])
 if rec == '~rel' then
   return 0

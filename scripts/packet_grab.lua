@@ -9,10 +9,16 @@
 -- the caller (ARGV): Redis resets Lua's math.random for every call.
 --
 -- KEYS[1] packet hash   KEYS[2] grabs hash   KEYS[3] events stream   KEYS[4] expiry zset
+-- KEYS[5] partition epoch marker (the fence below)
 -- ARGV[1] packet id, ARGV[2] retention ms of an emptied packet's keys, then
 -- per user i: user, random integer in [0, 2^40)
 -- Returns, per user, four values: outcome, amount, remaining count,
 -- remaining cents. Outcomes: ok, repeat, empty, expired, not_found.
+-- Fence (engine/rebuild.go): without the partition's epoch marker its state
+-- was lost and is being rebuilt from MySQL; decide nothing until it is back.
+if redis.call('EXISTS', KEYS[5]) == 0 then
+  return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
+end
 local pkt = redis.call('HMGET', KEYS[1], 'sender', 'count', 'mode', 'rem', 'left', 'exp', 'st')
 local n = (#ARGV - 2) / 2
 local out = {}

@@ -5,10 +5,15 @@
 -- reply) with the same terms finds its own sale: it succeeds without a
 -- second event. Different terms under a taken id are refused.
 --
--- KEYS[1] sale hash   KEYS[2] events stream
+-- KEYS[1] sale hash   KEYS[2] events stream   KEYS[3] partition epoch marker
 -- ARGV    id, merchant_id, price_cents, stock, per_user_limit, starts_at_ms, ends_at_ms
 -- Returns 1 when created, 2 when the same sale exists already, 0 when the id
 -- is taken by other terms.
+-- Fence (engine/rebuild.go): without the partition's epoch marker its state
+-- was lost and is being rebuilt from MySQL; decide nothing until it is back.
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
+end
 local cur = redis.call('HMGET', KEYS[1], 'mch', 'price', 'init', 'limit', 'start', 'end')
 if cur[1] then
   for i = 1, 6 do

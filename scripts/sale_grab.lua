@@ -7,7 +7,8 @@
 -- pair returns the order it produced the first time, never a second one.
 --
 -- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] events stream
--- KEYS[3+i] order record of user i: "sale|user|merchant|qty|amount|at_ms|key",
+-- KEYS[4] partition epoch marker (the fence below)
+-- KEYS[4+i] order record of user i: "sale|user|merchant|qty|amount|at_ms|key",
 -- a string kept for ARGV[2] ms (it outlives the unpaid-order deadline; MySQL
 -- keeps the order for good)
 -- ARGV[1] sale id, ARGV[2] order retention ms, then per user i: user, key,
@@ -17,6 +18,12 @@
 -- bad_qty, not_found.
 -- Numbers go into Redis as integers: Lua would write 1e15 as "1e+15".
 local function int(x) return string.format('%d', x) end
+
+-- Fence (engine/rebuild.go): without the partition's epoch marker its state
+-- was lost and is being rebuilt from MySQL; decide nothing until it is back.
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
+end
 
 local sale = redis.call('HMGET', KEYS[1], 'mch', 'price', 'stock', 'limit', 'start', 'end', 'sold')
 local n = (#ARGV - 2) / 4
@@ -63,10 +70,10 @@ for i = 1, n do
     stock = stock - qty
     sold = sold + qty
     redis.call('HSET', KEYS[2], uf, int(held + qty), kf, oid .. '|' .. int(qty) .. '|' .. int(amount))
-    redis.call('SET', KEYS[3 + i], ARGV[1] .. '|' .. user .. '|' .. mch .. '|' .. int(qty) .. '|' ..
+    redis.call('SET', KEYS[4 + i], ARGV[1] .. '|' .. user .. '|' .. mch .. '|' .. int(qty) .. '|' ..
       int(amount) .. '|' .. int(now) .. '|' .. key, 'PX', ARGV[2])
     redis.call('XADD', KEYS[3], '*', 'k', 'order', 'id', oid, 'sale', ARGV[1], 'user', user,
-      'mch', mch, 'qty', int(qty), 'amt', int(amount), 'at', int(now))
+      'mch', mch, 'qty', int(qty), 'amt', int(amount), 'at', int(now), 'key', key)
   end
   if outcome ~= 'ok' and outcome ~= 'repeat' then
     oid, rqty, amount = '', 0, 0

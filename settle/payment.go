@@ -259,8 +259,8 @@ func (b *Books) Payment(ctx context.Context, outTradeNo string) (Payment, error)
 // when the id already holds a different order.
 func (b *Books) ensureOrder(ctx context.Context, o flashgrab.Order) error {
 	_, err := b.DB.ExecContext(ctx, `INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents,
-		created_at, expires_at) VALUES (?,?,?,?,?,?,?,?)`, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
-		o.CreatedAt, o.CreatedAt.Add(b.orderTTL()))
+		created_at, expires_at, idem_key) VALUES (?,?,?,?,?,?,?,?,?)`, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
+		o.CreatedAt, o.CreatedAt.Add(b.orderTTL()), idemKey(o))
 	if err != nil {
 		return fmt.Errorf("write order %s: %w", o.ID, unavailable(err))
 	}

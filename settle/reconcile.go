@@ -116,7 +116,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
 	for _, check := range []func(context.Context, *state) (Check, error){
 		r.balancesMatchLedger, r.creditsArePaid, r.paymentsCreditedOnce, r.moneyConserved, r.packetsAddUp,
 		r.salesMatchOrders, r.shardMovesAddUp, r.noStrandedStock, r.ordersSettled, r.grabsSettled,
-		r.settlementNotStuck, r.noDeadLetters, r.refundsReachBuyers,
+		r.settlementNotStuck, r.noDeadLetters, r.refundsReachBuyers, r.stateNotLost,
 	} {
 		c, err := check(ctx, st)
 		if err != nil {
@@ -361,6 +361,39 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 			}
 		}
 		missing = missing[n:]
+	}
+	return c, nil
+}
+
+// stateNotLost: a partition without its epoch marker lost its Redis state
+// (engine/rebuild.go) and is fenced until rebuilt; while MySQL holds sales or
+// live packets of it, that is a difference (a partition MySQL knows nothing
+// of is only waiting for its first marker).
+func (r *Reconciler) stateNotLost(ctx context.Context, st *state) (Check, error) {
+	c := Check{Name: "Redis state present in every partition (epoch)"}
+	live := make([]int, r.Keys.Partitions)
+	rows, err := r.DB.QueryContext(ctx, `SELECT id FROM packets WHERE status = ?`, PacketLive)
+	if err != nil {
+		return c, err
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return c, err
+		}
+		live[r.Keys.Partition(id)]++
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return c, err
+	}
+	for _, s := range st.snaps {
+		c.Checked++
+		if !s.epoch && (len(st.sales[s.p]) > 0 || live[s.p] > 0) {
+			c.Diffs = append(c.Diffs, fmt.Sprintf("partition %d: no epoch marker while MySQL holds %d sales and %d live packets of it: "+
+				"Redis lost its state; `flashgrab rebuild` restores it", s.p, len(st.sales[s.p]), live[s.p]))
+		}
 	}
 	return c, nil
 }

@@ -22,24 +22,20 @@ const checkOrders = "every order in Redis is in MySQL (inv. 4)"
 // master, and reconcile's order check looks at all three and reports each,
 // not only those of the one node a plain SCAN reaches.
 func TestReconcileScansEveryMaster(t *testing.T) {
-	nodes := testenv.Cluster(t)
+	masters, prefix := testenv.SharedCluster(t)
 	ctx := context.Background()
-	addrs := make([]string, len(nodes))
-	for i, n := range nodes {
-		addrs[i] = n.Addr
-	}
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs, ReadTimeout: time.Second, WriteTimeout: time.Second})
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: masters, ReadTimeout: time.Second, WriteTimeout: time.Second})
 	t.Cleanup(func() { rdb.Close() })
 	db, _ := testenv.MySQL(t)
 	if err := settle.Migrate(ctx, db); err != nil {
 		t.Fatal(err)
 	}
-	ks := engine.Keyspace{Prefix: "fgr", Partitions: 16}
+	ks := engine.Keyspace{Prefix: prefix, Partitions: 16}
 
 	// One orphan order per master, in a partition whose slot it holds.
 	planted := map[string]string{} // master address -> order id
 	var want []string
-	for p := 0; p < ks.Partitions && len(planted) < len(nodes); p++ {
+	for p := 0; p < ks.Partitions && len(planted) < len(masters); p++ {
 		m, err := rdb.MasterForKey(ctx, ks.Events(p))
 		if err != nil {
 			t.Fatal(err)
@@ -55,8 +51,8 @@ func TestReconcileScansEveryMaster(t *testing.T) {
 		planted[addr] = id
 		want = append(want, "order "+id+": in Redis, not in MySQL nor in flight")
 	}
-	if len(planted) != len(nodes) {
-		t.Fatalf("partitions reach %d of %d masters: %v", len(planted), len(nodes), planted)
+	if len(planted) != len(masters) {
+		t.Fatalf("partitions reach %d of %d masters: %v", len(planted), len(masters), planted)
 	}
 
 	rep, err := (&settle.Reconciler{DB: db, Redis: rdb, Keys: ks}).Reconcile(ctx)
@@ -71,9 +67,9 @@ func TestReconcileScansEveryMaster(t *testing.T) {
 		}
 		got := slices.Sorted(slices.Values(c.Diffs))
 		slices.Sort(want)
-		if c.Checked != len(nodes) || !slices.Equal(got, want) {
+		if c.Checked != len(masters) || !slices.Equal(got, want) {
 			t.Fatalf("order check looked at %d orders with differences %q, want %d and %q\n%s",
-				c.Checked, got, len(nodes), want, sb.String())
+				c.Checked, got, len(masters), want, sb.String())
 		}
 		return
 	}

@@ -19,6 +19,7 @@ import (
 // the consumer group's progress are seen at one instant.
 type snapshot struct {
 	p         int
+	epoch     bool      // the partition's epoch marker exists: Redis has not lost its state
 	now       time.Time // Redis's clock, which also stamps stream ids
 	last      streamID  // the last id the stream generated; later orders are not in this snapshot
 	unsettled []redis.XMessage
@@ -90,6 +91,7 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 	stream := r.Keys.Events(p)
 	var (
 		timeCmd   *redis.TimeCmd
+		epoch     *redis.IntCmd
 		exists    *redis.IntCmd
 		info      *redis.XInfoStreamCmd
 		groups    *redis.XInfoGroupsCmd
@@ -103,6 +105,7 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 	// command below; TxPipelined's own error is the first of them.
 	r.Redis.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
 		timeCmd = pipe.Time(ctx)
+		epoch = pipe.Exists(ctx, r.Keys.Epoch(p))
 		exists = pipe.Exists(ctx, stream)
 		info = pipe.XInfoStream(ctx, stream)
 		groups = pipe.XInfoGroups(ctx, stream)
@@ -119,7 +122,7 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 	if err := timeCmd.Err(); err != nil {
 		return nil, fmt.Errorf("snapshot partition %d: %w", p, err)
 	}
-	s := &snapshot{p: p, now: timeCmd.Val(), sales: map[string][]any{}}
+	s := &snapshot{p: p, now: timeCmd.Val(), epoch: epoch.Val() == 1, sales: map[string][]any{}}
 	for i, c := range saleCmds {
 		if err := c.Err(); err != nil {
 			return nil, fmt.Errorf("snapshot partition %d: sale %s: %w", p, sales[i].id, err)
@@ -133,6 +136,10 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 		s.firstDead = deadFirst.Val()[0].Values
 	}
 	if exists.Val() == 0 {
+		// No stream (none yet, or Redis lost it and no event came since a
+		// rebuild): every event MySQL holds is older than this instant,
+		// and stream ids are Redis's clock.
+		s.last = streamID{ms: uint64(s.now.UnixMilli())}
 		return s, nil
 	}
 	if err := info.Err(); err != nil {
@@ -266,7 +273,10 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 			name = fmt.Sprintf("sale %s shard in partition %d", sr.id, s.p)
 		}
 		if v[0] == nil {
-			diffs = append(diffs, fmt.Sprintf("%s: in MySQL, missing in Redis", name))
+			// Its counters went with it: what it sold beyond MySQL cannot
+			// be counted any more.
+			diffs = append(diffs, fmt.Sprintf("%s: in MySQL (%d units held by its orders), missing in Redis: Redis lost it; "+
+				"`flashgrab rebuild` restores it from MySQL", name, held[sr.id]))
 			continue
 		}
 		stock, sold, init := atoi(v[0]), atoi(v[1]), atoi(v[2])
@@ -274,8 +284,15 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 		if init != sr.initial {
 			diffs = append(diffs, fmt.Sprintf("%s: initial stock %d in Redis, %d in MySQL", name, init, sr.initial))
 		}
-		if sold != units {
-			diffs = append(diffs, fmt.Sprintf("%s: Redis sold %d, MySQL orders hold %d (%d settled + %d in flight)",
+		switch {
+		case sold > units:
+			// Wins Redis answered whose events are neither settled nor in
+			// the stream: lost with the stream (Redis lost some keys, or a
+			// restart from an older file than the counters').
+			diffs = append(diffs, fmt.Sprintf("%s: %d units LOST: Redis sold %d, MySQL orders hold %d (%d settled + %d in flight)",
+				name, sold-units, sold, units, held[sr.id], inFlight[sr.id]))
+		case sold < units:
+			diffs = append(diffs, fmt.Sprintf("%s: Redis sold %d, fewer than MySQL orders hold: %d (%d settled + %d in flight)",
 				name, sold, units, held[sr.id], inFlight[sr.id]))
 		}
 		// A shard's stock also moves between shards: what it received

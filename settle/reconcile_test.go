@@ -24,6 +24,7 @@ const (
 	checkStuck    = "settlement not stuck in any partition"
 	checkDead     = "no dead letters in any partition"
 	checkRefunds  = "every refund reached its buyer"
+	checkEpoch    = "Redis state present in every partition (epoch)"
 )
 
 // ledgerRig is a rig with a sale (stock 10, 300 fen, merchant m), three settled
@@ -268,7 +269,7 @@ func TestReconcileStrandedUnitBehindOrdersInFlight(t *testing.T) {
 	b.sql(t, fmt.Sprintf(`UPDATE orders SET status = 'cancelled', released = 1 WHERE id = '%s'`, b.orders[2]))
 	rep = b.reconcile(t, nil)
 	b.wantFailing(t, rep, map[string]int{checkSales: 2})
-	wantDiff(t, rep, checkSales, "sale s1: Redis sold 4, MySQL orders hold 3 (2 settled + 1 in flight)")
+	wantDiff(t, rep, checkSales, "sale s1: 1 units LOST: Redis sold 4, MySQL orders hold 3 (2 settled + 1 in flight)")
 	wantDiff(t, rep, checkSales, "sale s1: Redis stock 6, MySQL initial 10 - 3 held = 7")
 }
 
@@ -282,7 +283,7 @@ func TestReconcileRedisDiffersFromOrders(t *testing.T) {
 	b.rdb.HIncrBy(ctx, key, "stock", -1)
 	rep := b.reconcile(t, nil)
 	b.wantFailing(t, rep, map[string]int{checkSales: 2})
-	wantDiff(t, rep, checkSales, "sale s1: Redis sold 4, MySQL orders hold 3 (3 settled + 0 in flight)")
+	wantDiff(t, rep, checkSales, "sale s1: 1 units LOST: Redis sold 4, MySQL orders hold 3 (3 settled + 0 in flight)")
 	wantDiff(t, rep, checkSales, "sale s1: Redis stock 6, MySQL initial 10 - 3 held = 7")
 
 	b.rdb.HIncrBy(ctx, key, "sold", -1) // sold right, stock one short
@@ -431,4 +432,45 @@ func TestReconcileWhileGrabsSettle(t *testing.T) {
 	if orders != 2*users || rep.InFlight != 0 {
 		t.Fatalf("%d orders settled, %d in flight; want %d and 0", orders, rep.InFlight, 2*users)
 	}
+}
+
+// TestReconcileCountsLostOrdersPerSale is issue 9 item 4: wins Redis
+// answered whose events were lost before they settled (the partition's
+// stream gone, its sale counters kept) are counted per sale from the sold
+// counters; a sale of another partition with its orders still in flight is
+// no difference. Once Redis loses the partition's state as a whole (its
+// epoch marker and sale too), reconcile says the partition lost its state and
+// the sale is missing, never "ok".
+func TestReconcileCountsLostOrdersPerSale(t *testing.T) {
+	b := newLedgerRig(t)
+	ctx := context.Background()
+	other := "s2"
+	for i := 3; b.keys.Partition(other) == b.keys.Partition("s1"); i++ {
+		other = fmt.Sprintf("s%d", i)
+	}
+	b.createSale(t, other)
+	b.settleAll(t)
+	b.grab(t, "s1", "u5")
+	b.grab(t, "s1", "u6")
+	b.grab(t, other, "u5")
+	p := b.keys.Partition("s1")
+	if err := b.rdb.Del(ctx, b.keys.Events(p)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep := b.reconcile(t, nil)
+	b.wantFailing(t, rep, map[string]int{checkSales: 2, checkOrders: 2})
+	wantDiff(t, rep, checkSales, "sale s1: 2 units LOST: Redis sold 5, MySQL orders hold 3 (3 settled + 0 in flight)")
+	wantDiff(t, rep, checkSales, "sale s1: Redis stock 5, MySQL initial 10 - 3 held = 7")
+	if rep.InFlight != 1 {
+		t.Fatalf("%d in flight, want 1 (the other sale's order)", rep.InFlight)
+	}
+
+	// The whole partition lost: no marker, no sale.
+	if err := b.rdb.Del(ctx, b.keys.Epoch(p), b.keys.Sale(p, "s1")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep = b.reconcile(t, nil)
+	b.wantFailing(t, rep, map[string]int{checkSales: 1, checkOrders: 2, checkEpoch: 1})
+	wantDiff(t, rep, checkEpoch, fmt.Sprintf("partition %d: no epoch marker while MySQL holds 1 sales", p))
+	wantDiff(t, rep, checkSales, "sale s1: in MySQL (3 units held by its orders), missing in Redis")
 }

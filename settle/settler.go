@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -131,6 +132,7 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 	backoff := time.Duration(0)
 	ownPending := true // entries this consumer read before a restart
 	nextClaim := time.Time{}
+	grouped := false           // the group is known to exist; created once, again only after NOGROUP
 	var retry []redis.XMessage // what is left of a batch that failed
 	for ctx.Err() == nil {
 		if backoff > 0 {
@@ -147,6 +149,10 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 				if ctx.Err() != nil {
 					return
 				}
+				if isNoGroup(err) {
+					// The stream went with its entries: nothing left to retry.
+					grouped, retry = false, nil
+				}
 				backoff = s.fail(p, "read pending entries", err, backoff)
 				continue
 			}
@@ -155,11 +161,24 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 				continue
 			}
 		} else {
+			if !grouped {
+				if err := s.ensureGroup(ctx, stream); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					backoff = s.fail(p, "create consumer group", err, backoff)
+					continue
+				}
+				grouped = true
+			}
 			var err error
 			msgs, err = s.next(ctx, stream, &ownPending, &nextClaim)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
+				}
+				if isNoGroup(err) {
+					grouped = false // the stream was deleted (or Redis lost it): create it again
 				}
 				backoff = s.fail(p, "read stream", err, backoff)
 				continue
@@ -192,9 +211,6 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 // while ownPending, entries idle for ClaimIdle once nextClaim has passed, new
 // entries otherwise. It may return none.
 func (s *Settler) next(ctx context.Context, stream string, ownPending *bool, nextClaim *time.Time) ([]redis.XMessage, error) {
-	if err := s.ensureGroup(ctx, stream); err != nil {
-		return nil, fmt.Errorf("create group %s on %s: %w", s.Group, stream, err)
-	}
 	switch {
 	case *ownPending:
 		msgs, err := s.read(ctx, stream, "0", -1)
@@ -246,12 +262,25 @@ func (s *Settler) fail(p int, what string, err error, backoff time.Duration) tim
 	return min(max(2*backoff, 50*time.Millisecond), 2*time.Second)
 }
 
+// ensureGroup creates the partition's consumer group (and its stream), or
+// finds it there (BUSYGROUP). runPartition calls it once, and again only
+// after a read answered NOGROUP: sent on every read it cost a round trip and
+// an error reply each time (issue 11: 1,112 BUSYGROUP errors on one master).
 func (s *Settler) ensureGroup(ctx context.Context, stream string) error {
 	err := s.redis.XGroupCreateMkStream(ctx, stream, s.Group, "0").Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
-		return err
+		return fmt.Errorf("create group %s on %s: %w", s.Group, stream, err)
 	}
 	return nil
+}
+
+// isNoGroup reports whether Redis answered that the stream or its consumer
+// group does not exist: deleted, or lost with a Redis that restarted empty.
+// A read blocked on the stream when it was deleted is answered UNBLOCKED
+// (Redis 7) instead.
+func isNoGroup(err error) bool {
+	return err != nil && (redis.HasErrorPrefix(err, "NOGROUP") ||
+		redis.HasErrorPrefix(err, "UNBLOCKED") && strings.Contains(err.Error(), "no longer exists"))
 }
 
 func (s *Settler) read(ctx context.Context, stream, from string, block time.Duration) ([]redis.XMessage, error) {
@@ -527,18 +556,26 @@ func (s *Settler) insertOrders(ctx context.Context, tx *sql.Tx, events []flashgr
 			o := e.Order
 			orders = append(orders, o)
 			args = append(args, o.ID, o.SaleID, o.UserID, o.MerchantID, o.Qty, o.AmountCents,
-				o.CreatedAt, o.CreatedAt.Add(s.books.orderTTL()), e.ID)
+				o.CreatedAt, o.CreatedAt.Add(s.books.orderTTL()), e.ID, idemKey(o))
 		}
 	}
 	if len(args) == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at, event_id) VALUES "+
-		placeholders(len(args)/9, "(?,?,?,?,?,?,?,?,?)"), args...)
+	_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO orders (id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, expires_at, event_id, idem_key) VALUES "+
+		placeholders(len(args)/10, "(?,?,?,?,?,?,?,?,?,?)"), args...)
 	if err != nil {
 		return unavailable(err)
 	}
 	return checkOrders(ctx, tx, orders)
+}
+
+// idemKey is the orders.idem_key of o: NULL when its key is not known.
+func idemKey(o flashgrab.Order) any {
+	if !o.KeyKnown {
+		return nil
+	}
+	return o.Key
 }
 
 // ErrOrderConflict means an order id is already taken by a different order

@@ -135,3 +135,30 @@ func shardStocks(t *testing.T, b *ledgerRig, parts []int) map[int]int64 {
 	}
 	return out
 }
+
+// TestRebuildLeavesShardedSaleFenced: a rebuild does not restore a sharded
+// sale as if it were whole (that would give back stock its other shards
+// still hold): every partition holding one of its shards stays fenced with
+// an error naming the sale, and nothing is sold from lost state.
+func TestRebuildLeavesShardedSaleFenced(t *testing.T) {
+	r := newLossRig(t)
+	ctx := context.Background()
+	now := time.Now()
+	sale, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: 6,
+		PerUserLimit: 1, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour), Shards: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.settleAll(t)
+	lost := sale.ShardPartitions[1]
+	if err := r.rdb.Del(ctx, r.keys.Epoch(lost), r.keys.Sale(lost, "sh")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = r.reb.Rebuild(ctx, lost)
+	if err == nil || !strings.Contains(err.Error(), "sharded sale sh") {
+		t.Fatalf("rebuild of partition %d: %v, want it refused naming sale sh", lost, err)
+	}
+	if ok, err := r.eng.HasEpoch(ctx, lost); ok || err != nil {
+		t.Fatalf("partition %d unfenced (%v) after a refused rebuild", lost, err)
+	}
+}

@@ -91,6 +91,7 @@ func (w *Sweeper) Sweep(ctx context.Context) error {
 		keep(err)
 	}
 	keep(w.publishFunded(ctx))
+	keep(w.refundLost(ctx))
 	if w.payments != nil {
 		_, err := w.payments.ExpireOrders(ctx, w.release)
 		keep(err)
@@ -140,6 +141,60 @@ func (w *Sweeper) publishFunded(ctx context.Context) error {
 		}
 		if err := w.books.MarkPacketLive(ctx, pk.ID); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// refundLost refunds from MySQL the live packets expired for Grace whose
+// Redis keys are gone (evicted, or lost with their partition): no script
+// can close them. A fenced partition is left to its rebuild, and a packet
+// with an event still in its partition's stream waits for the settler, so
+// that the refund counts every settled share.
+func (w *Sweeper) refundLost(ctx context.Context) error {
+	ids, err := w.books.expiredLivePackets(ctx, time.Now().Add(-w.Grace))
+	if err != nil || len(ids) == 0 {
+		return err
+	}
+	inRedis, err := w.engine.PacketsInRedis(ctx, ids)
+	if err != nil {
+		return err
+	}
+	streams := map[int]map[string]bool{} // partition → packets with events in its stream
+	for _, id := range ids {
+		if inRedis[id] {
+			continue
+		}
+		p := w.engine.Keys().Partition(id)
+		busy, ok := streams[p]
+		if !ok {
+			if marked, err := w.engine.HasEpoch(ctx, p); err != nil || !marked {
+				streams[p] = nil
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			events, err := w.engine.PartitionEvents(ctx, p)
+			if err != nil {
+				return err
+			}
+			busy = map[string]bool{}
+			for _, ev := range events {
+				busy[ev.Grab.PacketID] = busy[ev.Grab.PacketID] || ev.Kind == flashgrab.EventGrab
+				busy[ev.Refund.PacketID] = busy[ev.Refund.PacketID] || ev.Kind == flashgrab.EventRefund
+			}
+			streams[p] = busy
+		}
+		if busy == nil || busy[id] {
+			continue
+		}
+		cents, done, err := w.books.RefundLostPacket(ctx, id)
+		if err != nil {
+			return err
+		}
+		if done {
+			w.Logger.Warn("sweeper: expired packet missing from Redis refunded from MySQL", "packet", id, "refunded_cents", cents)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ import (
 // to its FLASHGRAB_* environment variable.
 var (
 	redisFlag = &cli.StringFlag{Name: "redis-addrs", Value: "127.0.0.1:6379", Sources: cli.EnvVars("FLASHGRAB_REDIS_ADDRS"),
-		Usage: "Redis address; several comma-separated addresses mean a Redis Cluster"}
+		Usage: "Redis address; one node of a Redis Cluster is enough (flashgrab asks it), or several comma-separated cluster nodes"}
 	mysqlFlag = &cli.StringFlag{Name: "mysql-dsn", Value: "root@tcp(127.0.0.1:3306)/flashgrab?parseTime=true",
 		Sources: cli.EnvVars("FLASHGRAB_MYSQL_DSN"), Usage: "MySQL/MariaDB DSN (go-sql-driver format)"}
 	partitionsFlag = &cli.IntFlag{Name: "partitions", Value: engine.DefaultPartitions, Sources: cli.EnvVars("FLASHGRAB_PARTITIONS"),
@@ -80,10 +81,23 @@ const (
 )
 
 // openRedis connects with short timeouts and no dial retries. poolSize 0
-// keeps go-redis's default.
+// keeps go-redis's default. It is the one place that decides what kind of
+// client an address list gives: several addresses are a Redis Cluster; one
+// address is asked whether it is a cluster node (INFO cluster), so that one
+// seed of a cluster is enough. A plain client on a cluster node would reach
+// only that node's slots, and every other partition would fail with MOVED.
 func openRedis(ctx context.Context, addrs string, poolSize int) (redis.UniversalClient, error) {
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{
-		Addrs:         strings.Split(addrs, ","),
+	var list []string
+	for a := range strings.SplitSeq(addrs, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			list = append(list, a)
+		}
+	}
+	if len(list) == 0 {
+		return nil, fmt.Errorf("redis addresses %q: none given", addrs)
+	}
+	opts := &redis.UniversalOptions{
+		Addrs:         list,
 		DialTimeout:   redisDialTimeout,
 		DialerRetries: 1,
 		ReadTimeout:   time.Second,
@@ -96,14 +110,46 @@ func openRedis(ctx context.Context, addrs string, poolSize int) (redis.Universal
 		// A request's deadline bounds its reads: without it a grab with
 		// 100 ms left would wait out the whole ReadTimeout.
 		ContextTimeoutEnabled: true,
-	})
+	}
 	c, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
+	if len(list) == 1 {
+		cluster, err := clusterEnabled(c, opts)
+		if err != nil {
+			return nil, fmt.Errorf("redis %s: %w", addrs, err)
+		}
+		opts.IsClusterMode = cluster
+	}
+	rdb := redis.NewUniversalClient(opts)
 	if err := rdb.Ping(c).Err(); err != nil {
 		rdb.Close()
 		return nil, fmt.Errorf("redis %s: %w", addrs, err)
 	}
 	return rdb, nil
+}
+
+// clusterEnabled asks the one node of opts whether it runs in cluster mode:
+// INFO's cluster section says cluster_enabled:1. A server that refuses INFO
+// (renamed away by its operator) is asked CLUSTER INFO, which only a cluster
+// node answers.
+func clusterEnabled(ctx context.Context, opts *redis.UniversalOptions) (bool, error) {
+	node := redis.NewClient(opts.Simple())
+	defer node.Close()
+	info, err := node.Info(ctx, "cluster").Result()
+	if err == nil {
+		return strings.Contains(info, "cluster_enabled:1"), nil
+	}
+	var reply redis.Error
+	if !errors.As(err, &reply) {
+		return false, fmt.Errorf("ask whether it is a cluster node: %w", err)
+	}
+	if err := node.ClusterInfo(ctx).Err(); err != nil {
+		if errors.As(err, &reply) {
+			return false, nil
+		}
+		return false, fmt.Errorf("ask whether it is a cluster node: %w", err)
+	}
+	return true, nil
 }
 
 // openMySQL connects to MySQL and applies pending migrations (see

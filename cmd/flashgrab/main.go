@@ -1,5 +1,5 @@
 // Command flashgrab is the one binary of the flash-sale and red-packet engine:
-// serve, migrate, sandbox, load, reconcile, token and demo.
+// serve, migrate, sandbox, load, reconcile, rebuild, token and demo.
 package main
 
 import (
@@ -33,6 +33,7 @@ func rootCommand() *cli.Command {
 			tokenCommand(),
 			loadCommand(),
 			reconcileCommand(),
+			rebuildCommand(),
 			sandboxCommand(),
 			demoCommand(),
 		},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/urfave/cli/v3"
@@ -43,11 +42,13 @@ func reconcileCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("reconcile: %w", err)
 			}
-			rep.Print(os.Stdout)
+			// The command's Writer (stdout) rather than os.Stdout, so that a
+			// test running the command reads what it reported.
+			rep.Print(cmd.Root().Writer)
 			if !rep.OK() {
 				return errors.New("reconcile: the books do not balance")
 			}
-			fmt.Println("the books balance")
+			fmt.Fprintln(cmd.Root().Writer, "the books balance")
 			return nil
 		},
 	}

@@ -79,8 +79,10 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	if err != nil {
 		return err
 	}
+	// DetectLoss: a partition without its epoch marker stays fenced until
+	// the rebuilder below initialises or rebuilds it.
 	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, Retention: cmd.Duration("retention"), IDs: ids,
-		Durability: mode, WaitTimeout: cmd.Duration("wait-timeout")})
+		Durability: mode, WaitTimeout: cmd.Duration("wait-timeout"), DetectLoss: true})
 	if err != nil {
 		return err
 	}
@@ -101,6 +103,20 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	settler := settle.NewSettler(srdb, books, ks, pool)
 	settler.Logger = log
 	settler.Metrics = settle.NewMetrics(reg)
+	rebuilder := settle.NewRebuilder(eng, books, settler)
+	rebuilder.Logger = log
+	// One round before serving, so that a fresh deployment answers its
+	// first grab; a lost partition is rebuilt here or, if this fails, by
+	// the rebuilder's rounds in the background.
+	if res, err := rebuilder.RebuildAll(ctx); err != nil {
+		log.Warn("rebuild check at start failed; the rebuilder retries in the background", "err", err)
+	} else {
+		for _, r := range res {
+			if r.Outcome == settle.RebuildDone {
+				log.Warn("Redis had lost a partition's state; rebuilt from MySQL", "partition", r.Partition, "result", r.String())
+			}
+		}
+	}
 	nofile, err := api.RaiseFileLimit()
 	if err != nil {
 		log.Warn("could not raise the open file limit", "err", err)
@@ -119,7 +135,12 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	// Claimed only now, so a start that fails earlier (a crash loop) takes
 	// no number; a crashed instance's lease expires by itself.
 	host, _ := os.Hostname()
-	lease, err := settle.ClaimNode(ctx, db, fmt.Sprintf("%s:%d:%s", host, os.Getpid(), ln.Addr()), settle.DefaultNodeTTL)
+	owner := fmt.Sprintf("%s:%d:%s", host, os.Getpid(), ln.Addr())
+	// The settler's consumer name is the same instance name: host and pid
+	// alone would make two instances in one process (tests) one consumer,
+	// each taking the other's pending entries for its own.
+	settler.Consumer = owner
+	lease, err := settle.ClaimNode(ctx, db, owner, settle.DefaultNodeTTL)
 	if err != nil {
 		ln.Close()
 		return err
@@ -158,10 +179,14 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 
 	settleCtx, stopSettler := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		settler.Run(settleCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		rebuilder.Run(settleCtx)
 	}()
 	go func() {
 		defer wg.Done()

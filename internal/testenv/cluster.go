@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,4 +106,46 @@ func Cluster(t testing.TB) []*ClusterNode {
 		c.Close()
 	}
 	return nodes
+}
+
+// SharedCluster gives a test the masters of a Redis Cluster and a key prefix
+// of its own, for tests that neither kill nor reconfigure nodes: the cluster
+// named by $FLASHGRAB_TEST_CLUSTER (one seed address, as `.ci/services.sh
+// cluster` prints it), every key under the prefix deleted from every master
+// when the test ends; without it, a cluster of the test's own (Cluster).
+func SharedCluster(t testing.TB) (masters []string, prefix string) {
+	t.Helper()
+	prefix = Name("fgt")
+	seed := os.Getenv("FLASHGRAB_TEST_CLUSTER")
+	if seed == "" {
+		for _, n := range Cluster(t) {
+			masters = append(masters, n.Addr)
+		}
+		return masters, prefix
+	}
+	ctx := context.Background()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{seed}})
+	var mu sync.Mutex
+	err := rdb.ForEachMaster(ctx, func(_ context.Context, c *redis.Client) error {
+		mu.Lock()
+		defer mu.Unlock()
+		masters = append(masters, c.Options().Addr)
+		return nil
+	})
+	if err != nil {
+		rdb.Close()
+		t.Fatalf("testenv: the cluster of FLASHGRAB_TEST_CLUSTER=%s does not answer (bash .ci/services.sh cluster starts one): %v", seed, err)
+	}
+	slices.Sort(masters)
+	t.Cleanup(func() {
+		defer rdb.Close()
+		_ = rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			iter := c.Scan(ctx, 0, prefix+":*", 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+			return iter.Err()
+		})
+	})
+	return masters, prefix
 }

@@ -1,0 +1,298 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab"
+)
+
+// Detecting and rebuilding lost Redis state.
+//
+// Every partition has an epoch marker (Keyspace.Epoch), written when the
+// partition's state is initialised or rebuilt. Redis coming back empty
+// (restarted without persistence, flushed, a cluster master replaced by an
+// empty one) loses the marker with the state, and every grab and create
+// script checks it first: without it they decide nothing and fail with
+// REBUILDING (ErrRebuilding, 503), so a sale whose stock and buyers are gone
+// can never be sold again from scratch. The rebuild (settle.Rebuilder) reads
+// MySQL, hands the partition's state to Restore and writes the marker last.
+
+// fencedPrefix starts the error the scripts' fence replies with.
+const fencedPrefix = "REBUILDING"
+
+// fences tracks the partitions last seen without their marker, for /readyz,
+// and wakes the rebuilder when a script answered fenced.
+type fences struct {
+	mu      sync.Mutex
+	missing map[int]bool
+	seen    chan struct{} // buffered 1: a wake-up, never blocks
+}
+
+func newFences() *fences { return &fences{missing: map[int]bool{}, seen: make(chan struct{}, 1)} }
+
+func (f *fences) set(p int, missing bool) {
+	f.mu.Lock()
+	if missing {
+		f.missing[p] = true
+	} else {
+		delete(f.missing, p)
+	}
+	f.mu.Unlock()
+}
+
+// noteFenced records that a call on partition p was fenced, when err says
+// so, and returns err.
+func (e *Engine) noteFenced(p int, err error) error {
+	if err != nil && isFenced(err) {
+		e.fences.set(p, true)
+		select {
+		case e.fences.seen <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+func isFenced(err error) bool {
+	return err != nil && errors.Is(err, flashgrab.ErrRebuilding)
+}
+
+// Rebuilding returns, in order, the partitions this engine last saw without
+// their epoch marker (by MissingEpochs or a fenced answer): their state was
+// lost and they wait for a rebuild.
+func (e *Engine) Rebuilding() []int {
+	e.fences.mu.Lock()
+	defer e.fences.mu.Unlock()
+	out := make([]int, 0, len(e.fences.missing))
+	for p := range e.fences.missing {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// FenceSeen is signalled when a call was refused because its partition has
+// no epoch marker, so that a rebuilder can look at once rather than at its
+// next period.
+func (e *Engine) FenceSeen() <-chan struct{} { return e.fences.seen }
+
+// MissingEpochs returns the partitions without an epoch marker, one
+// pipelined EXISTS each.
+func (e *Engine) MissingEpochs(ctx context.Context) ([]int, error) {
+	cmds := make([]*redis.IntCmd, e.keys.Partitions)
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range cmds {
+			cmds[p] = pipe.Exists(ctx, e.keys.Epoch(p))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("check epoch markers: %w", wrapRedis(err))
+	}
+	var missing []int
+	for p, c := range cmds {
+		gone := c.Val() == 0
+		e.fences.set(p, gone)
+		if gone {
+			missing = append(missing, p)
+		}
+	}
+	return missing, nil
+}
+
+// HasEpoch reports whether partition p has its epoch marker.
+func (e *Engine) HasEpoch(ctx context.Context, p int) (bool, error) {
+	n, err := e.rdb.Exists(ctx, e.keys.Epoch(p)).Result()
+	if err != nil {
+		return false, fmt.Errorf("check epoch marker of partition %d: %w", p, wrapRedis(err))
+	}
+	e.fences.set(p, n == 0)
+	return n == 1, nil
+}
+
+// MarkEpoch writes partition p's epoch marker, lifting its fence: call it
+// once the partition's state is complete (a fresh partition, or a rebuild
+// done). how says which, for whoever reads the key.
+func (e *Engine) MarkEpoch(ctx context.Context, p int, how string) error {
+	v := how + " " + time.Now().UTC().Format(time.RFC3339Nano)
+	if err := e.rdb.Set(ctx, e.keys.Epoch(p), v, 0).Err(); err != nil {
+		return fmt.Errorf("write epoch marker of partition %d: %w", p, wrapRedis(err))
+	}
+	e.fences.set(p, false)
+	return nil
+}
+
+// initEpochs writes every missing marker (Config.DetectLoss off).
+func (e *Engine) initEpochs(ctx context.Context) error {
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range e.keys.Partitions {
+			pipe.SetNX(ctx, e.keys.Epoch(p), "init "+time.Now().UTC().Format(time.RFC3339Nano), 0)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("engine: write epoch markers: %w", wrapRedis(err))
+	}
+	return nil
+}
+
+// PartitionEvents returns the events still in partition p's stream, settled
+// or not, in order: a rebuild settles them before it reads MySQL, so that a
+// win Redis kept in its stream is counted once. Entries that cannot be read
+// as events are left to the settler (which dead-letters them).
+func (e *Engine) PartitionEvents(ctx context.Context, p int) ([]flashgrab.Event, error) {
+	var out []flashgrab.Event
+	from := "-"
+	for {
+		msgs, err := e.rdb.XRangeN(ctx, e.keys.Events(p), from, "+", 1000).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read stream of partition %d: %w", p, wrapRedis(err))
+		}
+		for _, m := range msgs {
+			if ev, err := ParseEvent(p, m); err == nil {
+				out = append(out, ev)
+			}
+		}
+		if len(msgs) < 1000 {
+			return out, nil
+		}
+		from = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+// PartitionState is what a rebuild restores of one partition, read from
+// MySQL. It says nothing of Redis's formats: Restore lays it out.
+type PartitionState struct {
+	// Sales with Stock the units left (initial − held) and Sold the units
+	// held; the initial stock is Stock + Sold.
+	Sales []flashgrab.Sale
+	// Orders are the orders that hold units of those sales (pending, paid,
+	// or cancelled with their stock not yet returned): each buyer's holding,
+	// the idempotency records of those whose Key is known, and the order
+	// records paying and expiry read.
+	Orders []flashgrab.Order
+	// Packets are the live red packets, with what is left and Grabs.
+	Packets []flashgrab.Packet
+}
+
+// Restored counts what Restore wrote: keys that survived are kept.
+type Restored struct {
+	Sales, Buyers, Orders, Packets int
+	// SaleIDs are the sales whose hash Restore wrote, with the stock MySQL
+	// gave: only there is stock MySQL counts as not sold really back.
+	SaleIDs []string
+}
+
+// noKey stands in, in a restored order record, for an idempotency key MySQL
+// does not know (an order settled before keys were recorded): no real key
+// has '?', so releasing the order never deletes another attempt's record.
+const noKey = "?"
+
+// Restore writes partition p's state as MySQL has it, key by key where the
+// key is absent, and leaves the epoch marker to the caller (MarkEpoch), so
+// that the partition stays fenced until all of it is back.
+func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restored, error) {
+	var out Restored
+	bySale := map[string][]flashgrab.Order{}
+	for _, o := range st.Orders {
+		bySale[o.SaleID] = append(bySale[o.SaleID], o)
+	}
+	for _, s := range st.Sales {
+		args := []any{s.MerchantID, s.PriceCents, s.Stock, s.Stock + s.Sold, s.Sold, s.PerUserLimit,
+			s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli()}
+		held := map[string]int64{}
+		var users []string
+		for _, o := range bySale[s.ID] {
+			if _, ok := held[o.UserID]; !ok {
+				users = append(users, o.UserID)
+			}
+			held[o.UserID] += o.Qty
+			if o.KeyKnown {
+				args = append(args, "k:"+o.UserID+":"+o.Key,
+					o.ID+"|"+strconv.FormatInt(o.Qty, 10)+"|"+strconv.FormatInt(o.AmountCents, 10))
+			}
+		}
+		for _, u := range users {
+			args = append(args, "u:"+u, held[u])
+		}
+		v, err := e.saleRestore.Run(ctx, e.rdb, []string{e.keys.Sale(p, s.ID), e.keys.Buyers(p, s.ID)}, args...).Int64Slice()
+		if err != nil {
+			return out, fmt.Errorf("restore sale %s: %w", s.ID, wrapRedis(err))
+		}
+		if v[0] == 1 {
+			out.Sales++
+			out.SaleIDs = append(out.SaleIDs, s.ID)
+		}
+		out.Buyers += int(v[1])
+	}
+	// Order records, for paying (engine.Order) and expiry (ReleaseOrder), as
+	// long as their retention lasts.
+	now := time.Now()
+	var cmds []*redis.BoolCmd
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for _, o := range st.Orders {
+			left := e.retention - now.Sub(o.CreatedAt)
+			if left <= 0 {
+				continue
+			}
+			key := noKey
+			if o.KeyKnown {
+				key = o.Key
+			}
+			rec := o.SaleID + "|" + o.UserID + "|" + o.MerchantID + "|" + strconv.FormatInt(o.Qty, 10) + "|" +
+				strconv.FormatInt(o.AmountCents, 10) + "|" + strconv.FormatInt(o.CreatedAt.UnixMilli(), 10) + "|" + key
+			cmds = append(cmds, pipe.SetNX(ctx, e.keys.Order(p, o.ID), rec, left))
+		}
+		return nil
+	})
+	if err != nil {
+		return out, fmt.Errorf("restore order records of partition %d: %w", p, wrapRedis(err))
+	}
+	for _, c := range cmds {
+		if c.Val() {
+			out.Orders++
+		}
+	}
+	for _, pk := range st.Packets {
+		args := []any{pk.ID, pk.SenderID, pk.TotalCents, pk.Count, pk.Mode, pk.RemainingCents, pk.RemainingCount,
+			pk.ExpiresAt.UnixMilli(), pk.CreatedAt.UnixMilli(), e.retention.Milliseconds()}
+		for _, g := range pk.Grabs {
+			args = append(args, g.UserID, strconv.FormatInt(g.AmountCents, 10)+"|"+strconv.FormatInt(g.At.UnixMilli(), 10)+"|"+
+				strconv.FormatInt(g.Seq, 10))
+		}
+		n, err := e.packetRestore.Run(ctx, e.rdb, []string{e.keys.Packet(p, pk.ID), e.keys.PacketGrabs(p, pk.ID), e.keys.PacketExpiry(p)},
+			args...).Int()
+		if err != nil {
+			return out, fmt.Errorf("restore packet %s: %w", pk.ID, wrapRedis(err))
+		}
+		out.Packets += n
+	}
+	return out, nil
+}
+
+// PacketsInRedis reports, for each id, whether its packet hash exists.
+func (e *Engine) PacketsInRedis(ctx context.Context, ids []string) (map[string]bool, error) {
+	cmds := make([]*redis.IntCmd, len(ids))
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pipe.Exists(ctx, e.keys.Packet(e.keys.Partition(id), id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up packets in Redis: %w", wrapRedis(err))
+	}
+	out := make(map[string]bool, len(ids))
+	for i, id := range ids {
+		out[id] = cmds[i].Val() == 1
+	}
+	return out, nil
+}

@@ -1,0 +1,229 @@
+package settle
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/flashgrab/flashgrab"
+	"github.com/flashgrab/flashgrab/engine"
+)
+
+// Rebuilder restores partitions whose Redis state was lost, from MySQL
+// (issue 9 item 2). A partition without its epoch marker is fenced by the
+// scripts (engine/rebuild.go); the rebuilder that takes the partition's lock
+// (MySQL GET_LOCK, one per partition and key prefix) settles what the
+// partition's stream still holds, reads the partition from MySQL, restores
+// it through the engine and writes the marker last. A partition MySQL knows
+// nothing of (a fresh deployment) only gets its marker. Every instance may
+// run one: the others find the lock taken and wait, their grabs answering
+// 503, until the marker is back. Make one with NewRebuilder.
+type Rebuilder struct {
+	engine  *engine.Engine
+	books   *Books
+	settler *Settler // its Apply settles the stream's events first
+
+	// Interval is how often Run checks the markers (default 1s; a fenced
+	// answer makes it check at once).
+	Interval time.Duration
+	Logger   *slog.Logger // default slog.Default()
+}
+
+// NewRebuilder returns a rebuilder restoring eng's partitions from books,
+// settling stream events through settler's Apply, with every option at its
+// default.
+func NewRebuilder(eng *engine.Engine, books *Books, settler *Settler) *Rebuilder {
+	return &Rebuilder{engine: eng, books: books, settler: settler, Interval: time.Second, Logger: slog.Default()}
+}
+
+// Outcomes of a partition's rebuild.
+const (
+	RebuildIntact      = "intact"      // the marker was there: nothing to do
+	RebuildInitialised = "initialised" // MySQL knows nothing of the partition: marker written
+	RebuildDone        = "rebuilt"     // state restored from MySQL, marker written
+	RebuildBusy        = "busy"        // another instance holds the partition's lock
+)
+
+// RebuildResult is what one partition's rebuild did.
+type RebuildResult struct {
+	Partition int
+	Outcome   string
+	// EventsSettled counts the stream entries settled before MySQL was read.
+	EventsSettled int
+	engine.Restored
+	// PacketsRefunded counts expired packets whose keys were gone, refunded
+	// from MySQL (RefundedCents in all); StrandedResolved the orders whose
+	// stock had been stranded (released = 2) and is now back in the sale.
+	PacketsRefunded  int
+	RefundedCents    int64
+	StrandedResolved int
+}
+
+func (r RebuildResult) String() string {
+	if r.Outcome != RebuildDone {
+		return fmt.Sprintf("partition %d: %s", r.Partition, r.Outcome)
+	}
+	return fmt.Sprintf("partition %d: rebuilt: %d stream events settled first; restored %d sales, %d buyer sets, %d order records, %d live packets; "+
+		"%d expired packets refunded from MySQL (%d fen); %d stranded orders resolved",
+		r.Partition, r.EventsSettled, r.Sales, r.Buyers, r.Orders, r.Packets, r.PacketsRefunded, r.RefundedCents, r.StrandedResolved)
+}
+
+// Run checks every partition's marker each Interval (and at once when the
+// engine saw a fenced answer) and rebuilds those that lost it, until ctx
+// ends. Its first round runs at once: on a fresh deployment it writes the
+// markers.
+func (r *Rebuilder) Run(ctx context.Context) {
+	t := time.NewTicker(r.Interval)
+	defer t.Stop()
+	for {
+		if missing, err := r.engine.MissingEpochs(ctx); err != nil {
+			if ctx.Err() == nil {
+				r.Logger.Warn("rebuilder: check epoch markers failed; will retry", "err", err)
+			}
+		} else {
+			for _, p := range missing {
+				res, err := r.Rebuild(ctx, p)
+				switch {
+				case err != nil && ctx.Err() == nil:
+					r.Logger.Error("rebuilder: rebuild failed; will retry", "partition", p, "err", err)
+				case err == nil && res.Outcome == RebuildDone:
+					r.Logger.Warn("rebuilder: Redis had lost the partition's state; rebuilt from MySQL", "partition", p, "result", res.String())
+				case err == nil && res.Outcome == RebuildInitialised:
+					r.Logger.Info("rebuilder: partition initialised", "partition", p)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.engine.FenceSeen():
+		}
+	}
+}
+
+// RebuildAll rebuilds every partition that lost its marker, in order, and
+// returns what each one did.
+func (r *Rebuilder) RebuildAll(ctx context.Context) ([]RebuildResult, error) {
+	var out []RebuildResult
+	for p := range r.engine.Keys().Partitions {
+		res, err := r.Rebuild(ctx, p)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// rebuildLock names partition p's rebuild lock, given the database and key
+// prefix as its arguments: GET_LOCK's locks are the server's, shared by every
+// database on it, and their names are at most 64 characters, so the database
+// and the prefix go in as a digest.
+const rebuildLock = `CONCAT('flashgrab:rebuild:', MD5(CONCAT(DATABASE(), ':', ?)), ':', ?)`
+
+// Rebuild restores partition p from MySQL if its marker is missing and no
+// other instance is at it (RebuildBusy).
+func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
+	res := RebuildResult{Partition: p}
+	keys := r.engine.Keys()
+	if p < 0 || p >= keys.Partitions {
+		return res, fmt.Errorf("rebuild partition %d: there are %d partitions", p, keys.Partitions)
+	}
+	// The lock lives as long as its connection: a rebuilder that dies
+	// frees it.
+	conn, err := r.books.DB.Conn(ctx)
+	if err != nil {
+		return res, fmt.Errorf("rebuild partition %d: %w", p, unavailable(err))
+	}
+	defer conn.Close()
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(`+rebuildLock+`, 0)`, keys.Prefix, p).Scan(&got); err != nil {
+		return res, fmt.Errorf("rebuild partition %d: take its lock: %w", p, unavailable(err))
+	}
+	if got.Int64 != 1 {
+		res.Outcome = RebuildBusy
+		return res, nil
+	}
+	defer conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+rebuildLock+`)`, keys.Prefix, p)
+
+	// Under the lock, the marker may be back already (a rebuild that
+	// finished just before).
+	if ok, err := r.engine.HasEpoch(ctx, p); err != nil || ok {
+		res.Outcome = RebuildIntact
+		return res, err
+	}
+	if res.EventsSettled, err = r.settleStream(ctx, p); err != nil {
+		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+	}
+	st, expired, stranded, err := r.books.partitionState(ctx, keys, p)
+	if err != nil {
+		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+	}
+	if len(st.Sales) == 0 && len(st.Packets) == 0 && len(expired) == 0 && len(stranded) == 0 {
+		res.Outcome = RebuildInitialised
+		return res, r.engine.MarkEpoch(ctx, p, "init")
+	}
+	if len(expired) > 0 {
+		inRedis, err := r.engine.PacketsInRedis(ctx, expired)
+		if err != nil {
+			return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+		}
+		for _, id := range expired {
+			if inRedis[id] {
+				continue // the sweeper expires it through Redis
+			}
+			cents, done, err := r.books.RefundLostPacket(ctx, id)
+			if err != nil {
+				return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+			}
+			if done {
+				res.PacketsRefunded++
+				res.RefundedCents += cents
+			}
+		}
+	}
+	if res.Restored, err = r.engine.Restore(ctx, p, st); err != nil {
+		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+	}
+	if res.StrandedResolved, err = r.books.resolveStranded(ctx, stranded, res.SaleIDs); err != nil {
+		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+	}
+	if err := r.engine.MarkEpoch(ctx, p, "rebuilt"); err != nil {
+		return res, err
+	}
+	res.Outcome = RebuildDone
+	return res, nil
+}
+
+// settleStream applies what partition p's stream still holds, so that MySQL
+// counts every win Redis kept (when only some keys were lost) before it is
+// read: nothing is then sold twice. The entries stay for the settler, whose
+// replay changes nothing. An event that cannot be settled is skipped here
+// (the settler dead-letters it).
+func (r *Rebuilder) settleStream(ctx context.Context, p int) (int, error) {
+	events, err := r.engine.PartitionEvents(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	for rest := events; len(rest) > 0; {
+		n := min(len(rest), 500)
+		if err := r.settler.Apply(ctx, rest[:n]); err != nil {
+			if outage(err) {
+				return 0, fmt.Errorf("settle the stream first: %w", err)
+			}
+			for _, ev := range rest[:n] {
+				if err := r.settler.Apply(ctx, []flashgrab.Event{ev}); err != nil {
+					if outage(err) {
+						return 0, fmt.Errorf("settle the stream first: %w", err)
+					}
+					r.Logger.Error("rebuilder: stream event cannot be settled; left for the settler", "partition", p, "id", ev.ID, "err", err)
+				}
+			}
+		}
+		rest = rest[n:]
+	}
+	return len(events), nil
+}
