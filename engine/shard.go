@@ -219,12 +219,12 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 		if i == 0 {
 			emit = 1
 		}
-		cmd, durErr := e.runDurable(ctx, e.saleShardCreate, []string{e.keys.Sale(p, s.ID), e.keys.Events(p)},
+		cmd, durErr := e.runDurable(ctx, e.saleShardCreate, []string{e.keys.Sale(p, s.ID), e.keys.Events(p), e.keys.Epoch(p)},
 			s.ID, s.MerchantID, s.PriceCents, ShardStock(s.Stock, k, i), s.PerUserLimit,
 			s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli(), s.Stock, k, layout, emit)
 		created, err := cmd.Int()
 		if err != nil {
-			return flashgrab.Sale{}, fmt.Errorf("create sale %s shard %d (partition %d): %w", s.ID, i, p, wrapRedis(err))
+			return flashgrab.Sale{}, fmt.Errorf("create sale %s shard %d (partition %d): %w", s.ID, i, p, e.noteFenced(p, wrapRedis(err)))
 		}
 		if durErr != nil {
 			return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, durErr)

@@ -6,12 +6,18 @@
 -- on the stream, with the sale's total stock: a sale exists once shard 0 does.
 --
 -- KEYS[1] shard's sale hash   KEYS[2] events stream of the shard's partition
+-- KEYS[3] the partition's epoch marker (the fence below)
 -- ARGV    id, merchant_id, price_cents, shard stock, per_user_limit,
 --         starts_at_ms, ends_at_ms, total stock, shards, parts ("3,7,12"),
 --         emit (1: record the sale event)
 -- Returns 1 when created, 2 when the same shard exists already (a retry), 0
 -- when the id is taken by other terms. The partitions are not compared: a
 -- retry finds the layout chosen the first time.
+-- Fence (engine/rebuild.go): without the partition's epoch marker its state
+-- was lost and is being rebuilt from MySQL; create nothing until it is back.
+if redis.call('EXISTS', KEYS[3]) == 0 then
+  return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
+end
 local cur = redis.call('HMGET', KEYS[1], 'mch', 'price', 'init', 'limit', 'start', 'end', 'tot', 'shards')
 if cur[1] then
   local want = {ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]}

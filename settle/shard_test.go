@@ -143,6 +143,7 @@ func shardStocks(t *testing.T, b *ledgerRig, parts []int) map[int]int64 {
 func TestRebuildLeavesShardedSaleFenced(t *testing.T) {
 	r := newLossRig(t)
 	ctx := context.Background()
+	r.rebuildAll(t) // a fresh Redis: every partition initialised
 	now := time.Now()
 	sale, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: 6,
 		PerUserLimit: 1, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour), Shards: 2})
