@@ -46,6 +46,7 @@ var domainErrors = []struct {
 	{flashgrab.ErrRebuilding, fasthttp.StatusServiceUnavailable, "rebuilding"},
 	{flashgrab.ErrUnavailable, fasthttp.StatusServiceUnavailable, "unavailable"},
 	{settle.ErrNoChannel, fasthttp.StatusBadRequest, "bad_request"},
+	{settle.ErrNoPayerID, fasthttp.StatusConflict, "login_required"},
 	{context.DeadlineExceeded, fasthttp.StatusServiceUnavailable, "unavailable"},
 }
 

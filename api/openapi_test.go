@@ -225,7 +225,8 @@ func contractHarness(t *testing.T, c *contract, rdb redis.UniversalClient, prefi
 	payments.Metrics = settle.NewMetrics(prometheus.NewRegistry())
 	t.Cleanup(payments.Close)
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
-		Payments: payments, Channels: chans, GrabLimit: api.RateLimit{Rate: 1e-6, Burst: grabBurst}}
+		Payments: payments, Channels: chans, GrabLimit: api.RateLimit{Rate: 1e-6, Burst: grabBurst},
+		WeChatLogin: sandboxLogin(t, dev)}
 	hs := srv.HTTPServer()
 	hs.Handler = c.wrap(hs.Handler)
 	go hs.Serve(ln)
@@ -405,6 +406,35 @@ func TestOpenAPIContract(t *testing.T) {
 	bad("POST", "/v1/topups", alice, `{"amount_cents":0,"channel":"alipay"}`, 400)
 	bad("POST", "/v1/topups", "", `{"amount_cents":1,"channel":"alipay"}`, 401)
 
+	// In-app methods: the SDK answers of each, the refusals, the mini
+	// program login; the Alipay SDK pays its order string and the notify
+	// passes through the contract.
+	erin, frank := h.token("erin", false, time.Hour), h.token("frank", false, time.Hour)
+	expect("POST", "/v1/sales", h.admin, sale("s3", "2020-01-01T00:00:00Z", "2099-01-01T00:00:00Z"), 201)
+	o3 := expect("POST", "/v1/sales/s3/grab", erin, `{"qty":1}`, 200)["order_id"].(string)
+	o4 := expect("POST", "/v1/sales/s3/grab", erin, `{"qty":1}`, 200, "Idempotency-Key", "k4")["order_id"].(string)
+	o5 := expect("POST", "/v1/sales/s3/grab", frank, `{"qty":1}`, 200)["order_id"].(string)
+	orderString := expect("POST", "/v1/orders/"+o3+"/pay", erin, `{"channel":"alipay","method":"app"}`, 200)["order_string"].(string)
+	expect("POST", "/v1/orders/"+o4+"/pay", erin, `{"channel":"wechat","method":"app"}`, 200)
+	bad("POST", "/v1/orders/"+o4+"/pay", erin, `{"channel":"wechat","method":"h5"}`, 400)
+	expect("POST", "/v1/orders/"+o5+"/pay", frank, `{"channel":"alipay","method":"jsapi"}`, 400) // method_unsupported
+	expect("POST", "/v1/orders/"+o5+"/pay", frank, `{"channel":"wechat","method":"jsapi"}`, 409) // login_required
+	bad("POST", "/v1/wechat/login", frank, `{}`, 400)
+	bad("POST", "/v1/wechat/login", "", `{"code":"x"}`, 401)
+	expect("POST", "/v1/wechat/login", frank, `{"code":"never-issued"}`, 400) // login_code_invalid
+	expect("POST", "/v1/wechat/login", frank, fmt.Sprintf(`{"code":%q}`, dev.WeChat.LoginCode("oFrank")), 200)
+	expect("POST", "/v1/orders/"+o5+"/pay", frank, `{"channel":"wechat","method":"jsapi"}`, 200)
+	otnApp, err := dev.Alipay.PayOrderString(orderString)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.Alipay.Wait(waitCtx(t), otnApp); err != nil {
+		t.Fatal(err)
+	}
+	if st := expect("GET", "/v1/orders/"+o3, erin, "", 200)["status"]; st != "paid" {
+		t.Fatalf("order %s is %v after its app payment, want paid", o3, st)
+	}
+
 	// Accounts.
 	expect("POST", "/v1/admin/accounts/alice/credit", h.admin, `{"amount_cents":10000,"ref":"r1"}`, 200)
 	expect("POST", "/v1/admin/accounts/alice/credit", h.admin, `{"amount_cents":5,"ref":"r1"}`, 409)
@@ -462,6 +492,7 @@ func TestOpenAPIContract(t *testing.T) {
 		"notify_alipay": {200},
 		"notify_wechat": {204, 400},
 		"topup":         {200, 400, 401},
+		"wechat_login":  {200, 400, 401},
 		"credit":        {200, 400, 401, 403, 409},
 		"get_account":   {200, 401, 403, 404},
 		"create_packet": {201, 400, 401, 402},

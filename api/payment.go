@@ -1,6 +1,8 @@
 package api
 
 import (
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -8,32 +10,81 @@ import (
 
 	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/pay"
+	"github.com/flashgrab/flashgrab/pay/wechat"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
 type payRequest struct {
 	Channel string `json:"channel"`
+	Method  string `json:"method"` // empty: qr
 }
 
 type payResponse struct {
 	OrderID    string `json:"order_id,omitempty"`
 	Channel    string `json:"channel"`
+	Method     string `json:"method"`
 	OutTradeNo string `json:"out_trade_no"`
-	PayURL     string `json:"pay_url,omitempty"`
-	CodeURL    string `json:"code_url,omitempty"`
+	// qr: the URL to open (Alipay) or encode as a QR code (WeChat).
+	PayURL  string `json:"pay_url,omitempty"`
+	CodeURL string `json:"code_url,omitempty"`
+	// The SDK methods: what the provider's SDK takes, as it names the fields.
+	OrderString string                 `json:"order_string,omitempty"` // Alipay app
+	AppParams   *wechat.AppPayParams   `json:"app_params,omitempty"`   // WeChat app
+	JSAPIParams *wechat.JSAPIPayParams `json:"jsapi_params,omitempty"` // WeChat jsapi
 }
 
-func payOut(p settle.Payment, withOrder bool) payResponse {
-	out := payResponse{Channel: p.Channel, OutTradeNo: p.OutTradeNo}
+// payOut is the answer for a payment opened by method; the SDK methods'
+// parameters come from the channel (WeChat signs them anew each time).
+func (s *Server) payOut(p settle.Payment, method string, withOrder bool) (payResponse, error) {
+	out := payResponse{Channel: p.Channel, Method: method, OutTradeNo: p.OutTradeNo}
 	if withOrder {
 		out.OrderID = p.OrderID
 	}
-	if p.Channel == pay.ChannelWeChat {
-		out.CodeURL = p.PayURL
-	} else {
-		out.PayURL = p.PayURL
+	if method == settle.MethodQR {
+		if p.Channel == pay.ChannelWeChat {
+			out.CodeURL = p.PayURL
+		} else {
+			out.PayURL = p.PayURL
+		}
+		return out, nil
 	}
-	return out
+	ch, ok := s.Channels[p.Channel]
+	if !ok {
+		return payResponse{}, settle.ErrNoChannel
+	}
+	cp, err := ch.ClientParams(method, p.PayURL)
+	if err != nil {
+		return payResponse{}, fmt.Errorf("%s %s parameters of %s: %w", p.Channel, method, p.OutTradeNo, err)
+	}
+	out.OrderString, out.AppParams, out.JSAPIParams = cp.OrderString, cp.WeChatApp, cp.WeChatJSAPI
+	return out, nil
+}
+
+// allMethods are the method names any channel has.
+var allMethods = []string{settle.MethodQR, settle.MethodApp, settle.MethodJSAPI}
+
+// checkMethod refuses a method no channel has (400 bad_request) and one the
+// chosen channel lacks (400 method_unsupported); empty is qr.
+func checkMethod(channel, method string) (string, error) {
+	if method == "" {
+		method = settle.MethodQR
+	}
+	if !slices.Contains(allMethods, method) {
+		return "", flashgrab.Invalid("method", "must be "+quoteJoin(allMethods))
+	}
+	if !pay.Supports(channel, method) {
+		return "", &apiError{fasthttp.StatusBadRequest, "method_unsupported",
+			fmt.Sprintf("channel %s has no method %q; it has %s", channel, method, quoteJoin(pay.Methods(channel)))}
+	}
+	return method, nil
+}
+
+func quoteJoin(names []string) string {
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = strconv.Quote(n)
+	}
+	return strings.Join(q, ", ")
 }
 
 // NotifyPath is the path at which the server takes a channel's notifies:
@@ -78,11 +129,19 @@ func (s *Server) payOrder(ctx *fasthttp.RequestCtx, ps params) error {
 	if err := checkChannel(req.Channel); err != nil {
 		return err
 	}
-	pm, err := s.Payments.PayOrder(c, o, req.Channel)
+	method, err := checkMethod(req.Channel, req.Method)
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, fasthttp.StatusOK, payOut(pm, false))
+	pm, err := s.Payments.PayOrder(c, o, req.Channel, method)
+	if err != nil {
+		return err
+	}
+	out, err := s.payOut(pm, method, false)
+	if err != nil {
+		return err
+	}
+	return writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 type topupRequest struct {
@@ -122,7 +181,11 @@ func (s *Server) topup(ctx *fasthttp.RequestCtx, _ params) error {
 	if err != nil {
 		return err
 	}
-	return writeJSON(ctx, fasthttp.StatusOK, payOut(pm, true))
+	out, err := s.payOut(pm, settle.MethodQR, true)
+	if err != nil {
+		return err
+	}
+	return writeJSON(ctx, fasthttp.StatusOK, out)
 }
 
 // notify answers the named channel's notifies in its provider's format

@@ -73,6 +73,16 @@ func startSandbox(t *testing.T, notifyBase string, scale float64) (*sandbox.Dev,
 	return dev, pay.NewChannels(ac, wc)
 }
 
+// sandboxLogin is the mini program login pointed at the sandbox.
+func sandboxLogin(t *testing.T, dev *sandbox.Dev) *wechat.Login {
+	t.Helper()
+	l, err := wechat.NewLogin(dev.WeChatLogin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
 // newPayHarness serves the API on loopback TCP with both channels pointed at
 // an in-process sandbox whose retry schedule is compressed by scale (1e-4:
 // Alipay's 4 minutes become 24 ms, its whole 25 hours 9 s). db may go
@@ -101,8 +111,15 @@ func newPayHarness(t *testing.T, db *sql.DB, scale float64) *payHarness {
 	payments := settle.NewPayments(books, chans.Providers())
 	payments.Metrics = settle.NewMetrics(prometheus.NewRegistry())
 	t.Cleanup(payments.Close)
+	messenger, err := wechat.NewMessenger(dev.WeChatLogin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := pay.NewPaidMessages(messenger, books, sandbox.DevPaidTemplateID, nil)
+	t.Cleanup(msgs.Close)
+	payments.OnPaid = msgs.Paid
 	srv := &api.Server{Engine: eng, Books: books, Auth: api.NewAuth(secret), Timeout: 2 * time.Second,
-		Payments: payments, Channels: chans}
+		Payments: payments, Channels: chans, WeChatLogin: sandboxLogin(t, dev)}
 	h := startHarness(t, srv, tcpListener{ln})
 	return &payHarness{harness: h, dev: dev, payments: payments, notify: notify, prefix: prefix,
 		sweeper: settle.NewSweeper(eng, books, payments)}

@@ -43,6 +43,9 @@ type Server struct {
 	// format.
 	Payments *settle.Payments
 	Channels pay.Channels
+	// WeChatLogin serves POST /v1/wechat/login (the mini program login that
+	// the jsapi method needs); nil turns the route's answers into 400.
+	WeChatLogin PayerLogin
 
 	// Registry receives the server's metrics and is served on /metrics;
 	// nil uses a fresh registry.
@@ -174,6 +177,7 @@ func (s *Server) init() {
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},
 		{method: "POST", pattern: "/v1/orders/*/pay", name: "pay_order", handle: s.payOrder},
 		{method: "POST", pattern: "/v1/topups", name: "topup", handle: s.topup},
+		{method: "POST", pattern: "/v1/wechat/login", name: "wechat_login", handle: s.wechatLogin},
 		{method: "POST", pattern: "/v1/packets", name: "create_packet", handle: s.createPacket},
 		{method: "GET", pattern: "/v1/packets/*", name: "get_packet", handle: s.getPacket, public: true},
 		{method: "GET", pattern: "/v1/accounts/*", name: "get_account", handle: s.getAccount},

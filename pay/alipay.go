@@ -10,14 +10,36 @@ import (
 	"github.com/flashgrab/flashgrab/settle"
 )
 
-// Alipay is the Alipay channel: alipay.trade.precreate, the payer opens (or
-// scans) the returned qr_code URL. Precreate rather than page pay, because it
-// makes the trade exist at once, so an expired order's trade can be closed.
+// Alipay is the Alipay channel. By QR, alipay.trade.precreate: the payer
+// opens (or scans) the returned qr_code URL; precreate rather than page pay,
+// because it makes the trade exist at once, so an expired order's trade can
+// be closed. By app, alipay.trade.app.pay: the signed order string the app
+// hands the Alipay SDK; the trade exists once the SDK sent it, and until
+// then a close finds none (which is fine: time_expire bounds it anyway).
 type Alipay struct{ Client *alipay.Client }
 
-// Create precreates the trade and returns its qr_code URL.
+// Create precreates a QR trade and returns its qr_code URL, or signs an app
+// trade's order string and returns it.
 func (a Alipay) Create(ctx context.Context, t settle.Trade) (string, error) {
-	return a.Client.Precreate(ctx, alipay.Trade{OutTradeNo: t.OutTradeNo, AmountCents: t.AmountCents, Subject: t.Subject, Expire: t.Expire})
+	at := alipay.Trade{OutTradeNo: t.OutTradeNo, AmountCents: t.AmountCents, Subject: t.Subject, Expire: t.Expire}
+	switch t.Method {
+	case "", settle.MethodQR:
+		return a.Client.Precreate(ctx, at)
+	case settle.MethodApp:
+		return a.Client.AppPayOrderString(at)
+	}
+	return "", fmt.Errorf("alipay trade %s: method %q is not supported", t.OutTradeNo, t.Method)
+}
+
+// ClientParams is the order string itself for the app method, nothing for QR.
+func (Alipay) ClientParams(method, created string) (ClientParams, error) {
+	switch method {
+	case settle.MethodQR:
+		return ClientParams{}, nil
+	case settle.MethodApp:
+		return ClientParams{OrderString: created}, nil
+	}
+	return ClientParams{}, fmt.Errorf("alipay: method %q is not supported", method)
 }
 
 // Close closes the trade. A trade Alipay does not know (a precreate trade

@@ -26,10 +26,14 @@ const (
 )
 
 // Channel is one payment provider: its trades, as settlement needs them,
-// and its notifies.
+// what the payer's client needs to pay them, and its notifies.
 type Channel interface {
 	settle.Provider
 	Notifier
+	// ClientParams turns what Create returned for a trade paid by method
+	// into the parameters the payer's SDK takes. WeChat signs them anew on
+	// every call (fresh nonce and time), so asking again is fine.
+	ClientParams(method, created string) (ClientParams, error)
 }
 
 var (

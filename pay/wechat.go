@@ -10,17 +10,53 @@ import (
 	"github.com/flashgrab/flashgrab/settle"
 )
 
-// WeChat is the WeChat Pay channel: native pay, the payer scans code_url.
+// WeChat is the WeChat Pay channel: by QR a native trade, the payer scans
+// code_url; by app an APP trade paid through the WeChat SDK; by jsapi a JSAPI
+// trade paid inside a mini program by the payer whose openid it names.
 type WeChat struct{ Client *wechat.Client }
 
-// Create opens a native trade and returns its code_url.
+// wechatKinds are the prepay kinds of the methods.
+var wechatKinds = map[string]wechat.Kind{"": wechat.Native, settle.MethodQR: wechat.Native,
+	settle.MethodApp: wechat.App, settle.MethodJSAPI: wechat.JSAPI}
+
+// Create opens the trade and returns its code_url (QR) or prepay_id (app,
+// jsapi).
 func (w WeChat) Create(ctx context.Context, t settle.Trade) (string, error) {
-	r, err := w.Client.Prepay(ctx, wechat.Native, wechat.PrepayRequest{OutTradeNo: t.OutTradeNo, Description: t.Subject,
-		AmountCents: t.AmountCents, TimeExpire: t.Expire})
+	kind, ok := wechatKinds[t.Method]
+	if !ok {
+		return "", fmt.Errorf("wechat trade %s: method %q is not supported", t.OutTradeNo, t.Method)
+	}
+	r, err := w.Client.Prepay(ctx, kind, wechat.PrepayRequest{OutTradeNo: t.OutTradeNo, Description: t.Subject,
+		AmountCents: t.AmountCents, TimeExpire: t.Expire, OpenID: t.PayerID})
 	if err != nil {
 		return "", err
 	}
-	return r.CodeURL, nil
+	if kind == wechat.Native {
+		return r.CodeURL, nil
+	}
+	return r.PrepayID, nil
+}
+
+// ClientParams signs the SDK parameters of an app or jsapi trade from its
+// prepay_id; nothing for QR.
+func (w WeChat) ClientParams(method, created string) (ClientParams, error) {
+	switch method {
+	case settle.MethodQR:
+		return ClientParams{}, nil
+	case settle.MethodApp:
+		p, err := w.Client.AppPayParams(created)
+		if err != nil {
+			return ClientParams{}, err
+		}
+		return ClientParams{WeChatApp: &p}, nil
+	case settle.MethodJSAPI:
+		p, err := w.Client.JSAPIPayParams(created)
+		if err != nil {
+			return ClientParams{}, err
+		}
+		return ClientParams{WeChatJSAPI: &p}, nil
+	}
+	return ClientParams{}, fmt.Errorf("wechat: method %q is not supported", method)
 }
 
 // Close closes the trade (204). A trade WeChat Pay never saw

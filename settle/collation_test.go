@@ -101,7 +101,7 @@ func TestCaseDistinctPayees(t *testing.T) {
 	for i, mch := range []string{"apple", "Apple"} {
 		o := flashgrab.Order{ID: []string{"5-0", "6-0"}[i], SaleID: "s", UserID: "u", MerchantID: mch, Qty: 1,
 			AmountCents: int64(300 + i), CreatedAt: time.Now().UTC()}
-		pm, err := p.PayOrder(ctx, o, "alipay")
+		pm, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR)
 		if err != nil {
 			t.Fatal(err)
 		}

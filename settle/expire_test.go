@@ -20,7 +20,7 @@ func TestExpireOrdersFailsOnUnreadablePayment(t *testing.T) {
 	ctx := context.Background()
 	p, fp := newPayments(t, r)
 	o := flashgrab.Order{ID: "9-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
-	if _, err := p.PayOrder(ctx, o, "alipay"); err != nil {
+	if _, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR); err != nil {
 		t.Fatal(err)
 	}
 	for _, q := range []string{"ALTER TABLE payments MODIFY channel VARCHAR(8) NULL", "UPDATE payments SET channel = NULL"} {

@@ -49,7 +49,7 @@ func TestCloseWaitsForRefunds(t *testing.T) {
 	var pms []settle.Payment
 	for _, id := range []string{"1-0", "2-0"} {
 		o := flashgrab.Order{ID: id, SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
-		pm, err := p.PayOrder(ctx, o, "alipay")
+		pm, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -65,6 +65,10 @@ func (p *Payments) Paid(ctx context.Context, n Notice) (Outcome, error) {
 	if w.err == nil && w.outcome == Refunding {
 		p.startRefund(n.OutTradeNo)
 	}
+	if w.err == nil && w.outcome == Applied && pay.Kind == KindOrder && p.OnPaid != nil {
+		pay.Status = PaymentPaid
+		p.OnPaid(pay)
+	}
 	return w.outcome, w.err
 }
 

@@ -52,8 +52,12 @@ type TradeState struct {
 // Provider is what settlement needs of a payment channel (pay.Alipay and
 // pay.WeChat implement it).
 type Provider interface {
-	// Create opens a provider trade and returns the URL the payer opens
-	// (Alipay's pay_url) or encodes as a QR code (WeChat's code_url).
+	// Create opens a provider trade paid by t.Method and returns what the
+	// payer's client needs of it, as one string recorded with the payment:
+	// for MethodQR the URL the payer opens (Alipay's pay_url) or encodes as
+	// a QR code (WeChat's code_url); for the SDK methods what the channel
+	// turns into the SDK's parameters (Alipay's order string, WeChat's
+	// prepay_id).
 	Create(ctx context.Context, t Trade) (string, error)
 	// Close closes an unpaid trade; closing a trade that does not exist or is
 	// closed already succeeds. A trade the buyer paid gives an error wrapping
@@ -78,7 +82,23 @@ type Trade struct {
 	AmountCents int64
 	Subject     string
 	Expire      time.Time
+	// Method is how the payer pays (MethodQR, MethodApp, MethodJSAPI; empty
+	// means MethodQR); PayerID is the payer's id on the channel, set for
+	// MethodJSAPI only (a WeChat openid).
+	Method, PayerID string
 }
+
+// Payment methods: how the payer's client pays a trade. A channel supports
+// some of them (pay.Supports).
+const (
+	MethodQR    = "qr"    // a URL the payer opens or scans (Alipay precreate, WeChat Native)
+	MethodApp   = "app"   // the provider's SDK inside the merchant's app
+	MethodJSAPI = "jsapi" // inside the provider's own app: a WeChat mini program or page; needs the payer's id
+)
+
+// ErrNoPayerID is what paying by MethodJSAPI gives before the payer logged
+// in with the channel (SetPayerID): the trade must name the payer.
+var ErrNoPayerID = errors.New("payer has not logged in with the channel")
 
 // Payment is one provider trade for an order or a top-up.
 type Payment struct {
@@ -90,7 +110,7 @@ type Payment struct {
 	Channel     string
 	AmountCents int64
 	Status      string
-	PayURL      string
+	PayURL      string // what Provider.Create returned: a URL for MethodQR, the SDK methods' credential otherwise
 }
 
 // Payments creates provider trades, applies paid notifies with group commit
@@ -112,6 +132,11 @@ type Payments struct {
 
 	Logger  *slog.Logger // default slog.Default()
 	Metrics *Metrics     // optional: counts finished refunds
+	// OnPaid, when set, is called with each order payment just applied (not
+	// a duplicate, not one paid too late), after its commit, from the
+	// notify's goroutine: it must not block. pay.PaidMessages tells the
+	// buyer.
+	OnPaid func(Payment)
 
 	ctx    context.Context // cancelled by Close: ends the committer and the refunds
 	cancel context.CancelFunc
@@ -153,11 +178,19 @@ func (p *Payments) Close() {
 // errClosed is what a notify gets once Close has begun.
 var errClosed = fmt.Errorf("payments closed: %w", flashgrab.ErrUnavailable)
 
-// OutTradeNo is the provider trade number of an order or top-up on a channel:
-// one per (order, channel), so asking to pay again returns the same trade.
-// Alipay allows only letters, digits and '_' in it.
-func OutTradeNo(orderID, channel string) string {
-	return strings.ReplaceAll(orderID, "-", "_") + "_" + channel[:1]
+// OutTradeNo is the provider trade number of an order or top-up on a channel
+// and method: one per (order, channel, method), so asking to pay again the
+// same way returns the same trade, while another method (which the provider
+// records as another trade type) gets a trade of its own. A QR trade keeps
+// the form trades had before methods existed (<order>_<channel initial>);
+// the others add the method's initial. Alipay allows only letters, digits
+// and '_' in it.
+func OutTradeNo(orderID, channel, method string) string {
+	no := strings.ReplaceAll(orderID, "-", "_") + "_" + channel[:1]
+	if method != "" && method != MethodQR {
+		no += method[:1]
+	}
+	return no
 }
 
 func (p *Payments) provider(channel string) (Provider, error) {
@@ -169,12 +202,20 @@ func (p *Payments) provider(channel string) (Provider, error) {
 }
 
 // PayOrder opens (or returns the already open) trade for an order on a
-// channel. The order comes from Redis; if the settler has not written it to
-// MySQL yet, it is written now (the same idempotent insert).
-func (p *Payments) PayOrder(ctx context.Context, o flashgrab.Order, channel string) (Payment, error) {
+// channel, paid by method (see MethodQR). The order comes from Redis; if the
+// settler has not written it to MySQL yet, it is written now (the same
+// idempotent insert). MethodJSAPI needs the buyer's id on the channel
+// (SetPayerID), else ErrNoPayerID.
+func (p *Payments) PayOrder(ctx context.Context, o flashgrab.Order, channel, method string) (Payment, error) {
 	pr, err := p.provider(channel)
 	if err != nil {
 		return Payment{}, err
+	}
+	var payer string
+	if method == MethodJSAPI {
+		if payer, err = p.books.PayerID(ctx, o.UserID, channel); err != nil {
+			return Payment{}, err
+		}
 	}
 	if err := p.books.ensureOrder(ctx, o); err != nil {
 		return Payment{}, err
@@ -186,9 +227,9 @@ func (p *Payments) PayOrder(ctx context.Context, o flashgrab.Order, channel stri
 	if st.Status != OrderPending || !time.Now().Before(st.ExpiresAt) {
 		return Payment{}, fmt.Errorf("order %s is %s: %w", o.ID, st.Status, flashgrab.ErrNotPayable)
 	}
-	pay := Payment{OutTradeNo: OutTradeNo(o.ID, channel), Kind: KindOrder, OrderID: o.ID, UserID: o.UserID,
+	pay := Payment{OutTradeNo: OutTradeNo(o.ID, channel, method), Kind: KindOrder, OrderID: o.ID, UserID: o.UserID,
 		PayeeID: o.MerchantID, Channel: channel, AmountCents: o.AmountCents, Status: PaymentCreated}
-	return p.open(ctx, pr, pay, "flashgrab order "+o.ID, st.ExpiresAt)
+	return p.open(ctx, pr, pay, Trade{Subject: "flashgrab order " + o.ID, Expire: st.ExpiresAt, Method: method, PayerID: payer})
 }
 
 // Topup opens a trade that, once paid, credits the payer's own account.
@@ -197,15 +238,16 @@ func (p *Payments) Topup(ctx context.Context, topupID, user string, amount int64
 	if err != nil {
 		return Payment{}, err
 	}
-	pay := Payment{OutTradeNo: OutTradeNo(topupID, channel), Kind: KindTopup, OrderID: topupID, UserID: user,
+	pay := Payment{OutTradeNo: OutTradeNo(topupID, channel, MethodQR), Kind: KindTopup, OrderID: topupID, UserID: user,
 		PayeeID: user, Channel: channel, AmountCents: amount, Status: PaymentCreated}
-	return p.open(ctx, pr, pay, "flashgrab top-up", time.Now().Add(p.books.orderTTL()))
+	return p.open(ctx, pr, pay, Trade{Subject: "flashgrab top-up", Expire: time.Now().Add(p.books.orderTTL()), Method: MethodQR})
 }
 
 // open records the payment before asking the provider, so that a notify
 // racing the answer always finds it; a payment opened before is returned as
-// it is.
-func (p *Payments) open(ctx context.Context, pr Provider, pay Payment, subject string, expire time.Time) (Payment, error) {
+// it is. t gives the trade's subject, expiry, method and payer; the rest
+// comes from pay.
+func (p *Payments) open(ctx context.Context, pr Provider, pay Payment, t Trade) (Payment, error) {
 	_, err := p.books.DB.ExecContext(ctx, `INSERT IGNORE INTO payments (out_trade_no, kind, order_id, user_id, payee_id,
 		channel, amount_cents, status, created_at) VALUES (?,?,?,?,?,?,?,?,?)`, pay.OutTradeNo, pay.Kind, pay.OrderID,
 		pay.UserID, pay.PayeeID, pay.Channel, pay.AmountCents, PaymentCreated, time.Now().UTC())
@@ -222,7 +264,8 @@ func (p *Payments) open(ctx context.Context, pr Provider, pay Payment, subject s
 	if cur.PayURL != "" {
 		return cur, nil
 	}
-	url, err := pr.Create(ctx, Trade{OutTradeNo: pay.OutTradeNo, AmountCents: pay.AmountCents, Subject: subject, Expire: expire})
+	t.OutTradeNo, t.AmountCents = pay.OutTradeNo, pay.AmountCents
+	url, err := pr.Create(ctx, t)
 	if err != nil {
 		return Payment{}, fmt.Errorf("open %s trade %s: %w: %v", pay.Channel, pay.OutTradeNo, flashgrab.ErrUnavailable, err)
 	}

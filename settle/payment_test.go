@@ -68,7 +68,7 @@ func TestPaidIsIdempotentAndChecked(t *testing.T) {
 	ctx := context.Background()
 	p, _ := newPayments(t, r)
 	o := flashgrab.Order{ID: "1-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
-	pm, err := p.PayOrder(ctx, o, "alipay")
+	pm, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestExpiryRacesPayment(t *testing.T) {
 	for i := 0; i < orders; i++ {
 		o := flashgrab.Order{ID: fmt.Sprintf("%d-0", 1000+i), SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1,
 			AmountCents: 100, CreatedAt: time.Now().UTC()}
-		pm, err := p.PayOrder(ctx, o, "alipay")
+		pm, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -208,7 +208,7 @@ func TestExpiryOfOrderWithGoneSaleIsStranded(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := p.PayOrder(ctx, o, "alipay"); err != nil { // writes the order to MySQL
+		if _, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR); err != nil { // writes the order to MySQL
 			t.Fatal(err)
 		}
 		orders = append(orders, o)

@@ -245,7 +245,7 @@ func TestRebuildAfterRedisLoss(t *testing.T) {
 	// ... and the pending order is paid through them, as the API pays.
 	pay := settle.NewPayments(r.books, map[string]settle.Provider{"alipay": &fakeProvider{refunds: map[string]int64{}, closed: map[string]bool{}}})
 	t.Cleanup(pay.Close)
-	pm, err := pay.PayOrder(ctx, o, "alipay")
+	pm, err := pay.PayOrder(ctx, o, "alipay", settle.MethodQR)
 	if err != nil {
 		t.Fatal(err)
 	}

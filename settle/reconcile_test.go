@@ -50,7 +50,7 @@ func newLedgerRig(t *testing.T) *ledgerRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pm, err := b.pay.PayOrder(ctx, o.Order, "alipay")
+	pm, err := b.pay.PayOrder(ctx, o.Order, "alipay", settle.MethodQR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func TestReconcilePaidNeverCredited(t *testing.T) {
 func TestReconcileDoubleCredit(t *testing.T) {
 	b := newLedgerRig(t)
 	o := b.orders[0]
-	no := settle.OutTradeNo(o, "wechat")
+	no := settle.OutTradeNo(o, "wechat", settle.MethodQR)
 	b.sql(t, fmt.Sprintf(`INSERT INTO payments (out_trade_no, kind, order_id, user_id, payee_id, channel, amount_cents, status, created_at, paid_at)
 		VALUES ('%s', 'order', '%s', 'u0', 'm', 'wechat', 300, 'paid', NOW(3), NOW(3))`, no, o),
 		fmt.Sprintf(`INSERT INTO ledger (event_id, account_id, delta_cents, balance_after, kind, ref)

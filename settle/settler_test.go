@@ -401,14 +401,14 @@ func TestEnsureOrderRefusesTakenID(t *testing.T) {
 	ctx := context.Background()
 	p, _ := newPayments(t, r)
 	alice := flashgrab.Order{ID: "9-0", SaleID: "s", UserID: "alice", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: time.Now().UTC()}
-	if _, err := p.PayOrder(ctx, alice, "alipay"); err != nil {
+	if _, err := p.PayOrder(ctx, alice, "alipay", settle.MethodQR); err != nil {
 		t.Fatal(err)
 	}
 	for _, other := range []flashgrab.Order{
 		{ID: "9-0", SaleID: "s", UserID: "mallory", MerchantID: "m", Qty: 1, AmountCents: 300, CreatedAt: alice.CreatedAt},
 		{ID: "9-0", SaleID: "s", UserID: "alice", MerchantID: "m", Qty: 2, AmountCents: 600, CreatedAt: alice.CreatedAt},
 	} {
-		if _, err := p.PayOrder(ctx, other, "alipay"); !errors.Is(err, settle.ErrOrderConflict) {
+		if _, err := p.PayOrder(ctx, other, "alipay", settle.MethodQR); !errors.Is(err, settle.ErrOrderConflict) {
 			t.Fatalf("paying %+v over alice's order: %v, want ErrOrderConflict", other, err)
 		}
 	}
@@ -420,7 +420,7 @@ func TestEnsureOrderRefusesTakenID(t *testing.T) {
 	if payments != 1 {
 		t.Fatalf("%d payments, want alice's 1", payments)
 	}
-	if _, err := p.PayOrder(ctx, alice, "alipay"); err != nil {
+	if _, err := p.PayOrder(ctx, alice, "alipay", settle.MethodQR); err != nil {
 		t.Fatalf("alice paying her own order again: %v", err)
 	}
 }

@@ -128,7 +128,7 @@ func TestExpiredOrderPaidWithoutNotifyIsRefunded(t *testing.T) {
 	ctx := context.Background()
 	p, q := newQueriedPayments(t, r)
 	o := flashgrab.Order{ID: "7-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 450, CreatedAt: time.Now().UTC()}
-	pm, err := p.PayOrder(ctx, o, "alipay")
+	pm, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestQueryStaleSettlesPaymentsWithoutNotify(t *testing.T) {
 	for i, id := range []string{"21-0", "22-0", "23-0"} {
 		o := flashgrab.Order{ID: id, SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: int64(100 * (i + 1)),
 			CreatedAt: time.Now().UTC()}
-		pm, err := p.PayOrder(ctx, o, "alipay")
+		pm, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -222,7 +222,7 @@ func TestSweeperQueriesStalePayments(t *testing.T) {
 	ctx := context.Background()
 	p, q := newQueriedPayments(t, r)
 	o := flashgrab.Order{ID: "31-0", SaleID: "s", UserID: "u", MerchantID: "m", Qty: 1, AmountCents: 250, CreatedAt: time.Now().UTC()}
-	pm, err := p.PayOrder(ctx, o, "alipay")
+	pm, err := p.PayOrder(ctx, o, "alipay", settle.MethodQR)
 	if err != nil {
 		t.Fatal(err)
 	}

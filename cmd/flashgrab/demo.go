@@ -17,6 +17,7 @@ import (
 
 	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/pay"
+	"github.com/flashgrab/flashgrab/pay/sandbox"
 )
 
 // demoCommand is `flashgrab demo`: the README's walkthrough as one command,
@@ -25,7 +26,7 @@ import (
 func demoCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "demo",
-		Usage: "run the README walkthrough (sale, grabs, both payment channels, a red packet) against a running dev server",
+		Usage: "run the README walkthrough (sale, grabs, both payment channels, WeChat mini program pay, a red packet) against a running dev server",
 		Description: "Needs a server with the payment sandbox (make run, or serve --dev). Tokens are minted from\n" +
 			"--jwt-secret / FLASHGRAB_JWT_SECRET, else from the dev secret file serve --dev keeps. Every\n" +
 			"request and answer is printed; the first unexpected answer stops the demo with a non-zero exit.\n" +
@@ -151,7 +152,11 @@ type (
 		Status string `json:"status"`
 	}
 	demoPay struct {
-		OutTradeNo string `json:"out_trade_no"`
+		OutTradeNo  string          `json:"out_trade_no"`
+		JSAPIParams json.RawMessage `json:"jsapi_params"`
+	}
+	demoCode struct {
+		Code string `json:"code"`
 	}
 	demoAccount struct {
 		BalanceCents int64 `json:"balance_cents"`
@@ -184,10 +189,13 @@ func (d *demo) all(ctx context.Context) error {
 	if err := d.call(ctx, "POST", d.base+"/v1/sales", "admin", true, body, http.StatusCreated, nil); err != nil {
 		return err
 	}
-	if err := d.buyAndPay(ctx, sale, merchant, d.id("alice"), pay.ChannelAlipay, demoPrice); err != nil {
+	if err := d.buyAndPay(ctx, sale, merchant, d.id("alice"), pay.ChannelAlipay, "qr", demoPrice); err != nil {
 		return err
 	}
-	if err := d.buyAndPay(ctx, sale, merchant, d.id("bob"), pay.ChannelWeChat, 2*demoPrice); err != nil {
+	if err := d.buyAndPay(ctx, sale, merchant, d.id("bob"), pay.ChannelWeChat, "qr", 2*demoPrice); err != nil {
+		return err
+	}
+	if err := d.buyAndPay(ctx, sale, merchant, d.id("carol"), pay.ChannelWeChat, "jsapi", 3*demoPrice); err != nil {
 		return err
 	}
 	if err := d.packet(ctx); err != nil {
@@ -198,9 +206,9 @@ func (d *demo) all(ctx context.Context) error {
 }
 
 // buyAndPay grabs one unit for user, grabs again (the same order), pays it on
-// channel through the sandbox, waits for the notify to mark it paid, and
-// checks that the merchant's balance is then wantBalance.
-func (d *demo) buyAndPay(ctx context.Context, sale, merchant, user, channel string, wantBalance int64) error {
+// channel by method through the sandbox, waits for the notify to mark it
+// paid, and checks that the merchant's balance is then wantBalance.
+func (d *demo) buyAndPay(ctx context.Context, sale, merchant, user, channel, method string, wantBalance int64) error {
 	d.step("%s grabs, then grabs again (a retry returns the same order)", user)
 	var g, again demoGrab
 	if err := d.call(ctx, "POST", d.base+"/v1/sales/"+sale+"/grab", user, false, "", http.StatusOK, &g); err != nil {
@@ -224,17 +232,33 @@ func (d *demo) buyAndPay(ctx context.Context, sale, merchant, user, channel stri
 		return fmt.Errorf("order %s is %q before payment, want pending", g.OrderID, o.Status)
 	}
 
-	d.step("%s pays order %s with %s in the sandbox", user, g.OrderID, channel)
+	if method == "jsapi" {
+		if err := d.miniProgramLogin(ctx, user); err != nil {
+			return err
+		}
+	}
+	d.step("%s pays order %s with %s (%s) in the sandbox", user, g.OrderID, channel, method)
 	var p demoPay
-	if err := d.call(ctx, "POST", order+"/pay", user, false, fmt.Sprintf(`{"channel":%q}`, channel), http.StatusOK, &p); err != nil {
+	if err := d.call(ctx, "POST", order+"/pay", user, false, fmt.Sprintf(`{"channel":%q,"method":%q}`, channel, method), http.StatusOK, &p); err != nil {
 		return err
 	}
 	if p.OutTradeNo == "" {
 		return fmt.Errorf("pay %s: no out_trade_no in the answer", g.OrderID)
 	}
-	payURL := d.sandbox + "/" + channel + "/pay?out_trade_no=" + url.QueryEscape(p.OutTradeNo)
-	if err := d.call(ctx, "POST", payURL, "", false, "", http.StatusOK, nil); err != nil {
-		return err
+	switch method {
+	case "jsapi": // what wx.requestPayment sends, with the answer's jsapi_params
+		if len(p.JSAPIParams) == 0 {
+			return fmt.Errorf("pay %s by jsapi: no jsapi_params in the answer", g.OrderID)
+		}
+		payURL := d.sandbox + "/wechat/sdk/jsapi?openid=" + url.QueryEscape("o"+user)
+		if err := d.call(ctx, "POST", payURL, "", false, string(p.JSAPIParams), http.StatusOK, nil); err != nil {
+			return err
+		}
+	default:
+		payURL := d.sandbox + "/" + channel + "/pay?out_trade_no=" + url.QueryEscape(p.OutTradeNo)
+		if err := d.call(ctx, "POST", payURL, "", false, "", http.StatusOK, nil); err != nil {
+			return err
+		}
 	}
 
 	d.step("wait for the %s notify: the order reads pending until it arrives (up to %v)", channel, d.wait)
@@ -249,6 +273,23 @@ func (d *demo) buyAndPay(ctx context.Context, sale, merchant, user, channel stri
 		return fmt.Errorf("merchant %s holds %d fen after the %s payment, want %d", merchant, a.BalanceCents, channel, wantBalance)
 	}
 	return nil
+}
+
+// miniProgramLogin logs user in as the WeChat user o<user>: wx.login in the
+// sandbox gives a code, POST /v1/wechat/login exchanges it; then the user
+// accepts the "your order is paid" subscribe message.
+func (d *demo) miniProgramLogin(ctx context.Context, user string) error {
+	d.step("%s opens the mini program: wx.login, then the server's code2Session, and accepts the paid message", user)
+	openID := url.QueryEscape("o" + user)
+	var c demoCode
+	if err := d.call(ctx, "POST", d.sandbox+"/wechat/sdk/login?openid="+openID, "", false, "", http.StatusOK, &c); err != nil {
+		return err
+	}
+	if err := d.call(ctx, "POST", d.base+"/v1/wechat/login", user, false, fmt.Sprintf(`{"code":%q}`, c.Code), http.StatusOK, nil); err != nil {
+		return err
+	}
+	return d.call(ctx, "POST", d.sandbox+"/wechat/sdk/subscribe?openid="+openID+"&template_id="+sandbox.DevPaidTemplateID,
+		"", false, "", http.StatusNoContent, nil)
 }
 
 // waitPaid polls the order until it reads paid, printing only the first

@@ -36,8 +36,10 @@ func (l *lockedBuffer) String() string {
 // TestDemoAgainstDevServer runs `flashgrab demo` twice against an in-process
 // `serve --dev` (no FLASHGRAB_JWT_SECRET: the server keeps a dev secret file
 // and the demo reads it): both runs pass, with fresh ids, so the walkthrough
-// works every time. MySQL then holds exactly the four orders of the two
-// runs, all paid, and the two sales' merchants 2 × 5,999 yuan each.
+// works every time. MySQL then holds exactly the six orders of the two
+// runs (Alipay qr, WeChat qr, WeChat jsapi after the mini program login),
+// all paid, and the jsapi buyers' openids from the login; serve's wiring of
+// the login, the jsapi method and "your order is paid" is the real one.
 func TestDemoAgainstDevServer(t *testing.T) {
 	t.Setenv("FLASHGRAB_JWT_SECRET", "")
 	_, prefix := testenv.Redis(t)
@@ -109,8 +111,18 @@ func TestDemoAgainstDevServer(t *testing.T) {
 	if err := db.QueryRow("SELECT COUNT(*), COALESCE(SUM(status = 'paid'), 0) FROM orders").Scan(&orders, &paid); err != nil {
 		t.Fatal(err)
 	}
-	if orders != 4 || paid != 4 {
-		t.Fatalf("MySQL holds %d orders, %d paid; want 4 and 4", orders, paid)
+	if orders != 6 || paid != 6 {
+		t.Fatalf("MySQL holds %d orders, %d paid; want 6 and 6", orders, paid)
+	}
+	var jsapi, payers int
+	if err := db.QueryRow("SELECT COUNT(*) FROM payments WHERE out_trade_no LIKE '%\\_wj' AND status = 'paid'").Scan(&jsapi); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT COUNT(*) FROM payer_ids WHERE channel = 'wechat' AND payer_id LIKE 'ocarol-%'").Scan(&payers); err != nil {
+		t.Fatal(err)
+	}
+	if jsapi != 2 || payers != 2 {
+		t.Fatalf("%d paid jsapi payments and %d openids of the two runs' carol, want 2 and 2", jsapi, payers)
 	}
 }
 

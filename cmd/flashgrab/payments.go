@@ -49,15 +49,23 @@ func paymentFlags() []cli.Flag {
 		env("FLASHGRAB_WECHAT_PLATFORM_KEYS", "serial=file,... : WeChat Pay public keys (PUB_KEY_ID_...) or platform certificates, PEM"),
 		&cli.StringFlag{Name: "wechat-host", Value: "http://127.0.0.1:8081/wechat", Sources: cli.EnvVars("FLASHGRAB_WECHAT_HOST"),
 			Usage: "WeChat Pay API host; production https://api.mch.weixin.qq.com"},
+		env("FLASHGRAB_WECHAT_APP_SECRET", "the mini program's app secret, for its login (code2Session) and so the jsapi method; empty turns them off"),
+		env("FLASHGRAB_WECHAT_PAID_TEMPLATE_ID", "subscribe message template that tells a mini program buyer the order is paid (fields character_string1, amount2, time3); empty sends none (default in sandbox mode: the sandbox's)"),
+		&cli.StringFlag{Name: "wechat-login-host", Value: "http://127.0.0.1:8081/wechat", Sources: cli.EnvVars("FLASHGRAB_WECHAT_LOGIN_HOST"),
+			Usage: "host of the mini program login (code2Session); production " + wechat.DefaultLoginHost},
 	}
 }
 
 // channels are the configured payment channels, and the in-process sandbox
 // when there is one.
 type channels struct {
-	on     pay.Channels
-	dev    *sandbox.Dev
-	server *http.Server
+	on    pay.Channels
+	login *wechat.Login // the mini program login; nil when off
+	// messenger and paidTemplate send "your order is paid"; nil or empty when off.
+	messenger    *wechat.Messenger
+	paidTemplate string
+	dev          *sandbox.Dev
+	server       *http.Server
 }
 
 func (c *channels) close() {
@@ -102,6 +110,16 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 		if wc, err = wechat.New(d.WeChatClient); err != nil {
 			return nil, err
 		}
+		if ch.login, err = wechat.NewLogin(d.WeChatLogin); err != nil {
+			return nil, err
+		}
+		if ch.messenger, err = wechat.NewMessenger(d.WeChatLogin); err != nil {
+			return nil, err
+		}
+		ch.paidTemplate = sandbox.DevPaidTemplateID
+		if cmd.IsSet("wechat-paid-template-id") {
+			ch.paidTemplate = cmd.String("wechat-paid-template-id")
+		}
 	} else {
 		var err error
 		if ac, err = alipayFromFlags(cmd, public); err != nil {
@@ -109,6 +127,18 @@ func openChannels(cmd *cli.Command, apiAddr string, dev bool, log *slog.Logger) 
 		}
 		if wc, err = wechatFromFlags(cmd, public); err != nil {
 			return nil, err
+		}
+		if wc != nil && cmd.String("wechat-app-secret") != "" {
+			mini := wechat.MiniProgramConfig{AppID: cmd.String("wechat-app-id"),
+				AppSecret: cmd.String("wechat-app-secret"), Host: cmd.String("wechat-login-host")}
+			if ch.login, err = wechat.NewLogin(mini); err != nil {
+				return nil, err
+			}
+			if ch.paidTemplate = cmd.String("wechat-paid-template-id"); ch.paidTemplate != "" {
+				if ch.messenger, err = wechat.NewMessenger(mini); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	ch.on = pay.NewChannels(ac, wc)

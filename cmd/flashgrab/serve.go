@@ -15,6 +15,7 @@ import (
 
 	"github.com/flashgrab/flashgrab/api"
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/pay"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -169,6 +170,14 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		Payments: payments, Channels: ch.on,
 		MaxConns: lim.maxConns, MaxConnsPerIP: lim.maxConnsPerIP, IdleTimeout: lim.idle,
 		GrabLimit: lim.grab, IPLimit: lim.ip}
+	if ch.login != nil { // a nil *wechat.Login in the interface would not read as off
+		srv.WeChatLogin = ch.login
+	}
+	if ch.messenger != nil && ch.paidTemplate != "" {
+		msgs := pay.NewPaidMessages(ch.messenger, books, ch.paidTemplate, log)
+		defer msgs.Close()
+		payments.OnPaid = msgs.Paid
+	}
 	hs := srv.HTTPServer()
 	log.Info("flashgrab serving", "addr", ln.Addr().String(), "partitions", ks.Partitions, "id_node", lease.Node(),
 		"durability", string(mode),

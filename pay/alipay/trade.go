@@ -285,3 +285,25 @@ func (c *Client) QueryRefund(ctx context.Context, outTradeNo, outRequestNo strin
 	st.Succeeded = out.RefundStatus == RefundStatusSuccess
 	return st, nil
 }
+
+// ProductCodeApp is the product_code of an in-app payment through the
+// Alipay SDK (alipay.trade.app.pay).
+const ProductCodeApp = "QUICK_MSECURITY_PAY"
+
+// AppPayOrderString returns the signed order string an app hands to the
+// Alipay SDK (alipay.trade.app.pay, what Alipay's own server SDKs make with
+// sdkExecute). It makes no call: the SDK sends it to Alipay, and the trade
+// exists from then on. The signature covers the sorted parameters with raw
+// values, biz_content and sign_type included; the string itself is the same
+// parameters with sign, each value URL-encoded (so the '+' of a base64
+// signature travels as %2B).
+func (c *Client) AppPayOrderString(t Trade) (string, error) {
+	if err := t.validate(); err != nil {
+		return "", err
+	}
+	p, err := c.signedParams("alipay.trade.app.pay", newTradeBiz(t, ProductCodeApp), true, false)
+	if err != nil {
+		return "", err
+	}
+	return p.Encode(), nil
+}

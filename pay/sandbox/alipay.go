@@ -80,6 +80,7 @@ func devAlipayConfigs(appKey, aliKey *rsa.PrivateKey, gateway, notifyURL string)
 //	GET|POST /gateway.do  the OpenAPI gateway; page.pay and wap.pay show a cashier page
 //	GET      /cashier?out_trade_no=…  the cashier a precreate qr_code points to
 //	POST     /pay?out_trade_no=…      pays the trade from the buyer wallet (what the cashier button does)
+//	POST     /sdk/app                 order_string=…: the Alipay SDK pays an app trade (PayOrderString)
 //
 // Trades live in memory only.
 type Alipay struct {
@@ -229,6 +230,8 @@ func (a *Alipay) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		a.servePay(w, r)
+	case "/sdk/app":
+		a.serveSDK(w, r)
 	default:
 		http.NotFound(w, r)
 	}
@@ -278,6 +281,7 @@ var aliAPIMethods = map[string]bool{
 	"alipay.trade.precreate": true, "alipay.trade.query": true, "alipay.trade.close": true,
 	"alipay.trade.refund": true, "alipay.trade.page.pay": true, "alipay.trade.wap.pay": true,
 	"alipay.trade.fastpay.refund.query": true,
+	methodAppPay:                        true, // checked as any request, but only from the SDK (PayOrderString)
 }
 
 func (a *Alipay) serveGateway(w http.ResponseWriter, r *http.Request) {
@@ -305,6 +309,9 @@ func (a *Alipay) serveGateway(w http.ResponseWriter, r *http.Request) {
 	}
 	var resp map[string]string
 	switch method {
+	case methodAppPay:
+		fail(aliInvalidArg("isv.invalid-method", "alipay.trade.app.pay 由支付宝 SDK 发起, 不经网关"))
+		return
 	case "alipay.trade.precreate":
 		resp, e = a.precreate(r, params, biz)
 	case "alipay.trade.page.pay", "alipay.trade.wap.pay":

@@ -27,6 +27,10 @@ type Dev struct {
 	// The client configurations that match the simulators' keys.
 	AlipayClient alipay.Config
 	WeChatClient wechat.Config
+	// WeChatLogin is the mini program's configuration (code2Session, the
+	// access_token and subscribe messages against the sandbox, with its app
+	// secret).
+	WeChatLogin wechat.MiniProgramConfig
 }
 
 // NewDev makes the simulators for a sandbox reachable at base (e.g.
@@ -55,7 +59,8 @@ func NewDev(base, notifyBase string, scale float64) (*Dev, error) {
 		a.Close()
 		return nil, err
 	}
-	return &Dev{Alipay: a, WeChat: x, Wallets: w, AlipayClient: ac, WeChatClient: wc}, nil
+	return &Dev{Alipay: a, WeChat: x, Wallets: w, AlipayClient: ac, WeChatClient: wc,
+		WeChatLogin: wechat.MiniProgramConfig{AppID: wc.AppID, AppSecret: ws.AppSecret, Host: base + "/wechat"}}, nil
 }
 
 // Handler serves both simulators.
@@ -102,6 +107,9 @@ func (d *Dev) WriteCredentials(dir string) (string, error) {
 		"FLASHGRAB_WECHAT_MCH_SERIAL=" + w.MchSerial,
 		"FLASHGRAB_WECHAT_APIV3_KEY=" + w.APIv3Key,
 		"FLASHGRAB_WECHAT_HOST=" + w.Host,
+		"FLASHGRAB_WECHAT_APP_SECRET=" + d.WeChatLogin.AppSecret,
+		"FLASHGRAB_WECHAT_LOGIN_HOST=" + d.WeChatLogin.Host,
+		"FLASHGRAB_WECHAT_PAID_TEMPLATE_ID=" + DevPaidTemplateID,
 	}
 	files := []struct {
 		name, env string

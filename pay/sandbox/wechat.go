@@ -64,6 +64,9 @@ type WeChatConfig struct {
 	// RefundAfter is how long a refund stays PROCESSING before it settles by
 	// itself and its REFUND.* notify goes out (see HoldRefunds, SettleRefund).
 	RefundAfter time.Duration
+	// AppSecret is the mini program's secret code2Session checks; empty
+	// refuses every login.
+	AppSecret string
 }
 
 // DevWeChat generates fresh keys for both sides and returns a client
@@ -101,6 +104,7 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 			ActiveSerial: DevWeChatPubKeyID,
 			Retry:        Schedule{Delays: WeChatRetries, Scale: 0.01},
 			RefundAfter:  wxDevRefundAfter / 100,
+			AppSecret:    randomString(32),
 		}, nil
 }
 
@@ -114,6 +118,9 @@ func DevWeChat(host, notifyURL string) (wechat.Config, WeChatConfig, error) {
 //	POST /v3/refund/domestic/refunds                        refund (PROCESSING), idempotent by out_refund_no
 //	GET  /v3/refund/domestic/refunds/{out_refund_no}        query a refund
 //	GET  /pay?out_trade_no=…   a cashier page; POST pays the trade (what code_url and h5_url point to)
+//	GET  /sns/jscode2session?appid&secret&js_code&grant_type   the mini program login (code2Session)
+//	POST /sdk/login, /sdk/app, /sdk/jsapi, /sdk/subscribe   the payer's client: wx.login, the SDK's PayReq, wx.requestPayment, wx.requestSubscribeMessage (see serveSDK)
+//	POST /cgi-bin/stable_token, /cgi-bin/message/subscribe/send   the access_token and subscribe messages (see wechat_message.go)
 //
 // Every /v3 request must carry a valid Authorization header. Its signature
 // is checked over the request-target as received on the wire
@@ -135,6 +142,16 @@ type WeChat struct {
 	refundEnds map[string]string
 	// holdRefunds keeps new refunds PROCESSING until SettleRefund.
 	holdRefunds bool
+	// codes are the mini program login codes not yet exchanged (LoginCode);
+	// usedCodes the ones that were, which code2Session refuses as used.
+	codes     map[string]loginCode
+	usedCodes map[string]bool
+	// The mini program server API: the app's access_token, the users'
+	// accepted subscriptions (openid\x00template → messages allowed) and
+	// the messages sent.
+	token         accessToken
+	subscriptions map[string]int
+	messages      []SentMessage
 }
 
 // wechatWays returns WeChat Pay's trade states, retry schedule and acknowledgement.
@@ -171,7 +188,8 @@ func NewWeChat(cfg WeChatConfig, w *Wallets) (*WeChat, error) {
 	case cfg.SigningKeys[cfg.ActiveSerial] == nil:
 		return nil, fmt.Errorf("sandbox wechat: ActiveSerial %q names none of SigningKeys", cfg.ActiveSerial)
 	}
-	s := &WeChat{cfg: cfg, active: cfg.ActiveSerial, refunds: map[string]*wxRefund{}, refundEnds: map[string]string{}}
+	s := &WeChat{cfg: cfg, active: cfg.ActiveSerial, refunds: map[string]*wxRefund{}, refundEnds: map[string]string{},
+		codes: map[string]loginCode{}, usedCodes: map[string]bool{}, subscriptions: map[string]int{}}
 	if err := s.init(wechatWays(), w, cfg.Retry, cfg.HTTPClient, cfg.Now); err != nil {
 		return nil, err
 	}
@@ -377,6 +395,14 @@ func (s *WeChat) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.serveV3(w, r)
 	case p == "/pay":
 		s.servePay(w, r)
+	case p == "/sns/jscode2session":
+		s.serveCode2Session(w, r)
+	case p == "/cgi-bin/stable_token":
+		s.serveStableToken(w, r)
+	case p == "/cgi-bin/message/subscribe/send":
+		s.serveSubscribeSend(w, r)
+	case strings.HasPrefix(p, "/sdk/"):
+		s.serveSDK(w, r)
 	default:
 		http.NotFound(w, r)
 	}
