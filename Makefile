@@ -34,8 +34,11 @@ BENCH ?= .
 BENCHTIME ?= 2s
 BENCH_TIMEOUT ?= 10m
 FUZZTIME ?= 30s
+# make chaos writes its table here too (go test shows a passing test's output only with -v).
+CHAOS_TABLE ?= bin/chaos.txt
+CHAOS_TIMEOUT ?= 30m
 
-.PHONY: help run run-cluster cluster demo build test vet lint bench fuzz services services-status stop-services clean
+.PHONY: help run run-cluster cluster demo build test vet lint bench chaos fuzz services services-status stop-services clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{ printf "  make %-15s %s\n", $$1, $$2 }'
@@ -85,6 +88,13 @@ lint: ## gofmt lists nothing, go vet, go mod tidy -diff, deadcode (.ci/deadcode.
 
 bench: services ## end-to-end benchmarks in ./bench/ and the load generator's (BENCH=regexp, BENCHTIME=2s)
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchmem -benchtime=$(BENCHTIME) -timeout $(BENCH_TIMEOUT) ./bench/ ./internal/loadgen/
+
+# The full chaos suite (internal/chaos): every fault under load in modes aof and none, a 30 s
+# MySQL cut; `make test` runs the short version. Without -race, so the load is a real one.
+chaos: services ## the full chaos suite: real faults under load, the table printed (and in bin/chaos.txt)
+	@mkdir -p $(dir $(CHAOS_TABLE))
+	FLASHGRAB_CHAOS=full FLASHGRAB_CHAOS_TABLE=$(abspath $(CHAOS_TABLE)) $(GO) test -count=1 -run '^TestChaos$$' -timeout $(CHAOS_TIMEOUT) ./internal/chaos/
+	@cat $(CHAOS_TABLE)
 
 # One -fuzz target per `go test` invocation: Go refuses to fuzz several at once. A -fuzz that
 # matches nothing passes silently, so first make sure the target exists.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
@@ -20,33 +21,41 @@ func (s *Server) healthz(ctx *fasthttp.RequestCtx, _ params) error {
 func (s *Server) readyz(ctx *fasthttp.RequestCtx, _ params) error {
 	c, cancel := s.reqContext()
 	defer cancel()
-	body := map[string]any{"redis": "ok", "mysql": "ok"}
-	status := fasthttp.StatusOK
-	// A cluster's PING goes to any one node: with some partitions down it
-	// would speak for the whole cluster, so it is asked only when the
-	// breakers see no partition down (an outage they have not counted yet).
-	down := s.Engine.PartitionsDown(c)
-	switch all := s.Engine.Keys().Partitions; {
-	case len(down) == all:
-		body["redis"] = "unreachable"
-	case len(down) > 0:
-		body["redis"] = strconv.Itoa(len(down)) + " of " + strconv.Itoa(all) + " partitions unreachable"
-	case s.Engine.Ping(c) != nil:
-		body["redis"] = "unreachable"
-	}
+	status, down := s.redisHealth(c)
+	body := map[string]any{"redis": status, "mysql": "ok"}
+	code := fasthttp.StatusOK
 	if len(down) > 0 {
 		body["partitions_down"] = down
 	}
-	if body["redis"] != "ok" {
-		status = fasthttp.StatusServiceUnavailable
+	if status != "ok" {
+		code = fasthttp.StatusServiceUnavailable
 	}
 	// Partitions whose Redis state was lost: fenced until rebuilt from MySQL.
 	if rb := s.Engine.Rebuilding(); len(rb) > 0 {
 		body["partitions_rebuilding"] = rb
-		status = fasthttp.StatusServiceUnavailable
+		code = fasthttp.StatusServiceUnavailable
 	}
 	if err := s.Books.DB.PingContext(c); err != nil {
 		body["mysql"] = "unreachable; settlement is paused and will catch up"
 	}
-	return writeJSON(ctx, status, body)
+	return writeJSON(ctx, code, body)
+}
+
+// redisHealth is Redis as /readyz reports it: "ok", "unreachable", or how
+// many partitions are unreachable, with the partitions down (their node's
+// circuit breaker is open, or no cluster node serves them).
+func (s *Server) redisHealth(ctx context.Context) (status string, down []int) {
+	// A cluster's PING goes to any one node: with some partitions down it
+	// would speak for the whole cluster, so it is asked only when the
+	// breakers see no partition down (an outage they have not counted yet).
+	down = s.Engine.PartitionsDown(ctx)
+	switch all := s.Engine.Keys().Partitions; {
+	case len(down) == all:
+		return "unreachable", down
+	case len(down) > 0:
+		return strconv.Itoa(len(down)) + " of " + strconv.Itoa(all) + " partitions unreachable", down
+	case s.Engine.Ping(ctx) != nil:
+		return "unreachable", down
+	}
+	return "ok", down
 }

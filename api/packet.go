@@ -75,6 +75,8 @@ func (s *Server) createPacket(ctx *fasthttp.RequestCtx, _ params) error {
 	if err := s.Books.FundPacket(c, pk); err != nil {
 		return err
 	}
+	s.packets.created.Add(1)
+	s.packets.createdCents.Add(pk.TotalCents)
 	if err := s.Engine.PublishPacket(c, pk); err != nil {
 		s.reqLogger(ctx).Warn("packet funded but not yet published; the sweeper will publish it", "packet", pk.ID, "err", err)
 	} else if err := s.Books.MarkPacketLive(c, pk.ID); err != nil {
@@ -122,6 +124,10 @@ func (s *Server) grabPacket(ctx *fasthttp.RequestCtx, ps params) error {
 	s.metrics.grabs.WithLabelValues("packet", outcome(res.Repeat, err)).Inc()
 	if err != nil {
 		return err
+	}
+	if !res.Repeat {
+		s.packets.shares.Add(1)
+		s.packets.sharesCents.Add(res.AmountCents)
 	}
 	return writeJSON(ctx, fasthttp.StatusOK, grabPacketResponse{PacketID: res.PacketID, AmountCents: res.AmountCents,
 		RemainingCount: res.RemainingCount, RemainingCents: res.RemainingCents, Repeat: res.Repeat})

@@ -67,6 +67,7 @@ func (s *Server) createSale(ctx *fasthttp.RequestCtx, _ params) error {
 	if err != nil {
 		return err
 	}
+	s.activity.track(sale.ID) // on the operator's page before its first grab
 	return writeJSON(ctx, fasthttp.StatusCreated, saleOut(sale))
 }
 
@@ -180,6 +181,7 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 	if err != nil {
 		status, code, msg := grabRefusal(err)
 		s.metrics.grabs.WithLabelValues("sale", code).Inc()
+		s.activity.grab(r.SaleID, code)
 		if status >= 500 {
 			return err // logged by the common error path
 		}
@@ -191,6 +193,7 @@ func (s *Server) grabSale(ctx *fasthttp.RequestCtx, ps params) error {
 		label = "repeat"
 	}
 	s.metrics.grabs.WithLabelValues("sale", label).Inc()
+	s.activity.grab(r.SaleID, label)
 	writeGrabAnswer(ctx, res)
 	return nil
 }

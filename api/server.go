@@ -43,6 +43,10 @@ type Server struct {
 	// format.
 	Payments *settle.Payments
 	Channels pay.Channels
+	// Settler, when this process runs one, lets the operator's page show
+	// the settlement backlog of its streams; nil leaves that part out.
+	Settler *settle.Settler
+
 	// WeChatLogin serves POST /v1/wechat/login (the mini program login that
 	// the jsapi method needs); nil turns the route's answers into 400.
 	WeChatLogin PayerLogin
@@ -83,6 +87,11 @@ type Server struct {
 	inFlight atomic.Int64
 	grabs    *limiter[string]
 	ips      *limiter[netip.Addr]
+
+	// What the operator's page shows that no counter elsewhere keeps.
+	activity *activity
+	packets  packetCounts
+	rates    rates
 
 	setup   sync.Once // Handler's: defaults, metrics, routes, once per Server
 	routes  []route
@@ -161,6 +170,7 @@ func (s *Server) init() {
 	s.metrics = newMetrics(s.Registry)
 	s.grabs = newLimiter[string](s.GrabLimit, maxLimited)
 	s.ips = newLimiter[netip.Addr](s.IPLimit, maxLimited)
+	s.activity = newActivity()
 	registerStats(s.Registry, s.Engine, s.Books)
 	s.promH = fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.Registry, promhttp.HandlerOpts{}))
 	// The grab routes come first: routes are matched in order, and these
@@ -172,6 +182,8 @@ func (s *Server) init() {
 		{method: "GET", pattern: "/readyz", name: "readyz", handle: s.readyz, exempt: true},
 		{method: "GET", pattern: "/metrics", name: "metrics", handle: s.serveMetrics, exempt: true},
 		{method: "GET", pattern: "/openapi.json", name: "openapi", handle: s.openapi, exempt: true},
+		{method: "GET", pattern: "/admin", name: "admin_page", handle: s.adminPage, exempt: true},
+		{method: "GET", pattern: "/v1/admin/stats", name: "admin_stats", handle: s.adminStats, exempt: true},
 		{method: "POST", pattern: "/v1/sales", name: "create_sale", handle: s.createSale},
 		{method: "GET", pattern: "/v1/sales/*", name: "get_sale", handle: s.getSale, public: true},
 		{method: "GET", pattern: "/v1/orders/*", name: "get_order", handle: s.getOrder},

@@ -78,7 +78,8 @@ type Engine struct {
 	keys Keyspace
 	ids  *IDs
 
-	retention time.Duration
+	retention  time.Duration
+	durability Durability
 
 	saleCreate   *redis.Script
 	saleGrab     *redis.Script
@@ -128,6 +129,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		keys:          cfg.Keys,
 		ids:           cfg.IDs,
 		retention:     cfg.Retention,
+		durability:    cfg.Durability,
 		saleCreate:    redis.NewScript(scripts.SaleCreate),
 		saleGrab:      redis.NewScript(scripts.SaleGrab),
 		orderRelease:  redis.NewScript(scripts.OrderRelease),
@@ -175,6 +177,15 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 // twice; it does not close the Redis client, which the caller owns.
 func (e *Engine) Close() {
 	e.bg.close()
+}
+
+// Durability returns the guarantee the engine's won grabs carry when
+// answered (Config.Durability; an empty one is DurabilityNone).
+func (e *Engine) Durability() Durability {
+	if e.durability == "" {
+		return DurabilityNone
+	}
+	return e.durability
 }
 
 // Keys returns the engine's key layout.

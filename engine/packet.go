@@ -193,3 +193,24 @@ func (e *Engine) ExpirePackets(ctx context.Context, p int) (int, error) {
 	}
 	return closed, nil
 }
+
+// OpenPackets counts the packets that still have shares and have not been
+// closed by expiry, over every partition: one ZCARD per partition's expiry
+// set, in one pipeline, so the cost does not grow with the packets.
+func (e *Engine) OpenPackets(ctx context.Context) (int64, error) {
+	cmds := make([]*redis.IntCmd, e.keys.Partitions)
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for p := range cmds {
+			cmds[p] = pipe.ZCard(ctx, e.keys.PacketExpiry(p))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count open packets: %w", wrapRedis(err))
+	}
+	var n int64
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
+}

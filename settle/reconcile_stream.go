@@ -149,6 +149,14 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 		return nil, fmt.Errorf("snapshot partition %d: stream: %w", p, err)
 	}
 	s.last = parseStreamID(info.Val().LastGeneratedID)
+	if s.last == (streamID{}) {
+		// The stream exists but never held an entry: a settler's XGROUP
+		// CREATE MKSTREAM made it after Redis lost the old one. As with no
+		// stream, every event MySQL holds is older than this instant
+		// (without this, every order settled before the loss was ignored
+		// and its sale reported as units LOST; found by the chaos suite).
+		s.last = streamID{ms: uint64(s.now.UnixMilli())}
+	}
 	var delivered *streamID
 	for _, g := range groups.Val() {
 		if g.Name == r.Group {

@@ -474,3 +474,21 @@ func TestReconcileCountsLostOrdersPerSale(t *testing.T) {
 	wantDiff(t, rep, checkEpoch, fmt.Sprintf("partition %d: no epoch marker while MySQL holds 1 sales", p))
 	wantDiff(t, rep, checkSales, "sale s1: in MySQL (3 units held by its orders), missing in Redis")
 }
+
+// TestReconcileAfterStreamRecreatedEmpty: Redis lost a partition's stream
+// and a settler's XGROUP CREATE MKSTREAM made an empty one (last id 0-0).
+// Every order MySQL holds predates it, so the books still balance; reconcile
+// used to count none of them and report the sale's units LOST.
+func TestReconcileAfterStreamRecreatedEmpty(t *testing.T) {
+	b := newLedgerRig(t)
+	ctx := context.Background()
+	b.settleAll(t)
+	p := b.keys.Partition("s1")
+	if err := b.rdb.Del(ctx, b.keys.Events(p)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.rdb.XGroupCreateMkStream(ctx, b.keys.Events(p), "settlers", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	b.wantFailing(t, b.reconcile(t, nil), map[string]int{})
+}

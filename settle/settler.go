@@ -238,6 +238,13 @@ func (s *Settler) stillOwned(ctx context.Context, stream string, msgs []redis.XM
 		Stream: stream, Group: s.Group, Consumer: s.Consumer,
 		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs)) + s.BatchSize,
 	}).Result()
+	if redis.HasErrorPrefix(err, "NOGROUP") {
+		// Redis lost the stream and its group (a restart without
+		// persistence, a flush) while the batch waited: no pending list
+		// is left for anyone to claim the entries from, so this memory is
+		// their only copy. Settle them all; a replay changes nothing.
+		return msgs, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pending entries of %s in %s: %w", s.Consumer, stream, err)
 	}

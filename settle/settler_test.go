@@ -507,3 +507,35 @@ func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
 		t.Fatalf("%d dead letters after the sick settler's retry, want 1", n)
 	}
 }
+
+// TestSettlerSettlesBatchWhoseStreamWasLost: a batch waits in the settler's
+// memory for MySQL while Redis loses the stream and its group (a restart
+// without persistence, a flush). Nobody can claim the entries any more, so
+// the settler settles them from memory once MySQL is back, and the partition
+// goes on settling (it used to retry XPENDING's NOGROUP forever).
+func TestSettlerSettlesBatchWhoseStreamWasLost(t *testing.T) {
+	r := newRig(t)
+	ctx := context.Background()
+	pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
+	proxy.Down()
+	r.settler(t, pdb, "a", time.Minute)
+	r.addOrder(t, 0, "1-0", "alice")
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
+		if err != nil {
+			return false, fmt.Sprintf("XPENDING: %v", err)
+		}
+		return x.Consumers["a"] == 1, fmt.Sprintf("pending by consumer %v, want a:1", x.Consumers)
+	})
+	if err := r.rdb.Del(ctx, r.keys.Events(0)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	proxy.Up()
+	waitSettled(t, r.db, 1)
+	r.addOrder(t, 0, "2-0", "bob")
+	waitSettled(t, r.db, 2)
+	users := r.orderUsers(t)
+	if users["1-0"] != "alice" || users["2-0"] != "bob" || len(users) != 2 {
+		t.Fatalf("orders in MySQL %v, want 1-0 alice and 2-0 bob", users)
+	}
+}

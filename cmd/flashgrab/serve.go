@@ -28,6 +28,10 @@ func serveCommand() *cli.Command {
 			redisFlag, mysqlFlag, partitionsFlag, prefixFlag, secretFlag, devSecretFlag,
 			&cli.BoolFlag{Name: "dev", Usage: "development mode: without a JWT secret, keep one in --dev-secret-file and print it with an admin token; sandbox payments"},
 			&cli.IntFlag{Name: "settle-workers", Value: 8, Sources: cli.EnvVars("FLASHGRAB_SETTLE_WORKERS"), Usage: "concurrent MySQL batches (ants pool size)"},
+			&cli.DurationFlag{Name: "settle-claim-idle", Value: 30 * time.Second, Sources: cli.EnvVars("FLASHGRAB_SETTLE_CLAIM_IDLE"),
+				Usage: "settle the events a dead instance left unsettled once they have been pending this long"},
+			&cli.DurationFlag{Name: "packet-grace", Value: 30 * time.Second, Sources: cli.EnvVars("FLASHGRAB_PACKET_GRACE"),
+				Usage: "a red packet debited but not published to Redis (Redis failed during its send) is published by the sweeper after this long"},
 			&cli.DurationFlag{Name: "order-ttl", Value: 15 * time.Minute, Sources: cli.EnvVars("FLASHGRAB_ORDER_TTL"), Usage: "unpaid orders expire after this"},
 			&cli.DurationFlag{Name: "retention", Value: engine.DefaultRetention, Sources: cli.EnvVars("FLASHGRAB_RETENTION"),
 				Usage: "how long Redis keeps order records and closed red packets (MySQL keeps them for good); must exceed --order-ttl"},
@@ -102,6 +106,10 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	defer pool.Release()
 	books := &settle.Books{DB: db, OrderTTL: cmd.Duration("order-ttl")}
 	settler := settle.NewSettler(srdb, books, ks, pool)
+	if cmd.Duration("settle-claim-idle") <= 0 {
+		return fmt.Errorf("--settle-claim-idle %v: must be positive", cmd.Duration("settle-claim-idle"))
+	}
+	settler.ClaimIdle = cmd.Duration("settle-claim-idle")
 	settler.Logger = log
 	settler.Metrics = settle.NewMetrics(reg)
 	rebuilder := settle.NewRebuilder(eng, books, settler)
@@ -167,7 +175,7 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	payments.Metrics = settler.Metrics
 	defer payments.Close()
 	srv := &api.Server{Engine: eng, Books: books, Auth: auth, Logger: log, Registry: reg,
-		Payments: payments, Channels: ch.on,
+		Payments: payments, Channels: ch.on, Settler: settler,
 		MaxConns: lim.maxConns, MaxConnsPerIP: lim.maxConnsPerIP, IdleTimeout: lim.idle,
 		GrabLimit: lim.grab, IPLimit: lim.ip}
 	if ch.login != nil { // a nil *wechat.Login in the interface would not read as off
@@ -184,6 +192,10 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 		"open_file_limit", nofile, "max_conns", lim.maxConns, "max_conns_per_ip", lim.maxConnsPerIP)
 
 	sweeper := settle.NewSweeper(eng, books, payments)
+	if cmd.Duration("packet-grace") <= 0 {
+		return fmt.Errorf("--packet-grace %v: must be positive", cmd.Duration("packet-grace"))
+	}
+	sweeper.Grace = cmd.Duration("packet-grace")
 	sweeper.Logger = log
 
 	settleCtx, stopSettler := context.WithCancel(context.Background())

@@ -18,10 +18,12 @@ import (
 )
 
 // ClusterNode is a redis-server in cluster mode that the test started, and
-// may kill and start again (empty: it has no persistence).
+// may kill and start again: empty, unless Cluster was given persistence
+// arguments (--appendonly yes), in which case it reloads its own AOF.
 type ClusterNode struct {
 	Addr string
 	dir  string
+	args []string // added to the node's set-up (Cluster's args)
 	cmd  *exec.Cmd
 }
 
@@ -33,6 +35,7 @@ func (n *ClusterNode) Start(t testing.TB) {
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+port+".conf",
 		"--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
 		"--save", "", "--appendonly", "no", "--logfile", filepath.Join(n.dir, "redis-"+port+".log"))
+	n.cmd.Args = append(n.cmd.Args, n.args...)
 	if err := n.cmd.Start(); err != nil {
 		t.Fatalf("testenv: start redis-server on %s: %v", n.Addr, err)
 	}
@@ -67,9 +70,11 @@ func freeAddr(t testing.TB) string {
 
 // Cluster starts a Redis Cluster of three masters of the test's own (no
 // replicas, cluster-require-full-coverage no), each with a third of the
-// slots, and stops them when the test ends. It skips the test when
-// redis-server is not installed: the shared Redis is not a cluster.
-func Cluster(t testing.TB) []*ClusterNode {
+// slots, and stops them when the test ends. args are added to each node's
+// set-up, after the defaults, so they override them (e.g. "--appendonly",
+// "yes"). It skips the test when redis-server is not installed: the shared
+// Redis is not a cluster.
+func Cluster(t testing.TB, args ...string) []*ClusterNode {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server not in PATH: no real cluster to test against")
@@ -77,7 +82,7 @@ func Cluster(t testing.TB) []*ClusterNode {
 	ctx := context.Background()
 	nodes := make([]*ClusterNode, 3)
 	for i := range nodes {
-		nodes[i] = &ClusterNode{Addr: freeAddr(t), dir: t.TempDir()}
+		nodes[i] = &ClusterNode{Addr: freeAddr(t), dir: t.TempDir(), args: args}
 		nodes[i].Start(t)
 		t.Cleanup(nodes[i].Kill)
 	}

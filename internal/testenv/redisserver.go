@@ -19,6 +19,8 @@ import (
 type RedisServer struct {
 	Addr string
 	Port int
+	path string   // the redis-server binary
+	args []string // everything it was started with, for Restart
 	cmd  *exec.Cmd
 	done chan struct{}
 }
@@ -41,12 +43,10 @@ func StartRedisServer(t testing.TB, args ...string) *RedisServer {
 		}
 		all := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
 			"--save", "", "--daemonize", "no", "--logfile", ""}, args...)
-		s := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port,
-			cmd: exec.Command(path, all...), done: make(chan struct{})}
-		if err := s.cmd.Start(); err != nil {
+		s := &RedisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, path: path, args: all}
+		if err := s.start(); err != nil {
 			t.Fatalf("testenv: start redis-server %v: %v", all, err)
 		}
-		go func() { _ = s.cmd.Wait(); close(s.done) }()
 		if s.waitUp() {
 			t.Cleanup(s.Kill)
 			return s
@@ -55,6 +55,36 @@ func StartRedisServer(t testing.TB, args ...string) *RedisServer {
 	}
 	t.Fatalf("testenv: redis-server %v did not answer on a free port in 5 tries", args)
 	return nil
+}
+
+func (s *RedisServer) start() error {
+	s.cmd, s.done = exec.Command(s.path, s.args...), make(chan struct{})
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	cmd, done := s.cmd, s.done
+	go func() { _ = cmd.Wait(); close(done) }()
+	return nil
+}
+
+// Restart starts the server again after Kill, with the same arguments, port
+// and directory: it loads whatever it persisted there (its AOF, when started
+// with --appendonly yes), as a crashed Redis restarted by its supervisor
+// would. It returns once the server answers PING.
+func (s *RedisServer) Restart(t testing.TB) {
+	t.Helper()
+	select {
+	case <-s.done:
+	default:
+		t.Fatalf("testenv: restart redis-server on %s: it still runs (Kill it first)", s.Addr)
+	}
+	if err := s.start(); err != nil {
+		t.Fatalf("testenv: restart redis-server %v: %v", s.args, err)
+	}
+	if !s.waitUp() {
+		s.Kill()
+		t.Fatalf("testenv: restarted redis-server on %s did not answer PING within 10s", s.Addr)
+	}
 }
 
 // Kill stops the server at once (SIGKILL, no shutdown save) and waits for it
