@@ -120,11 +120,11 @@ func TestPacketOverHTTP(t *testing.T) {
 	}
 	var evs []flashgrab.Event
 	for _, m := range msgs {
-		ev, err := engine.ParseEvent(p, m)
+		es, err := engine.ParseEntry(p, m)
 		if err != nil {
 			t.Fatal(err)
 		}
-		evs = append(evs, ev)
+		evs = append(evs, es...)
 	}
 	if err := settle.NewSettler(nil, h.books, keys, nil).Apply(ctx, evs); err != nil {
 		t.Fatal(err)

@@ -466,11 +466,11 @@ func (p *payHarness) reconcile(ctx context.Context) (*settle.Report, error) {
 		}
 		var evs []flashgrab.Event
 		for _, m := range msgs {
-			ev, err := engine.ParseEvent(part, m)
+			es, err := engine.ParseEntry(part, m)
 			if err != nil {
 				return nil, err
 			}
-			evs = append(evs, ev)
+			evs = append(evs, es...)
 		}
 		if err := s.Apply(ctx, evs); err != nil {
 			return nil, err

@@ -29,11 +29,11 @@ func settleAll(t *testing.T, h *harness, rdb redis.UniversalClient) {
 			t.Fatal(err)
 		}
 		for _, m := range msgs {
-			ev, err := engine.ParseEvent(p, m)
+			es, err := engine.ParseEntry(p, m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			evs = append(evs, ev)
+			evs = append(evs, es...)
 		}
 	}
 	if err := settle.NewSettler(nil, h.books, keys, nil).Apply(ctx, evs); err != nil {

@@ -31,6 +31,14 @@ import (
 //	                        with appendonly yes, appendfsync always
 //	http-coalesced-replica  http-coalesced, durability replica (WAIT 1 per round),
 //	                        on a throwaway Redis with a throwaway replica
+//	quiet/raw-script        raw-script on a throwaway Redis nobody else uses
+//	quiet/http-coalesced-settled, quiet/http-packet-settled
+//	                        http-coalesced and http-packet on that Redis with a
+//	                        settler draining the streams into MySQL: Redis CPU
+//	                        per winning grab includes the settler's reads,
+//	                        acknowledgements and trimming (redis-settled-µs/op),
+//	                        and x-raw-redis is its ratio to quiet/raw-script's
+//	                        Redis CPU per call (issue 10 target 1: <= 0.25)
 //
 // Every case keeps concurrency (96) requests in flight and reports grabs/s
 // and the p50 and p99 latency in microseconds.
@@ -76,6 +84,30 @@ func BenchmarkGrab(b *testing.B) {
 	b.Run("http-packet", func(b *testing.B) {
 		defer env.purge(b)
 		env.hammer(b, env.packetGrab(b, coalesced))
+	})
+	// Redis CPU per winning grab, settlement included (issue 10): on a
+	// Redis of the run's own, so that no other client's work is counted.
+	quiet := env.on(b, testenv.StartRedisServer(b))
+	quietSrv := quiet.startServer(b, engine.Config{})
+	raw := -1.0
+	b.Run("quiet/raw-script", func(b *testing.B) {
+		sale := newSale(quietSrv, flashgrab.MaxStock, flashgrab.MaxPerUserLimit)
+		defer quiet.purge(b)
+		raw = quiet.hammer(b, quiet.rawScript(b, sale))
+	})
+	perRaw := func(b *testing.B, settled float64) {
+		if raw > 0 && settled > 0 {
+			b.ReportMetric(settled/raw, "x-raw-redis")
+		}
+	}
+	b.Run("quiet/http-coalesced-settled", func(b *testing.B) {
+		sale := newSale(quietSrv, flashgrab.MaxStock, flashgrab.MaxPerUserLimit)
+		defer quiet.purge(b)
+		perRaw(b, quiet.hammerSettled(b, quiet.httpGrab(quietSrv.addr, "/v1/sales/"+sale+"/grab", true, fasthttp.StatusOK), true))
+	})
+	b.Run("quiet/http-packet-settled", func(b *testing.B) {
+		defer quiet.purge(b)
+		perRaw(b, quiet.hammerSettled(b, quiet.packetGrab(b, quietSrv), true))
 	})
 	// Durability (issue 9): the same grabs on throwaway Redis servers, next
 	// to http-coalesced (none) in the same run.

@@ -2,9 +2,13 @@ package bench
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +18,7 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/panjf2000/ants/v2"
 	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
@@ -26,7 +31,8 @@ import (
 
 // The end-to-end benchmark harness: real api.Servers on loopback TCP, the
 // real Redis (under a key prefix of the run's own) and MySQL (a database of
-// its own, needed by the server's books; settlement does not run), and
+// its own, needed by the server's books; settlement runs in the cases that
+// measure it, hammerSettled), and
 // fasthttp clients hammering from b.RunParallel with per-request latency in
 // HDR histograms.
 
@@ -183,8 +189,25 @@ func (env *harness) redisCPU() float64 {
 // and clients). Everything shares the machine's cores, so CPU per op is the
 // steadier figure when other work competes for them. Every op's answer is
 // checked; a wrong one fails the case.
-func (env *harness) hammer(b *testing.B, newOp worker) {
+func (env *harness) hammer(b *testing.B, newOp worker) (redisPerOp float64) {
 	b.Helper()
+	return env.hammerSettled(b, newOp, false)
+}
+
+// hammerSettled is hammer; with settled, a settler drains the partition
+// streams into MySQL while the ops run, and the case also reports Redis's
+// CPU per op up to the moment every event is settled (redis-settled-µs/op:
+// the grab scripts and the settler's reads, acknowledgements and trimming),
+// and how long the drain took after the last op. Every op must be a win, so
+// this is Redis CPU per winning grab. It returns Redis's CPU µs per op:
+// settled, up to the drain; else up to the last op (-1 when unknown).
+func (env *harness) hammerSettled(b *testing.B, newOp worker, settled bool) (redisPerOp float64) {
+	b.Helper()
+	var st *settling
+	if settled {
+		st = env.startSettler(b)
+		defer st.stop()
+	}
 	par := (concurrency + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0)
 	b.SetParallelism(par)
 	var (
@@ -195,6 +218,7 @@ func (env *harness) hammer(b *testing.B, newOp worker) {
 		first  atomic.Value
 	)
 	b.ReportAllocs()
+	stats0 := env.commandStats()
 	cpu0, self0 := env.redisCPU(), processCPU()
 	b.ResetTimer()
 	start := time.Now()
@@ -222,10 +246,77 @@ func (env *harness) hammer(b *testing.B, newOp worker) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "grabs/s")
 	b.ReportMetric(float64(merged.ValueAtQuantile(50)), "p50-µs")
 	b.ReportMetric(float64(merged.ValueAtQuantile(99)), "p99-µs")
+	redisPerOp = -1
 	if cpu0 >= 0 && cpu1 >= 0 {
-		b.ReportMetric((cpu1-cpu0)*1e6/float64(b.N), "redis-µs/op")
+		redisPerOp = (cpu1 - cpu0) * 1e6 / float64(b.N)
+		b.ReportMetric(redisPerOp, "redis-µs/op")
+	}
+	if st != nil {
+		redisPerOp = -1
+		t0 := time.Now()
+		st.drain(b, int64(b.N))
+		cpu2 := env.redisCPU()
+		b.ReportMetric(time.Since(t0).Seconds(), "drain-s")
+		if cpu0 >= 0 && cpu2 >= 0 {
+			redisPerOp = (cpu2 - cpu0) * 1e6 / float64(b.N)
+			b.ReportMetric(redisPerOp, "redis-settled-µs/op")
+		}
+		b.Logf("N=%d, Redis time per op by command (INFO commandstats; a script's commands are inside its own): %s",
+			b.N, commandsPerOp(stats0, env.commandStats(), b.N))
 	}
 	b.ReportMetric(float64(self1-self0)/1e3/float64(b.N), "go-µs/op")
+	return redisPerOp
+}
+
+// commandStats returns INFO commandstats as command → total µs, calls.
+func (env *harness) commandStats() map[string][2]float64 {
+	info, err := env.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		return nil
+	}
+	out := map[string][2]float64{}
+	for _, line := range strings.Split(info, "\n") {
+		// cmdstat_xadd:calls=10,usec=40,usec_per_call=4.00,...
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || !strings.HasPrefix(name, "cmdstat_") {
+			continue
+		}
+		var v [2]float64
+		for _, kv := range strings.Split(rest, ",") {
+			k, x, _ := strings.Cut(kv, "=")
+			f, _ := strconv.ParseFloat(x, 64)
+			switch k {
+			case "usec":
+				v[0] = f
+			case "calls":
+				v[1] = f
+			}
+		}
+		out[strings.TrimPrefix(name, "cmdstat_")] = v
+	}
+	return out
+}
+
+// commandsPerOp formats the commands' time and calls per op between two
+// commandStats, largest first, leaving out those under 0.1 µs per op.
+func commandsPerOp(before, after map[string][2]float64, n int) string {
+	type row struct {
+		name        string
+		usec, calls float64
+	}
+	var rows []row
+	for k, v := range after {
+		r := row{k, (v[0] - before[k][0]) / float64(n), (v[1] - before[k][1]) / float64(n)}
+		if r.usec >= 0.1 {
+			rows = append(rows, r)
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool { return rows[i].usec > rows[j].usec })
+	var sb strings.Builder
+	for _, r := range rows {
+		fmt.Fprintf(&sb, "%s %.2fµs (%.3f calls); ", r.name, r.usec, r.calls)
+	}
+	return sb.String()
 }
 
 // processCPU is the CPU time this process (server, engine and clients
@@ -283,4 +374,90 @@ func awaitSoldOutMark(b *testing.B, srv *server, sale string) {
 		st := srv.eng.SoldOutStats()
 		return st.Answered > before, fmt.Sprintf("the sold-out mark of %s answers no probe: %+v", sale, st)
 	})
+}
+
+// settling is a settler running over a harness's Redis and MySQL for one
+// case.
+type settling struct {
+	db     *sql.DB
+	base   int64 // wins MySQL held when the settler started
+	rdb    *redis.Client
+	keys   engine.Keyspace
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// startSettler runs a settler (as serve runs it: default options, a pool of
+// 16 transactions) over env's partitions until stop.
+func (env *harness) startSettler(b *testing.B) *settling {
+	b.Helper()
+	pool, err := ants.NewPool(16)
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The settler blocks one connection per partition: a client of its own.
+	rdb := redis.NewClient(&redis.Options{Addr: env.rdb.Options().Addr, PoolSize: 2 * engine.DefaultPartitions})
+	keys := engine.Keyspace{Prefix: env.prefix, Partitions: engine.DefaultPartitions}
+	s := settle.NewSettler(rdb, env.books, keys, pool)
+	s.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	st := &settling{db: env.books.DB, rdb: rdb, keys: keys, cancel: cancel, done: make(chan struct{})}
+	st.base = st.settled(b)
+	go func() {
+		defer close(st.done)
+		_ = s.Run(ctx)
+		pool.Release()
+		rdb.Close()
+	}()
+	return st
+}
+
+// settled counts the wins MySQL holds: orders and packet shares.
+func (st *settling) settled(b *testing.B) int64 {
+	var n int64
+	if err := st.db.QueryRow("SELECT (SELECT COUNT(*) FROM orders) + (SELECT COUNT(*) FROM packet_grabs)").Scan(&n); err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// drain waits until MySQL holds the case's wins, then until every
+// partition's stream is settled: no entry pending in the settlers' group and
+// none not yet delivered to it. MySQL is polled first so that the polling
+// costs Redis nothing while the settler catches up.
+func (st *settling) drain(b *testing.B, wins int64) {
+	b.Helper()
+	ctx := context.Background()
+	testenv.Eventually(b, 5*time.Minute, func() (bool, string) {
+		n := st.settled(b) - st.base
+		return n >= wins, fmt.Sprintf("MySQL holds %d of %d wins", n, wins)
+	})
+	testenv.Eventually(b, time.Minute, func() (bool, string) {
+		for p := 0; p < st.keys.Partitions; p++ {
+			stream := st.keys.Events(p)
+			info, err := st.rdb.XInfoStream(ctx, stream).Result()
+			if err != nil {
+				if strings.Contains(err.Error(), "no such key") {
+					continue // no event in this partition
+				}
+				return false, fmt.Sprintf("stream %s: %v", stream, err)
+			}
+			groups, err := st.rdb.XInfoGroups(ctx, stream).Result()
+			if err != nil || len(groups) == 0 {
+				return false, fmt.Sprintf("stream %s has no settlers' group yet (%v)", stream, err)
+			}
+			g := groups[0]
+			if g.Pending > 0 || g.LastDeliveredID != info.LastGeneratedID {
+				return false, fmt.Sprintf("stream %s: %d pending, delivered up to %s of %s", stream, g.Pending,
+					g.LastDeliveredID, info.LastGeneratedID)
+			}
+		}
+		return true, ""
+	})
+}
+
+// stop ends the settler and waits for it.
+func (st *settling) stop() {
+	st.cancel()
+	<-st.done
 }

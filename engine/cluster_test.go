@@ -332,8 +332,11 @@ func TestClusterPacketExpiryOnEveryMaster(t *testing.T) {
 		}
 		refunds := 0
 		for _, m := range msgs {
-			if ev, err := engine.ParseEvent(p, m); err == nil && ev.Kind == flashgrab.EventRefund {
-				refunds++
+			evs, _ := engine.ParseEntry(p, m)
+			for _, ev := range evs {
+				if ev.Kind == flashgrab.EventRefund {
+					refunds++
+				}
 			}
 		}
 		if refunds != perPartition[p] {

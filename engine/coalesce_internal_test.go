@@ -109,4 +109,59 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 			t.Errorf("#%d %+v: outcome %v, want %s", i, seq[i], single[i][0], wantOutcomes[i])
 		}
 	}
+
+	// Both leave the same Redis state: every buyer's holding, every
+	// attempt's order (its quantity and amount), and one order event per
+	// win; the batch's wins travel in one stream entry.
+	state := func(sale string) (holdings map[string]string, orders []flashgrab.Order, entries int) {
+		p := e.keys.Partition(sale)
+		all, err := rdb.HGetAll(ctx, e.keys.Buyers(p, sale)).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		holdings = map[string]string{}
+		for f, v := range all {
+			if f[0] == 'u' {
+				holdings[f] = v
+			} else {
+				holdings[f] = v[len(v)-len("|2|200"):] // the order id differs
+			}
+		}
+		msgs, err := rdb.XRange(ctx, e.keys.Events(p), "-", "+").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			evs, err := ParseEntry(p, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, ev := range evs {
+				if ev.Kind == flashgrab.EventOrder && ev.Order.SaleID == sale {
+					orders = append(orders, ev.Order)
+					n++
+				}
+			}
+			if n > 0 {
+				entries++
+			}
+		}
+		return holdings, orders, entries
+	}
+	bh, bo, be := state("batched")
+	sh, so, se := state("single")
+	if fmt.Sprint(bh) != fmt.Sprint(sh) {
+		t.Errorf("buyers after the batch %v, after one call each %v", bh, sh)
+	}
+	if len(bo) != 2 || len(so) != 2 || be != 1 || se != 2 {
+		t.Fatalf("order events: batched %d in %d entries, one call each %d in %d entries; want 2 in 1 and 2 in 2", len(bo), be, len(so), se)
+	}
+	for i := range bo {
+		b, s := bo[i], so[i]
+		if b.UserID != s.UserID || b.Qty != s.Qty || b.AmountCents != s.AmountCents || b.MerchantID != "m" ||
+			b.ID != batched[[]int{0, 5}[i]][1] {
+			t.Errorf("order event %d: batched %+v, one call each %+v", i, b, s)
+		}
+	}
 }

@@ -3,7 +3,7 @@
 // partition's settlement stream in the same step. It lays out the keys and
 // partitions, generates ids, coalesces concurrent grabs into one script call,
 // keeps the sold-out mark, and reads stream entries back as events
-// (ParseEvent). The vocabulary it speaks (Sale, Order, Packet, Event, the
+// (ParseEntry). The vocabulary it speaks (Sale, Order, Packet, Event, the
 // errors) is the root package flashgrab's.
 package engine
 

@@ -240,11 +240,13 @@ func TestPacketExpiryRefundsOnce(t *testing.T) {
 	msgs, _ := rdb.XRange(ctx, e.Keys().Events(p), "-", "+").Result()
 	refunds := 0
 	for _, m := range msgs {
-		ev, _ := engine.ParseEvent(p, m)
-		if ev.Kind == flashgrab.EventRefund {
-			refunds++
-			if ev.Refund.AmountCents != 500 || ev.Refund.SenderID != "sender" {
-				t.Fatalf("refund %+v", ev.Refund)
+		evs, _ := engine.ParseEntry(p, m)
+		for _, ev := range evs {
+			if ev.Kind == flashgrab.EventRefund {
+				refunds++
+				if ev.Refund.AmountCents != 500 || ev.Refund.SenderID != "sender" {
+					t.Fatalf("refund %+v", ev.Refund)
+				}
 			}
 		}
 	}

@@ -157,8 +157,8 @@ func (e *Engine) PartitionEvents(ctx context.Context, p int) ([]flashgrab.Event,
 			return nil, fmt.Errorf("read stream of partition %d: %w", p, wrapRedis(err))
 		}
 		for _, m := range msgs {
-			if ev, err := ParseEvent(p, m); err == nil {
-				out = append(out, ev)
+			if evs, err := ParseEntry(p, m); err == nil {
+				out = append(out, evs...)
 			}
 		}
 		if len(msgs) < 1000 {

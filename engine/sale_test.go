@@ -167,9 +167,9 @@ func TestGrabLargeAmountsStayExact(t *testing.T) {
 	}
 	p := e.Keys().Partition("big")
 	msgs, _ := rdb.XRange(ctx, e.Keys().Events(p), "-", "+").Result()
-	ev, err := engine.ParseEvent(p, msgs[len(msgs)-1])
-	if err != nil || ev.Order.AmountCents != want {
-		t.Fatalf("event: %+v %v", ev.Order, err)
+	evs, err := engine.ParseEntry(p, msgs[len(msgs)-1])
+	if err != nil || len(evs) != 1 || evs[0].Order.AmountCents != want {
+		t.Fatalf("events: %+v %v, want one order of %d fen", evs, err, want)
 	}
 	again, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "big", UserID: "whale", Qty: flashgrab.MaxPerUserLimit})
 	if err != nil || !again.Repeat || again.AmountCents != want {

@@ -14,6 +14,11 @@
 -- per user i: user, random integer in [0, 2^40)
 -- Returns, per user, four values: outcome, amount, remaining count,
 -- remaining cents. Outcomes: ok, repeat, empty, expired, not_found.
+--
+-- As in sale_grab.lua, the batch reads its users' grabs in one HMGET, writes
+-- the new ones in one HSET and appends one stream entry for all its wins:
+-- k "grabs", pkt, sender, at (Unix ms), and g, the shares joined by ',',
+-- each "user|amount|seq". engine.ParseEntry reads it.
 -- Fence (engine/rebuild.go): without the partition's epoch marker its state
 -- was lost and is being rebuilt from MySQL; decide nothing until it is back.
 if redis.call('EXISTS', KEYS[5]) == 0 then
@@ -34,10 +39,15 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local changed = false
 
+local users = {}
+for i = 1, n do users[i] = ARGV[2 * i + 1] end
+local read = redis.call('HMGET', KEYS[2], unpack(users))
+local wrote, writes, shares = {}, {}, {}
+
 for i = 1, n do
-  local user, r = ARGV[2 * i + 1], tonumber(ARGV[2 * i + 2])
+  local user, r = users[i], tonumber(ARGV[2 * i + 2])
   local outcome, amount = 'ok', 0
-  local prev = redis.call('HGET', KEYS[2], user)
+  local prev = wrote[user] or read[i]
   if prev then
     -- prev is "amount|at_ms|seq"
     outcome = 'repeat'
@@ -60,13 +70,17 @@ for i = 1, n do
     left = left - 1
     changed = true
     local seq = count - left
-    redis.call('HSET', KEYS[2], user, amount .. '|' .. now .. '|' .. seq)
-    redis.call('XADD', KEYS[3], '*', 'k', 'grab', 'pkt', ARGV[1], 'sender', sender, 'user', user,
-      'amt', amount, 'seq', seq, 'at', now)
+    local rec = amount .. '|' .. now .. '|' .. seq
+    wrote[user] = rec
+    writes[#writes + 1] = user; writes[#writes + 1] = rec
+    shares[#shares + 1] = user .. '|' .. amount .. '|' .. seq
   end
   out[#out + 1] = outcome; out[#out + 1] = amount; out[#out + 1] = left; out[#out + 1] = rem
 end
 if changed then
+  redis.call('HSET', KEYS[2], unpack(writes))
+  redis.call('XADD', KEYS[3], '*', 'k', 'grabs', 'pkt', ARGV[1], 'sender', sender, 'at', now,
+    'g', table.concat(shares, ','))
   redis.call('HSET', KEYS[1], 'rem', rem, 'left', left)
   if left == 0 then
     -- Emptied: nothing will be refunded; MySQL keeps the packet for good.

@@ -24,6 +24,8 @@ var (
 	PacketGrab string
 	//go:embed packet_expire.lua
 	PacketExpire string
+	//go:embed stream_ack.lua
+	StreamAck string
 	//go:embed sale_restore.lua
 	SaleRestore string
 	//go:embed packet_restore.lua

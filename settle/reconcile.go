@@ -147,15 +147,17 @@ type inflight struct {
 func (fl *inflight) add(s *snapshot) {
 	for _, m := range s.unsettled {
 		fl.n++
-		ev, err := engine.ParseEvent(s.p, m)
+		evs, err := engine.ParseEntry(s.p, m)
 		if err != nil {
 			continue
 		}
-		switch ev.Kind {
-		case flashgrab.EventOrder:
-			fl.orders[ev.Order.ID] = ev.Order
-		case flashgrab.EventGrab:
-			fl.grabs[ev.Grab.PacketID+"/"+ev.Grab.UserID] = true
+		for _, ev := range evs {
+			switch ev.Kind {
+			case flashgrab.EventOrder:
+				fl.orders[ev.Order.ID] = ev.Order
+			case flashgrab.EventGrab:
+				fl.grabs[ev.Grab.PacketID+"/"+ev.Grab.UserID] = true
+			}
 		}
 	}
 }

@@ -219,8 +219,11 @@ func (r *Reconciler) salesMatchOrders(ctx context.Context, st *state) (Check, er
 func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []saleRow) ([]string, error) {
 	flying := map[string]flashgrab.Order{}
 	for _, m := range s.unsettled {
-		if ev, err := engine.ParseEvent(s.p, m); err == nil && ev.Kind == flashgrab.EventOrder {
-			flying[ev.Order.ID] = ev.Order
+		evs, _ := engine.ParseEntry(s.p, m) // an unreadable entry holds no order to count
+		for _, ev := range evs {
+			if ev.Kind == flashgrab.EventOrder {
+				flying[ev.Order.ID] = ev.Order
+			}
 		}
 	}
 	ids := make([]string, 0, len(flying))

@@ -102,11 +102,11 @@ func (b *ledgerRig) settleAll(t *testing.T) {
 		}
 		var evs []flashgrab.Event
 		for _, m := range msgs {
-			ev, err := engine.ParseEvent(p, m)
+			es, err := engine.ParseEntry(p, m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			evs = append(evs, ev)
+			evs = append(evs, es...)
 			if err := b.rdb.XDel(ctx, b.keys.Events(p), m.ID).Err(); err != nil {
 				t.Fatal(err)
 			}

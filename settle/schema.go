@@ -4,7 +4,7 @@
 // versioned compare-and-set. It also owns the books (accounts and ledger),
 // order expiry and reconciliation. It implements the root package
 // flashgrab's vocabulary over MySQL; of engine it uses only the Redis side
-// (the key layout, ParseEvent, and the Engine the sweeper drives).
+// (the key layout, ParseEntry, and the Engine the sweeper drives).
 package settle
 
 import (

@@ -23,7 +23,7 @@ import (
 // Settler drains the partition streams into MySQL. Each partition has one
 // consumer group; a settler instance reads a batch per partition, applies it
 // in one transaction through its ants pool, acknowledges the entries after the
-// commit and deletes them, so the streams stay short. Entries left pending by a
+// commit and trims the settled history, so the streams stay short. Entries left pending by a
 // settler that died are claimed again after ClaimIdle. Run several instances
 // (with distinct Consumer names) for availability.
 //
@@ -304,10 +304,11 @@ func (s *Settler) read(ctx context.Context, stream, from string, block time.Dura
 	return res[0].Messages, nil
 }
 
-// entry is a stream entry and the event it carries.
+// entry is a stream entry and the events it carries (one, or every order of
+// a grab batch). It is settled, dead-lettered and acknowledged as a whole.
 type entry struct {
 	msg redis.XMessage
-	ev  flashgrab.Event
+	evs []flashgrab.Event
 }
 
 // flush settles one batch: entries deleted while pending are acknowledged,
@@ -323,14 +324,14 @@ func (s *Settler) flush(p int, msgs []redis.XMessage) ([]redis.XMessage, error) 
 			gone = append(gone, m.ID)
 			continue
 		}
-		ev, err := engine.ParseEvent(p, m)
+		evs, err := engine.ParseEntry(p, m)
 		if err != nil {
 			if err := s.deadLetter(p, m, err); err != nil {
 				return msgs, err
 			}
 			continue
 		}
-		batch = append(batch, entry{m, ev})
+		batch = append(batch, entry{m, evs})
 	}
 	if len(gone) > 0 {
 		if err := s.ack(p, gone); err != nil {
@@ -395,10 +396,10 @@ func (s *Settler) settle(p int, batch []entry, done map[string]bool) error {
 // apply commits entries' events in one transaction through the ants pool
 // and, only after the commit, acknowledges and deletes the entries.
 func (s *Settler) apply(p int, batch []entry) error {
-	events := make([]flashgrab.Event, len(batch))
+	events := make([]flashgrab.Event, 0, len(batch))
 	ids := make([]string, len(batch))
 	for i, e := range batch {
-		events[i], ids[i] = e.ev, e.msg.ID
+		events, ids[i] = append(events, e.evs...), e.msg.ID
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -436,18 +437,15 @@ func outage(err error) bool {
 	return false
 }
 
-// ack acknowledges and deletes settled entries. Failing, it reports an
-// outage: the entries stay pending and their replay changes nothing.
+// ack acknowledges settled entries and trims the stream up to the oldest
+// entry still pending or unread (engine.AckSettled): one call, instead of an
+// XDEL per entry. Failing, it reports an outage: the entries stay pending
+// and their replay changes nothing.
 func (s *Settler) ack(p int, ids []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	stream := s.keys.Events(p)
-	_, err := s.redis.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.XAck(ctx, stream, s.Group, ids...)
-		pipe.XDel(ctx, stream, ids...)
-		return nil
-	})
-	if err != nil {
+	if _, err := engine.AckSettled(ctx, s.redis, stream, s.Group, ids...); err != nil {
 		return fmt.Errorf("acknowledge %d entries of %s: %w: %v", len(ids), stream, flashgrab.ErrUnavailable, err)
 	}
 	return nil

@@ -198,11 +198,11 @@ func TestSettlerTakeover(t *testing.T) {
 		}
 		var evs []flashgrab.Event
 		for _, m := range res[0].Messages {
-			ev, err := engine.ParseEvent(p, m)
+			es, err := engine.ParseEntry(p, m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			evs = append(evs, ev)
+			evs = append(evs, es...)
 		}
 		dead := settle.NewSettler(nil, &settle.Books{DB: r.db}, r.keys, nil)
 		if err := dead.Apply(ctx, evs); err != nil {
