@@ -11,6 +11,9 @@ const (
 	MaxPriceCents   = 1_000_000_000 // 10 million yuan
 	MaxStock        = 1_000_000_000_000
 	MaxPerUserLimit = 1_000_000
+	// MaxShards bounds the partitions one sale's stock is spread over: a
+	// grab that finds its shard dry may read every shard, so K stays small.
+	MaxShards = 64
 )
 
 // Sale is a flash sale: Stock units at PriceCents each, at most PerUserLimit
@@ -24,7 +27,16 @@ type Sale struct {
 	PerUserLimit int64
 	StartsAt     time.Time
 	EndsAt       time.Time
+	// Shards is how many partitions the stock is spread over (0 reads as
+	// 1): each grab is decided by one shard, so a hot sale can use K Redis
+	// nodes. ShardPartitions are the partitions the engine chose for them
+	// at create, shard 0 first (nil for an unsharded sale).
+	Shards          int
+	ShardPartitions []int
 }
+
+// ShardCount is the sale's number of shards, at least 1.
+func (s *Sale) ShardCount() int { return max(s.Shards, 1) }
 
 // Validate checks a new sale's terms.
 func (s *Sale) Validate() error {
@@ -45,6 +57,8 @@ func (s *Sale) Validate() error {
 		return Invalid("ends_at", "required")
 	case !s.EndsAt.After(s.StartsAt):
 		return Invalid("ends_at", "must be after starts_at")
+	case s.Shards < 0 || s.Shards > MaxShards:
+		return Invalid("shards", fmt.Sprintf("must be in [1, %d]", MaxShards))
 	}
 	return nil
 }

@@ -23,11 +23,15 @@ type saleJSON struct {
 	PerUserLimit int64     `json:"per_user_limit"`
 	StartsAt     time.Time `json:"starts_at"`
 	EndsAt       time.Time `json:"ends_at"`
+	Shards       int       `json:"shards"`
+	// ShardPartitions is omitted for a sale of one shard.
+	ShardPartitions []int `json:"shard_partitions,omitempty"`
 }
 
 func saleOut(s flashgrab.Sale) saleJSON {
 	return saleJSON{ID: s.ID, MerchantID: s.MerchantID, PriceCents: s.PriceCents, Stock: s.Stock, Sold: s.Sold,
-		PerUserLimit: s.PerUserLimit, StartsAt: s.StartsAt.UTC(), EndsAt: s.EndsAt.UTC()}
+		PerUserLimit: s.PerUserLimit, StartsAt: s.StartsAt.UTC(), EndsAt: s.EndsAt.UTC(),
+		Shards: s.ShardCount(), ShardPartitions: s.ShardPartitions}
 }
 
 type createSaleRequest struct {
@@ -38,6 +42,8 @@ type createSaleRequest struct {
 	PerUserLimit int64     `json:"per_user_limit"`
 	StartsAt     time.Time `json:"starts_at"`
 	EndsAt       time.Time `json:"ends_at"`
+	// Shards is optional (1); present, it must be in [1, MaxShards].
+	Shards *int `json:"shards"`
 }
 
 func (s *Server) createSale(ctx *fasthttp.RequestCtx, _ params) error {
@@ -48,10 +54,16 @@ func (s *Server) createSale(ctx *fasthttp.RequestCtx, _ params) error {
 	if err := decode(ctx, &req, false); err != nil {
 		return err
 	}
+	shards := 1
+	if req.Shards != nil {
+		if shards = *req.Shards; shards < 1 {
+			return flashgrab.Invalid("shards", fmt.Sprintf("must be in [1, %d]", flashgrab.MaxShards))
+		}
+	}
 	c, cancel := s.reqContext()
 	defer cancel()
 	sale, err := s.createSaleOnce(c, flashgrab.Sale{ID: req.ID, MerchantID: req.MerchantID, PriceCents: req.PriceCents,
-		Stock: req.Stock, PerUserLimit: req.PerUserLimit, StartsAt: req.StartsAt, EndsAt: req.EndsAt})
+		Stock: req.Stock, PerUserLimit: req.PerUserLimit, StartsAt: req.StartsAt, EndsAt: req.EndsAt, Shards: shards})
 	if err != nil {
 		return err
 	}
@@ -86,7 +98,8 @@ func (s *Server) createSaleOnce(ctx context.Context, sale flashgrab.Sale) (flash
 	if !sameTerms(settled, sale) {
 		return flashgrab.Sale{}, fmt.Errorf("create sale %s: other terms under this id, settled in MySQL: %w", sale.ID, flashgrab.ErrExists)
 	}
-	if _, err := s.Engine.Sale(ctx, sale.ID); errors.Is(err, flashgrab.ErrNotFound) {
+	live, err := s.Engine.Sale(ctx, sale.ID)
+	if errors.Is(err, flashgrab.ErrNotFound) {
 		return flashgrab.Sale{}, fmt.Errorf("create sale %s: settled in MySQL but missing from Redis; it needs a rebuild from MySQL, not a new create: %w",
 			sale.ID, flashgrab.ErrExists)
 	} else if err != nil {
@@ -94,6 +107,7 @@ func (s *Server) createSaleOnce(ctx context.Context, sale flashgrab.Sale) (flash
 	}
 	sale.Sold = 0
 	sale.StartsAt, sale.EndsAt = sale.StartsAt.Truncate(time.Millisecond), sale.EndsAt.Truncate(time.Millisecond)
+	sale.ShardPartitions = live.ShardPartitions
 	return sale, nil
 }
 
@@ -102,7 +116,7 @@ func (s *Server) createSaleOnce(ctx context.Context, sale flashgrab.Sale) (flash
 func sameTerms(a, b flashgrab.Sale) bool {
 	return a.MerchantID == b.MerchantID && a.PriceCents == b.PriceCents && a.Stock == b.Stock &&
 		a.PerUserLimit == b.PerUserLimit && a.StartsAt.UnixMilli() == b.StartsAt.UnixMilli() &&
-		a.EndsAt.UnixMilli() == b.EndsAt.UnixMilli()
+		a.EndsAt.UnixMilli() == b.EndsAt.UnixMilli() && a.ShardCount() == b.ShardCount()
 }
 
 func (s *Server) getSale(ctx *fasthttp.RequestCtx, ps params) error {

@@ -33,6 +33,10 @@ func TestSaleBadInputChangesNothing(t *testing.T) {
 		{"price 0", h.admin, `{"id":"x","merchant_id":"m","price_cents":0,"stock":5,"per_user_limit":1,` + window + `}`, 400, "bad_request"},
 		{"limit 0", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":0,` + window + `}`, 400, "bad_request"},
 		{"ends before start", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,"starts_at":"2030-01-01T00:00:00Z","ends_at":"2029-01-01T00:00:00Z"}`, 400, "bad_request"},
+		{"shards 0", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,"shards":0,` + window + `}`, 400, "bad_request"},
+		{"shards 65", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,"shards":65,` + window + `}`, 400, "bad_request"},
+		{"shards beyond the partitions", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,"shards":5,` + window + `}`, 400, "bad_request"},
+		{"shards not a number", h.admin, `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,"shards":"2",` + window + `}`, 400, "bad_request"},
 		{"bad id", h.admin, `{"id":"x y","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,` + window + `}`, 400, "bad_request"},
 		{"empty body", h.admin, ``, 400, "bad_request"},
 		{"no token", "", `{"id":"x","merchant_id":"m","price_cents":1,"stock":5,"per_user_limit":1,` + window + `}`, 401, "unauthorized"},
@@ -160,5 +164,38 @@ func TestGrabAnswers503WhenRedisDown(t *testing.T) {
 	}
 	if status, body := h.do("GET", "/readyz", "", ""); status != 200 || body["partitions_down"] != nil {
 		t.Fatalf("readyz after Redis returned: %d %v", status, body)
+	}
+}
+
+// TestShardedSaleOverHTTP: a sale over three shards is created (the layout
+// in the answer, a retry answered alike, other shard counts a conflict),
+// sells exactly its stock to users of every shard, and GET sums the shards.
+func TestShardedSaleOverHTTP(t *testing.T) {
+	rdb, prefix := testenv.Redis(t)
+	h := newHarness(t, rdb, prefix)
+	create := `{"id":"sh","merchant_id":"m","price_cents":100,"stock":5,"per_user_limit":1,"shards":3,` + window + `}`
+	status, body := h.do("POST", "/v1/sales", h.admin, create)
+	parts, _ := body["shard_partitions"].([]any)
+	if status != 201 || body["shards"] != 3.0 || len(parts) != 3 || body["stock"] != 5.0 {
+		t.Fatalf("create: %d %v", status, body)
+	}
+	if status, again := h.do("POST", "/v1/sales", h.admin, create); status != 201 || fmt.Sprint(again) != fmt.Sprint(body) {
+		t.Fatalf("identical create again: %d %v, want 201 %v", status, again, body)
+	}
+	if status, body := h.do("POST", "/v1/sales", h.admin, strings.Replace(create, `"shards":3`, `"shards":2`, 1)); status != 409 || errCode(body) != "exists" {
+		t.Fatalf("create with other shards: %d %v", status, body)
+	}
+	won := 0
+	for u := range 12 {
+		status, body := h.do("POST", "/v1/sales/sh/grab", h.token(fmt.Sprintf("u%d", u), false, time.Hour), ``)
+		switch {
+		case status == 200:
+			won++
+		case status != 409 || errCode(body) != "sold_out":
+			t.Fatalf("grab: %d %v", status, body)
+		}
+	}
+	if status, body := h.do("GET", "/v1/sales/sh", "", ""); won != 5 || status != 200 || body["stock"] != 0.0 || body["sold"] != 5.0 || body["shards"] != 3.0 {
+		t.Fatalf("%d won; sale %d %v, want 5 sold over 3 shards", won, status, body)
 	}
 }

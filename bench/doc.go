@@ -9,6 +9,10 @@
 //	                   fasthttp handler answering a constant (http-constant, the
 //	                   floor under the sold-out answer, http-soldout); also
 //	                   red-packet grabs (http-packet)
+//	BenchmarkGrabSharded  one hot sale over 4 shards against the same sale on
+//	                   one (shards-1), and a sold-out sale of 4 shards; on one
+//	                   Redis this is the cost of sharding, its gain is measured
+//	                   on a cluster by bench/devperf/cluster.sh
 //	BenchmarkSettle    settled events/s on MariaDB, batched against one
 //	                   compare-and-set per event, on one hot account and on
 //	                   10,000; baseline: 32 writers racing with one

@@ -90,6 +90,8 @@ type Engine struct {
 	// The rebuild's restores (rebuild.go).
 	saleRestore   *redis.Script
 	packetRestore *redis.Script
+	// The sharded sale's scripts (shard.go).
+	saleShardCreate, saleTake, saleGive *redis.Script
 
 	// Coalescing of grabs (coalesce.go), the sold-out mark (soldout.go) and
 	// the sale heads grabs reuse (sale.go).
@@ -97,6 +99,7 @@ type Engine struct {
 	soldOut *soldOutMarks
 	heads   headCache[saleHead]
 	pkts    headCache[packetHead]
+	layouts layouts     // sharded sales' layouts (shard.go)
 	bg      *background // the goroutines of batch, soldOut and the breakers' probes; Close stops them
 	// breakers fail calls to an unreachable Redis node fast (breaker.go).
 	breakers *breakers
@@ -137,6 +140,10 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		packetRestore: redis.NewScript(scripts.PacketRestore),
 		bg:            newBackground(),
 		fences:        newFences(),
+
+		saleShardCreate: redis.NewScript(scripts.SaleShardCreate),
+		saleTake:        redis.NewScript(scripts.SaleTake),
+		saleGive:        redis.NewScript(scripts.SaleGive),
 	}
 	wait, err := newReplicaWait(cfg)
 	if err != nil {
@@ -151,7 +158,7 @@ func New(ctx context.Context, cfg Config) (*Engine, error) {
 		e.ids = localIDs()
 	}
 	for _, s := range []*redis.Script{e.saleCreate, e.saleGrab, e.orderRelease, e.packetCreate, e.packetGrab, e.packetExpire,
-		e.saleRestore, e.packetRestore} {
+		e.saleRestore, e.packetRestore, e.saleShardCreate, e.saleTake, e.saleGive} {
 		if err := s.Load(ctx, e.rdb).Err(); err != nil {
 			return nil, fmt.Errorf("engine: load script: %w", wrapRedis(err))
 		}

@@ -32,6 +32,13 @@ func ParseEntry(p int, m redis.XMessage) ([]flashgrab.Event, error) {
 	case flashgrab.EventSale:
 		e.Sale = flashgrab.Sale{ID: f.str("id"), MerchantID: f.str("mch"), PriceCents: f.num("price"), Stock: f.num("stock"),
 			PerUserLimit: f.num("limit"), StartsAt: f.ms("start"), EndsAt: f.ms("end")}
+		if _, sharded := m.Values["parts"]; sharded {
+			parts, err := ParseParts(f.str("parts"))
+			if (err != nil || int64(len(parts)) != f.num("shards")) && f.bad == "" {
+				f.bad = "parts"
+			}
+			e.Sale.Shards, e.Sale.ShardPartitions = len(parts), parts
+		}
 	case flashgrab.EventOrder:
 		e.Order = flashgrab.Order{ID: f.str("id"), SaleID: f.str("sale"), UserID: f.str("user"), MerchantID: f.str("mch"),
 			Qty: f.num("qty"), AmountCents: f.num("amt"), CreatedAt: f.ms("at")}

@@ -35,6 +35,14 @@ func (k Keyspace) Sale(p int, id string) string { return k.tag(p) + "sale:" + id
 // each idempotency key produced.
 func (k Keyspace) Buyers(p int, id string) string { return k.tag(p) + "sale:" + id + ":buyers" }
 
+// Transit is the hash of a sale shard's outgoing stock transfers not yet
+// known to be applied: transfer id → "dst_partition|units|at_ms".
+func (k Keyspace) Transit(p int, id string) string { return k.tag(p) + "sale:" + id + ":transit" }
+
+// Applied is the hash of the transfers a sale shard received: transfer id →
+// units. It makes applying a transfer idempotent.
+func (k Keyspace) Applied(p int, id string) string { return k.tag(p) + "sale:" + id + ":applied" }
+
 // Order is the hash of one order, stored in its sale's partition.
 func (k Keyspace) Order(p int, orderID string) string { return k.tag(p) + "order:" + orderID }
 

@@ -72,6 +72,7 @@ func (e *Engine) ReleaseOrder(ctx context.Context, o flashgrab.Order) (released 
 		// Stock is back: this instance stops answering "sold out" at once
 		// (other instances within their mark's TTL).
 		e.soldOut.observe(o.SaleID, p, max(o.Qty, 1), e.soldOut.now())
+		e.stockBack(o.SaleID)
 	}
 	return r == 1, nil
 }

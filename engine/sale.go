@@ -18,6 +18,9 @@ func (e *Engine) CreateSale(ctx context.Context, s flashgrab.Sale) (flashgrab.Sa
 		return flashgrab.Sale{}, err
 	}
 	s.Sold = 0
+	if s.Shards > 1 {
+		return e.createSharded(ctx, s)
+	}
 	p := e.keys.Partition(s.ID)
 	cmd, durErr := e.runDurable(ctx, e.saleCreate, []string{e.keys.Sale(p, s.ID), e.keys.Events(p), e.keys.Epoch(p)},
 		s.ID, s.MerchantID, s.PriceCents, s.Stock, s.PerUserLimit,
@@ -42,7 +45,7 @@ func (e *Engine) Sale(ctx context.Context, id string) (flashgrab.Sale, error) {
 		return flashgrab.Sale{}, fmt.Errorf("sale %q: %w", id, flashgrab.ErrNotFound)
 	}
 	p := e.keys.Partition(id)
-	v, err := e.rdb.HMGet(ctx, e.keys.Sale(p, id), "mch", "price", "stock", "sold", "limit", "start", "end").Result()
+	v, err := e.rdb.HMGet(ctx, e.keys.Sale(p, id), "mch", "price", "stock", "sold", "limit", "start", "end", "parts").Result()
 	if err != nil {
 		return flashgrab.Sale{}, fmt.Errorf("get sale %s: %w", id, wrapRedis(err))
 	}
@@ -59,6 +62,13 @@ func (e *Engine) Sale(ctx context.Context, id string) (flashgrab.Sale, error) {
 	if d.err != nil {
 		return flashgrab.Sale{}, fmt.Errorf("sale %s: %w", id, d.err)
 	}
+	if layout, ok := v[7].(string); ok {
+		parts, err := ParseParts(layout)
+		if err != nil {
+			return flashgrab.Sale{}, fmt.Errorf("sale %s: %w", id, err)
+		}
+		return e.shardedSale(ctx, s, parts)
+	}
 	return s, nil
 }
 
@@ -72,6 +82,13 @@ func (e *Engine) Sale(ctx context.Context, id string) (flashgrab.Sale, error) {
 func (e *Engine) Grab(ctx context.Context, r flashgrab.GrabRequest) (flashgrab.GrabResult, error) {
 	if res, ok, err := e.GrabLocal(r); ok {
 		return res, err
+	}
+	l, err := e.layout(ctx, r.SaleID)
+	if err != nil {
+		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
+	}
+	if l != nil {
+		return e.grabSharded(ctx, l, r)
 	}
 	sentAt := e.soldOut.now()
 	h := e.saleHead(r.SaleID)

@@ -3,6 +3,7 @@ package engine_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"testing"
 	"time"
 
@@ -215,7 +216,7 @@ func TestCreateSaleIsIdempotent(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := e.CreateSale(ctx, s)
-	if err != nil || again != first {
+	if err != nil || !reflect.DeepEqual(again, first) {
 		t.Fatalf("identical create again: %+v %v, want %+v", again, err, first)
 	}
 	for name, change := range map[string]func(*flashgrab.Sale){

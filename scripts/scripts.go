@@ -10,6 +10,12 @@ var (
 	SaleCreate string
 	//go:embed sale_grab.lua
 	SaleGrab string
+	//go:embed sale_shard_create.lua
+	SaleShardCreate string
+	//go:embed sale_take.lua
+	SaleTake string
+	//go:embed sale_give.lua
+	SaleGive string
 	//go:embed order_release.lua
 	OrderRelease string
 	//go:embed packet_create.lua

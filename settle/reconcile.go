@@ -115,7 +115,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
 	st := &state{snaps: snaps, sales: sales, fl: fl, rep: rep}
 	for _, check := range []func(context.Context, *state) (Check, error){
 		r.balancesMatchLedger, r.creditsArePaid, r.paymentsCreditedOnce, r.moneyConserved, r.packetsAddUp,
-		r.salesMatchOrders, r.noStrandedStock, r.ordersSettled, r.grabsSettled,
+		r.salesMatchOrders, r.shardMovesAddUp, r.noStrandedStock, r.ordersSettled, r.grabsSettled,
 		r.settlementNotStuck, r.noDeadLetters, r.refundsReachBuyers, r.stateNotLost,
 	} {
 		c, err := check(ctx, st)

@@ -25,13 +25,15 @@ type snapshot struct {
 	unsettled []redis.XMessage
 	dead      int64
 	firstDead map[string]any
-	sales     map[string][]any // sale id → HMGET stock, sold, init
+	sales     map[string][]any // sale id → HMGET stock, sold, init, tin, tout
 }
 
-// saleRow is a sale as MySQL holds it.
+// saleRow is a sale as MySQL holds it; a sharded sale has one row per
+// shard, in the shard's partition, with the shard's share as initial.
 type saleRow struct {
 	id      string
 	initial int64
+	shards  int // > 1: a shard of a sharded sale
 }
 
 // streamID is a stream entry id, "<ms>-<seq>", compared numerically.
@@ -52,18 +54,32 @@ func (a streamID) after(b streamID) bool {
 // their counters.
 func (r *Reconciler) salesByPartition(ctx context.Context) ([][]saleRow, error) {
 	out := make([][]saleRow, r.Keys.Partitions)
-	rows, err := r.DB.QueryContext(ctx, `SELECT id, stock FROM sales`)
+	rows, err := r.DB.QueryContext(ctx, `SELECT id, stock, shards, shard_partitions FROM sales`)
 	if err != nil {
 		return nil, fmt.Errorf("list sales: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var s saleRow
-		if err := rows.Scan(&s.id, &s.initial); err != nil {
+		var layout string
+		if err := rows.Scan(&s.id, &s.initial, &s.shards, &layout); err != nil {
 			return nil, fmt.Errorf("list sales: %w", err)
 		}
-		p := r.Keys.Partition(s.id)
-		out[p] = append(out[p], s)
+		if s.shards <= 1 || layout == "" {
+			p := r.Keys.Partition(s.id)
+			out[p] = append(out[p], saleRow{id: s.id, initial: s.initial})
+			continue
+		}
+		parts, err := engine.ParseParts(layout)
+		if err != nil || len(parts) != s.shards {
+			return nil, fmt.Errorf("list sales: sale %s: %d shards on partitions %q", s.id, s.shards, layout)
+		}
+		for i, p := range parts {
+			if p >= r.Keys.Partitions {
+				return nil, fmt.Errorf("list sales: sale %s: shard %d on partition %d of %d", s.id, i, p, r.Keys.Partitions)
+			}
+			out[p] = append(out[p], saleRow{id: s.id, initial: engine.ShardStock(s.initial, s.shards, i), shards: s.shards})
+		}
 	}
 	return out, rows.Err()
 }
@@ -98,7 +114,8 @@ func (r *Reconciler) snapshot(ctx context.Context, p int, sales []saleRow) (*sna
 		deadLen = pipe.XLen(ctx, stream+"-dead")
 		deadFirst = pipe.XRangeN(ctx, stream+"-dead", "-", "+", 1)
 		for i, s := range sales {
-			saleCmds[i] = pipe.HMGet(ctx, r.Keys.Sale(p, s.id), "stock", "sold", "init")
+			// tin and tout: units a shard of a sharded sale received and gave.
+			saleCmds[i] = pipe.HMGet(ctx, r.Keys.Sale(p, s.id), "stock", "sold", "init", "tin", "tout")
 		}
 		return nil
 	})
@@ -237,6 +254,78 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 		ids = ids[n:]
 	}
 	held := map[string]int64{}
+	var plain, sharded []saleRow
+	for _, sr := range sales {
+		if sr.shards > 1 {
+			sharded = append(sharded, sr)
+		} else {
+			plain = append(plain, sr)
+		}
+	}
+	// A shard's orders are those of its sale whose id carries this
+	// partition (<snowflake>-<p>): the shard won them.
+	if err := r.sumHeld(ctx, tx, s, plain, "", held); err != nil {
+		return nil, err
+	}
+	if err := r.sumHeld(ctx, tx, s, sharded, " AND SUBSTRING_INDEX(id, '-', -1) = '"+strconv.Itoa(s.p)+"'", held); err != nil {
+		return nil, err
+	}
+	inFlight := map[string]int64{}
+	for id, o := range flying {
+		if !settledFlying[id] {
+			inFlight[o.SaleID] += o.Qty
+		}
+	}
+	var diffs []string
+	for _, sr := range sales {
+		v := s.sales[sr.id]
+		name := "sale " + sr.id
+		if sr.shards > 1 {
+			name = fmt.Sprintf("sale %s shard in partition %d", sr.id, s.p)
+		}
+		if v[0] == nil {
+			// Its counters went with it: what it sold beyond MySQL cannot
+			// be counted any more.
+			diffs = append(diffs, fmt.Sprintf("%s: in MySQL (%d units held by its orders), missing in Redis: Redis lost it; "+
+				"`flashgrab rebuild` restores it from MySQL", name, held[sr.id]))
+			continue
+		}
+		stock, sold, init := atoi(v[0]), atoi(v[1]), atoi(v[2])
+		units := held[sr.id] + inFlight[sr.id]
+		if init != sr.initial {
+			diffs = append(diffs, fmt.Sprintf("%s: initial stock %d in Redis, %d in MySQL", name, init, sr.initial))
+		}
+		switch {
+		case sold > units:
+			// Wins Redis answered whose events are neither settled nor in
+			// the stream: lost with the stream (Redis lost some keys, or a
+			// restart from an older file than the counters').
+			diffs = append(diffs, fmt.Sprintf("%s: %d units LOST: Redis sold %d, MySQL orders hold %d (%d settled + %d in flight)",
+				name, sold-units, sold, units, held[sr.id], inFlight[sr.id]))
+		case sold < units:
+			diffs = append(diffs, fmt.Sprintf("%s: Redis sold %d, fewer than MySQL orders hold: %d (%d settled + %d in flight)",
+				name, sold, units, held[sr.id], inFlight[sr.id]))
+		}
+		// A shard's stock also moves between shards: what it received
+		// (tin) and gave (tout) count; for a sale of one shard both are 0.
+		tin, tout := atoi(v[3]), atoi(v[4])
+		switch want := sr.initial + tin - tout - units; {
+		case stock == want:
+		case sr.shards > 1:
+			diffs = append(diffs, fmt.Sprintf("%s: Redis stock %d, MySQL initial %d + moved in %d - out %d - %d held = %d",
+				name, stock, sr.initial, tin, tout, units, want))
+		default:
+			diffs = append(diffs, fmt.Sprintf("%s: Redis stock %d, MySQL initial %d - %d held = %d",
+				name, stock, sr.initial, units, want))
+		}
+	}
+	return diffs, nil
+}
+
+// sumHeld adds to held, per sale of rows, the units MySQL's orders hold up
+// to the snapshot's stream position (pending, paid, or cancelled with the
+// stock not returned); where narrows the orders further.
+func (r *Reconciler) sumHeld(ctx context.Context, tx *sql.Tx, s *snapshot, sales []saleRow, where string, held map[string]int64) error {
 	for rest := sales; len(rest) > 0; {
 		n := min(len(rest), 500)
 		args := make([]any, 0, n+4)
@@ -248,61 +337,24 @@ func (r *Reconciler) compareSales(ctx context.Context, s *snapshot, sales []sale
 		// wrote it first, from an order already in Redis).
 		rows, err := tx.QueryContext(ctx, `SELECT sale_id, COALESCE(SUM(qty), 0) FROM orders
 			WHERE sale_id IN (`+placeholders(n, "?")+`) AND (status IN (?, ?) OR (status IN (?, ?) AND released <> 1))
-			AND (CAST(SUBSTRING_INDEX(event_id, '-', 1) AS UNSIGNED), CAST(SUBSTRING_INDEX(event_id, '-', -1) AS UNSIGNED)) <= (?, ?)
-			GROUP BY sale_id`, args...)
+			AND (CAST(SUBSTRING_INDEX(event_id, '-', 1) AS UNSIGNED), CAST(SUBSTRING_INDEX(event_id, '-', -1) AS UNSIGNED)) <= (?, ?)`+
+			where+` GROUP BY sale_id`, args...)
 		if err != nil {
-			return nil, fmt.Errorf("sum orders of sales: %w", err)
+			return fmt.Errorf("sum orders of sales: %w", err)
 		}
 		for rows.Next() {
 			var id string
 			var q int64
 			if err := rows.Scan(&id, &q); err != nil {
 				rows.Close()
-				return nil, fmt.Errorf("sum orders of sales: %w", err)
+				return fmt.Errorf("sum orders of sales: %w", err)
 			}
 			held[id] = q
 		}
 		rows.Close()
 		rest = rest[n:]
 	}
-	inFlight := map[string]int64{}
-	for id, o := range flying {
-		if !settledFlying[id] {
-			inFlight[o.SaleID] += o.Qty
-		}
-	}
-	var diffs []string
-	for _, sr := range sales {
-		v := s.sales[sr.id]
-		if v[0] == nil {
-			// Its counters went with it: what it sold beyond MySQL cannot
-			// be counted any more.
-			diffs = append(diffs, fmt.Sprintf("sale %s: in MySQL (%d units held by its orders), missing in Redis: Redis lost it; "+
-				"`flashgrab rebuild` restores it from MySQL", sr.id, held[sr.id]))
-			continue
-		}
-		stock, sold, init := atoi(v[0]), atoi(v[1]), atoi(v[2])
-		units := held[sr.id] + inFlight[sr.id]
-		if init != sr.initial {
-			diffs = append(diffs, fmt.Sprintf("sale %s: initial stock %d in Redis, %d in MySQL", sr.id, init, sr.initial))
-		}
-		switch {
-		case sold > units:
-			// Wins Redis answered whose events are neither settled nor in
-			// the stream: lost with the stream (Redis lost some keys, or a
-			// restart from an older file than the counters').
-			diffs = append(diffs, fmt.Sprintf("sale %s: %d units LOST: Redis sold %d, MySQL orders hold %d (%d settled + %d in flight)",
-				sr.id, sold-units, sold, units, held[sr.id], inFlight[sr.id]))
-		case sold < units:
-			diffs = append(diffs, fmt.Sprintf("sale %s: Redis sold %d, fewer than MySQL orders hold: %d (%d settled + %d in flight)",
-				sr.id, sold, units, held[sr.id], inFlight[sr.id]))
-		}
-		if stock != sr.initial-units {
-			diffs = append(diffs, fmt.Sprintf("sale %s: Redis stock %d, MySQL initial %d - %d held = %d",
-				sr.id, stock, sr.initial, units, sr.initial-units))
-		}
-	}
-	return diffs, nil
+	return nil
 }
 
 // settlementNotStuck: a partition whose oldest unsettled entry is older than
@@ -350,4 +402,79 @@ func (r *Reconciler) noDeadLetters(_ context.Context, st *state) (Check, error) 
 			total, strings.Join(parts, ", "), reason))
 	}
 	return c, nil
+}
+
+// shardMovesAddUp: no stock is lost or made between the shards of a sharded
+// sale. Each shard's stock already accounts for what it gave (tout) and
+// received (tin) (salesMatchOrders); here, per sale, what left some shard
+// and reached none is exactly what its transit hashes still hold unapplied.
+// The shards are on different partitions, read one after another, so a sale
+// that differs (a transfer moving meanwhile) is read again once.
+func (r *Reconciler) shardMovesAddUp(ctx context.Context, st *state) (Check, error) {
+	c := Check{Name: "sharded sale: moved out - moved in = in transit"}
+	parts := map[string][]int{}
+	var ids []string
+	for p, sales := range st.sales {
+		for _, sr := range sales {
+			if sr.shards > 1 {
+				if parts[sr.id] == nil {
+					ids = append(ids, sr.id)
+				}
+				parts[sr.id] = append(parts[sr.id], p)
+			}
+		}
+	}
+	for _, id := range ids {
+		c.Checked++
+		diff, err := r.movesDiff(ctx, id, parts[id])
+		if err == nil && diff != "" {
+			diff, err = r.movesDiff(ctx, id, parts[id])
+		}
+		if err != nil {
+			return c, err
+		}
+		if diff != "" {
+			c.Diffs = append(c.Diffs, diff)
+		}
+	}
+	return c, nil
+}
+
+func (r *Reconciler) movesDiff(ctx context.Context, id string, parts []int) (string, error) {
+	counts := make([]*redis.SliceCmd, len(parts))
+	transits := make([]*redis.MapStringStringCmd, len(parts))
+	_, err := r.Redis.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, p := range parts {
+			counts[i] = pipe.HMGet(ctx, r.Keys.Sale(p, id), "tin", "tout")
+			transits[i] = pipe.HGetAll(ctx, r.Keys.Transit(p, id))
+		}
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("read moves of sale %s: %w", id, err)
+	}
+	var in, out, pending int64
+	for i := range parts {
+		v := counts[i].Val()
+		in, out = in+atoi(v[0]), out+atoi(v[1])
+		for tid, rec := range transits[i].Val() {
+			// "dst_partition|units|at_ms", see sale_take.lua.
+			f := strings.Split(rec, "|")
+			dst, err := strconv.Atoi(f[0])
+			if len(f) != 3 || err != nil {
+				return fmt.Sprintf("sale %s: transfer %s malformed: %q", id, tid, rec), nil
+			}
+			applied, err := r.Redis.HExists(ctx, r.Keys.Applied(dst, id), tid).Result()
+			if err != nil {
+				return "", fmt.Errorf("read transfer %s of sale %s: %w", tid, id, err)
+			}
+			if !applied {
+				pending += atoi(f[1])
+			}
+		}
+	}
+	if out-in != pending {
+		return fmt.Sprintf("sale %s: shards gave %d and received %d, but %d are in transit", id, out, in, pending), nil
+	}
+	return "", nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/flashgrab/flashgrab"
+	"github.com/flashgrab/flashgrab/engine"
 )
 
 // Sale returns the terms of the sale settled under id, and false when MySQL
@@ -15,9 +16,10 @@ import (
 // stock returned is the initial stock, Sold is left zero.
 func (b *Books) Sale(ctx context.Context, id string) (flashgrab.Sale, bool, error) {
 	s := flashgrab.Sale{ID: id}
-	err := b.DB.QueryRowContext(ctx, `SELECT merchant_id, price_cents, stock, per_user_limit, starts_at, ends_at
-		FROM sales WHERE id = ?`, id).
-		Scan(&s.MerchantID, &s.PriceCents, &s.Stock, &s.PerUserLimit, &s.StartsAt, &s.EndsAt)
+	var parts string
+	err := b.DB.QueryRowContext(ctx, `SELECT merchant_id, price_cents, stock, per_user_limit, starts_at, ends_at,
+		shards, shard_partitions FROM sales WHERE id = ?`, id).
+		Scan(&s.MerchantID, &s.PriceCents, &s.Stock, &s.PerUserLimit, &s.StartsAt, &s.EndsAt, &s.Shards, &parts)
 	if errors.Is(err, sql.ErrNoRows) {
 		return flashgrab.Sale{}, false, nil
 	}
@@ -25,5 +27,10 @@ func (b *Books) Sale(ctx context.Context, id string) (flashgrab.Sale, bool, erro
 		return flashgrab.Sale{}, false, fmt.Errorf("read sale %s: %w", id, unavailable(err))
 	}
 	s.StartsAt, s.EndsAt = s.StartsAt.UTC(), s.EndsAt.UTC()
+	if parts != "" {
+		if s.ShardPartitions, err = engine.ParseParts(parts); err != nil {
+			return flashgrab.Sale{}, false, fmt.Errorf("read sale %s: %w", id, err)
+		}
+	}
 	return s, true, nil
 }

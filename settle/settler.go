@@ -538,14 +538,15 @@ func (s *Settler) insertSales(ctx context.Context, tx *sql.Tx, events []flashgra
 	for _, e := range events {
 		if e.Kind == flashgrab.EventSale {
 			v := e.Sale
-			args = append(args, v.ID, v.MerchantID, v.PriceCents, v.Stock, v.PerUserLimit, v.StartsAt, v.EndsAt)
+			args = append(args, v.ID, v.MerchantID, v.PriceCents, v.Stock, v.PerUserLimit, v.StartsAt, v.EndsAt,
+				v.ShardCount(), engine.FormatParts(v.ShardPartitions))
 		}
 	}
 	if len(args) == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO sales (id, merchant_id, price_cents, stock, per_user_limit, starts_at, ends_at) VALUES "+
-		placeholders(len(args)/7, "(?,?,?,?,?,?,?)"), args...)
+	_, err := tx.ExecContext(ctx, "INSERT IGNORE INTO sales (id, merchant_id, price_cents, stock, per_user_limit, starts_at, ends_at, shards, shard_partitions) VALUES "+
+		placeholders(len(args)/9, "(?,?,?,?,?,?,?,?,?)"), args...)
 	return unavailable(err)
 }
 

@@ -42,7 +42,7 @@ func TestMigrateCommand(t *testing.T) {
 	if out, err := run("down", "0"); err == nil {
 		t.Fatalf("down 0: %q, no error", out)
 	}
-	if out, err := run("down"); err != nil || !strings.Contains(out, "rolled back 0003_payer_ids") ||
+	if out, err := run("down"); err != nil || !strings.Contains(out, "rolled back 0004_sale_shards") ||
 		strings.Contains(out, "rolled back 0001_init") || tables() == 0 {
 		t.Fatalf("down: %q %v, %d tables left", out, err, tables())
 	}
