@@ -11,7 +11,7 @@ import (
 
 // TestMigrateCommand drives `flashgrab migrate` as an operator would on an
 // empty database: status lists 0001 pending, migrate applies every one, down
-// rolls back the newest only (0003), down all the rest and leaves no table, a
+// rolls back the newest only (0005), down all the rest and leaves no table, a
 // bad count is refused and changes nothing, and up applies them again.
 func TestMigrateCommand(t *testing.T) {
 	db, dsn := testenv.MySQL(t)
@@ -42,7 +42,7 @@ func TestMigrateCommand(t *testing.T) {
 	if out, err := run("down", "0"); err == nil {
 		t.Fatalf("down 0: %q, no error", out)
 	}
-	if out, err := run("down"); err != nil || !strings.Contains(out, "rolled back 0004_sale_shards") ||
+	if out, err := run("down"); err != nil || !strings.Contains(out, "rolled back 0005_packets_expiry") ||
 		strings.Contains(out, "rolled back 0001_init") || tables() == 0 {
 		t.Fatalf("down: %q %v, %d tables left", out, err, tables())
 	}

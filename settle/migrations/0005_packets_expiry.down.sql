@@ -1,0 +1,1 @@
+DROP INDEX IF EXISTS packets_expiry ON packets;
