@@ -89,15 +89,24 @@ func (p *Payments) ExpireOrders(ctx context.Context, release func(context.Contex
 			cancelled++
 		}
 		released := 1
-		if err := release(ctx, o.Order); errors.Is(err, flashgrab.ErrSaleGone) {
+		switch err := release(ctx, o.Order); {
+		case errors.Is(err, flashgrab.ErrRebuilding):
+			// Its partition lost its Redis state and is fenced until rebuilt:
+			// the order stays released = 0, the rebuild counts its units as
+			// held, and a later sweep returns them. Orders of other
+			// partitions go on meanwhile, and its trades are still closed.
+			released = 0
+		case errors.Is(err, flashgrab.ErrSaleGone):
 			// Stranded: nothing in Redis to return the stock to; reconcile reports released = 2.
 			released = 2
 			p.Logger.Error("expired order's stock stranded", "order", o.ID, "sale", o.SaleID, "user", o.UserID, "qty", o.Qty, "err", err)
-		} else if err != nil && !errors.Is(err, flashgrab.ErrNotFound) {
+		case err != nil && !errors.Is(err, flashgrab.ErrNotFound):
 			return cancelled, err
 		}
-		if _, err := p.books.DB.ExecContext(ctx, `UPDATE orders SET released = ? WHERE id = ?`, released, o.ID); err != nil {
-			return cancelled, unavailable(err)
+		if released != 0 {
+			if _, err := p.books.DB.ExecContext(ctx, `UPDATE orders SET released = ? WHERE id = ?`, released, o.ID); err != nil {
+				return cancelled, unavailable(err)
+			}
 		}
 		for _, pay := range toClose {
 			pr, err := p.provider(pay.Channel)
