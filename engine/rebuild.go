@@ -245,7 +245,7 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 		todo = append(todo, restore{
 			s: flashgrab.Sale{ID: s.ID, MerchantID: s.MerchantID, PriceCents: s.PriceCents, Stock: sh.Stock, Sold: sh.Sold,
 				PerUserLimit: s.PerUserLimit, StartsAt: s.StartsAt, EndsAt: s.EndsAt},
-			init: init,
+			init:  init,
 			extra: []any{"tot", s.Stock, "shards", k, "parts", FormatParts(s.ShardPartitions), "tin", tin, "tout", tout},
 		})
 	}
