@@ -152,6 +152,39 @@ func clusterEnabled(ctx context.Context, opts *redis.UniversalOptions) (bool, er
 	return true, nil
 }
 
+// stores is what a one-shot command (reconcile, rebuild) works on: the key
+// layout, Redis and MySQL, from the command's flags.
+type stores struct {
+	keys  engine.Keyspace
+	redis redis.UniversalClient
+	db    *sql.DB
+}
+
+// openStores opens the stores named by cmd's redis, mysql, partitions and
+// prefix flags; Close releases them.
+func openStores(ctx context.Context, cmd *cli.Command) (*stores, error) {
+	ks, err := keyspace(cmd)
+	if err != nil {
+		return nil, err
+	}
+	rdb, err := openRedis(ctx, cmd.String("redis-addrs"), 0)
+	if err != nil {
+		return nil, err
+	}
+	db, err := openMySQL(ctx, cmd.String("mysql-dsn"))
+	if err != nil {
+		rdb.Close()
+		return nil, err
+	}
+	return &stores{keys: ks, redis: rdb, db: db}, nil
+}
+
+// Close closes the Redis client and the MySQL pool.
+func (s *stores) Close() {
+	s.redis.Close()
+	s.db.Close()
+}
+
 // openMySQL connects to MySQL and applies pending migrations (see
 // migrate.go): serve and reconcile start on an up-to-date schema.
 func openMySQL(ctx context.Context, dsn string) (*sql.DB, error) {

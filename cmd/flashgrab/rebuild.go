@@ -19,27 +19,18 @@ func rebuildCommand() *cli.Command {
 			&cli.IntFlag{Name: "partition", Value: -1, Usage: "rebuild only this partition (default: every partition)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			ks, err := keyspace(cmd)
+			st, err := openStores(ctx, cmd)
 			if err != nil {
 				return err
 			}
-			rdb, err := openRedis(ctx, cmd.String("redis-addrs"), 0)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			db, err := openMySQL(ctx, cmd.String("mysql-dsn"))
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks, DetectLoss: true})
+			defer st.Close()
+			eng, err := engine.New(ctx, engine.Config{Redis: st.redis, Keys: st.keys, DetectLoss: true})
 			if err != nil {
 				return err
 			}
 			defer eng.Close()
-			books := &settle.Books{DB: db}
-			reb := settle.NewRebuilder(eng, books, settle.NewSettler(rdb, books, ks, nil))
+			books := &settle.Books{DB: st.db}
+			reb := settle.NewRebuilder(eng, books, settle.NewSettler(st.redis, books, st.keys, nil))
 			var res []settle.RebuildResult
 			if p := int(cmd.Int("partition")); p >= 0 {
 				r, err := reb.Rebuild(ctx, p)

@@ -23,21 +23,12 @@ func reconcileCommand() *cli.Command {
 				Usage: "a payment refunding longer than this is a failed refund, not one in progress"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			ks, err := keyspace(cmd)
+			st, err := openStores(ctx, cmd)
 			if err != nil {
 				return err
 			}
-			rdb, err := openRedis(ctx, cmd.String("redis-addrs"), 0)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
-			db, err := openMySQL(ctx, cmd.String("mysql-dsn"))
-			if err != nil {
-				return err
-			}
-			defer db.Close()
-			rep, err := (&settle.Reconciler{DB: db, Redis: rdb, Keys: ks,
+			defer st.Close()
+			rep, err := (&settle.Reconciler{DB: st.db, Redis: st.redis, Keys: st.keys,
 				StuckAfter: cmd.Duration("stuck-after"), RefundStuckAfter: cmd.Duration("refund-stuck-after")}).Reconcile(ctx)
 			if err != nil {
 				return fmt.Errorf("reconcile: %w", err)
