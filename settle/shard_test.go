@@ -22,7 +22,8 @@ const checkMoves = "sharded sale: moved out - moved in = in transit"
 // out to more users than its stock (stock moving between shards), settles
 // under the parent sale id with its layout in MySQL, reconciles clean per
 // shard; expired orders return their units to the shard that sold them;
-// units in transit count; a forged move is caught.
+// units in transit count; units taken with no transfer are named stranded;
+// a forged move is caught.
 func TestShardedSaleSettlesExpiresAndReconciles(t *testing.T) {
 	b := &ledgerRig{rig: newRig(t)}
 	ctx := context.Background()
@@ -108,6 +109,17 @@ func TestShardedSaleSettlesExpiresAndReconciles(t *testing.T) {
 	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "tout", 1)
 	b.rdb.HSet(ctx, b.keys.Transit(src, "sh"), "t1", strconv.Itoa(sale.ShardPartitions[0])+"|1|0")
 	b.wantFailing(t, b.reconcile(t, nil), nil)
+	// Taken from a shard with no transfer recording it (what a rebuild
+	// that counted units twice leaves): named as stranded.
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "stock", -1)
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "tout", 1)
+	rep = b.reconcile(t, nil)
+	b.wantFailing(t, rep, map[string]int{checkMoves: 1})
+	if d := diffs(rep, checkMoves); len(d) != 1 || !strings.Contains(d[0], ": 1 units stranded") {
+		t.Fatalf("moves check: %q, want 1 unit stranded", d)
+	}
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "stock", 1)
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "tout", -1)
 	// Given at the destination without being taken anywhere: made up.
 	dst := sale.ShardPartitions[2]
 	b.rdb.HIncrBy(ctx, b.keys.Sale(dst, "sh"), "stock", 1)
