@@ -181,6 +181,21 @@ type PartitionState struct {
 	Orders []flashgrab.Order
 	// Packets are the live red packets, with what is left and Grabs.
 	Packets []flashgrab.Packet
+	// Shards are the shards of sharded sales this partition holds, with
+	// the stock the rebuild gave each (SaleShard); their orders are in
+	// Orders too.
+	Shards []SaleShard
+}
+
+// SaleShard is one shard of a sharded sale as a rebuild restores it.
+type SaleShard struct {
+	// Sale has the sale's terms, its total initial Stock and its layout
+	// (Shards, ShardPartitions).
+	Sale  flashgrab.Sale
+	Index int // the shard's place in Sale.ShardPartitions
+	// Stock is the units the shard gets (RestoreShardStock), Sold the units
+	// its own orders hold.
+	Stock, Sold int64
 }
 
 // Restored counts what Restore wrote: keys that survived are kept.
@@ -205,9 +220,40 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 	for _, o := range st.Orders {
 		bySale[o.SaleID] = append(bySale[o.SaleID], o)
 	}
+	type restore struct {
+		s     flashgrab.Sale
+		init  int64 // initial stock
+		extra []any // more fields of the sale hash
+	}
+	todo := make([]restore, 0, len(st.Sales)+len(st.Shards))
 	for _, s := range st.Sales {
-		args := []any{s.MerchantID, s.PriceCents, s.Stock, s.Stock + s.Sold, s.Sold, s.PerUserLimit,
-			s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli()}
+		todo = append(todo, restore{s: s, init: s.Stock + s.Sold})
+	}
+	for _, sh := range st.Shards {
+		s := sh.Sale
+		k := len(s.ShardPartitions)
+		init := ShardStock(s.Stock, k, sh.Index)
+		// The shard's own counters must add up as a created shard's do
+		// (stock + sold = init + tin - tout): the difference from its
+		// created share is booked as moved in or out.
+		var tin, tout int64
+		if x := sh.Stock + sh.Sold - init; x > 0 {
+			tin = x
+		} else {
+			tout = -x
+		}
+		todo = append(todo, restore{
+			s: flashgrab.Sale{ID: s.ID, MerchantID: s.MerchantID, PriceCents: s.PriceCents, Stock: sh.Stock, Sold: sh.Sold,
+				PerUserLimit: s.PerUserLimit, StartsAt: s.StartsAt, EndsAt: s.EndsAt},
+			init:  init,
+			extra: []any{"tot", s.Stock, "shards", k, "parts", FormatParts(s.ShardPartitions), "tin", tin, "tout", tout},
+		})
+	}
+	for _, r := range todo {
+		s := r.s
+		args := []any{s.MerchantID, s.PriceCents, s.Stock, r.init, s.Sold, s.PerUserLimit,
+			s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli(), len(r.extra) / 2}
+		args = append(args, r.extra...)
 		held := map[string]int64{}
 		var users []string
 		for _, o := range bySale[s.ID] {

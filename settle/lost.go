@@ -3,8 +3,8 @@ package settle
 import (
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/flashgrab/flashgrab"
@@ -18,7 +18,8 @@ import (
 // is the same IEEE checksum, so the partition is selected in the query.
 
 // partitionState reads partition p: its sales with the units their orders
-// hold, those orders, its live packets with their settled shares (state),
+// hold, those orders, the sharded sales with a shard on p (st.Shards, their
+// stock and orders left to shardState), its live packets with their settled shares (state),
 // the live packets already past their expiry (expired: refunded, not
 // restored), and the orders whose stock was stranded (released = 2).
 //
@@ -36,21 +37,38 @@ func (b *Books) partitionState(ctx context.Context, keys engine.Keyspace, p int)
 	}
 	defer tx.Rollback()
 	P := keys.Partitions
-	// A sharded sale (engine/shard.go) is not restored yet: doing it as if
-	// it were whole would give back stock its surviving shards still hold.
-	// The partition stays fenced (no grab sells from lost state) until an
-	// operator restores the shards.
-	var sharded string
-	err = tx.QueryRowContext(ctx, `SELECT id FROM sales WHERE shards > 1 AND (CRC32(id) % ? = ? OR FIND_IN_SET(?, shard_partitions) > 0)
-		ORDER BY id LIMIT 1`, P, p, p).Scan(&sharded)
-	if err == nil {
-		return engine.PartitionState{}, nil, nil, fmt.Errorf("partition %d holds a shard of sharded sale %s, which a rebuild cannot restore yet: left fenced", p, sharded)
-	}
-	if !errors.Is(err, sql.ErrNoRows) {
+	// The shards of sharded sales on p (engine/shard.go) are restored
+	// apart (Rebuilder.restoreShards): their stock depends on the other
+	// shards'. Shard 0 is the sale's own partition, so its orders and
+	// stranded orders are left out below too.
+	rows, err := tx.QueryContext(ctx, `SELECT id, merchant_id, price_cents, stock, per_user_limit, starts_at, ends_at, shards, shard_partitions
+		FROM sales WHERE shards > 1 AND FIND_IN_SET(?, shard_partitions) > 0 ORDER BY id`, p)
+	if err != nil {
 		return fail("sharded sales", err)
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT id, merchant_id, price_cents, stock, per_user_limit, starts_at, ends_at
-		FROM sales WHERE CRC32(id) % ? = ? ORDER BY id`, P, p)
+	isSharded := map[string]bool{}
+	for rows.Next() {
+		var s flashgrab.Sale
+		var layout string
+		if err := rows.Scan(&s.ID, &s.MerchantID, &s.PriceCents, &s.Stock, &s.PerUserLimit, &s.StartsAt, &s.EndsAt, &s.Shards, &layout); err != nil {
+			rows.Close()
+			return fail("sharded sales", err)
+		}
+		parts, err := engine.ParseParts(layout)
+		if err != nil || len(parts) != s.Shards {
+			rows.Close()
+			return fail("sharded sales", fmt.Errorf("sale %s: %d shards on partitions %q", s.ID, s.Shards, layout))
+		}
+		s.StartsAt, s.EndsAt, s.ShardPartitions = s.StartsAt.UTC(), s.EndsAt.UTC(), parts
+		isSharded[s.ID] = true
+		st.Shards = append(st.Shards, engine.SaleShard{Sale: s, Index: slices.Index(parts, p)})
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fail("sharded sales", err)
+	}
+	rows, err = tx.QueryContext(ctx, `SELECT id, merchant_id, price_cents, stock, per_user_limit, starts_at, ends_at
+		FROM sales WHERE CRC32(id) % ? = ? AND shards <= 1 ORDER BY id`, P, p)
 	if err != nil {
 		return fail("sales", err)
 	}
@@ -82,6 +100,9 @@ func (b *Books) partitionState(ctx context.Context, keys engine.Keyspace, p int)
 		if err := rows.Scan(&o.ID, &o.SaleID, &o.UserID, &o.MerchantID, &o.Qty, &o.AmountCents, &o.CreatedAt, &key, &released, &status); err != nil {
 			rows.Close()
 			return fail("orders", err)
+		}
+		if isSharded[o.SaleID] {
+			continue
 		}
 		if released == 2 && (status == OrderCancelled || status == OrderRefunded) {
 			stranded = append(stranded, o.ID)
@@ -242,4 +263,33 @@ func (b *Books) expiredLivePackets(ctx context.Context, cutoff time.Time) ([]str
 		ids = append(ids, id)
 	}
 	return ids, unavailable(rows.Err())
+}
+
+// heldOrders returns the orders of sale id that hold units, as
+// partitionState counts them, and also those whose stock was stranded
+// (released = 2): a shard's rebuild does not give those back (it would
+// have to know which shard took them), so they stay unsold.
+func (b *Books) heldOrders(ctx context.Context, id string) ([]flashgrab.Order, error) {
+	rows, err := b.DB.QueryContext(ctx, `SELECT id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, idem_key
+		FROM orders WHERE sale_id = ? AND (status IN (?, ?) OR (status IN (?, ?) AND released <> 1)) ORDER BY id`,
+		id, OrderPending, OrderPaid, OrderCancelled, OrderRefunded)
+	if err != nil {
+		return nil, fmt.Errorf("read orders of sale %s from MySQL: %w", id, unavailable(err))
+	}
+	defer rows.Close()
+	var out []flashgrab.Order
+	for rows.Next() {
+		var o flashgrab.Order
+		var key sql.NullString
+		if err := rows.Scan(&o.ID, &o.SaleID, &o.UserID, &o.MerchantID, &o.Qty, &o.AmountCents, &o.CreatedAt, &key); err != nil {
+			return nil, fmt.Errorf("read orders of sale %s from MySQL: %w", id, unavailable(err))
+		}
+		o.CreatedAt = o.CreatedAt.UTC()
+		o.Key, o.KeyKnown = key.String, key.Valid
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read orders of sale %s from MySQL: %w", id, unavailable(err))
+	}
+	return out, nil
 }

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flashgrab/flashgrab"
@@ -59,6 +62,10 @@ type RebuildResult struct {
 	PacketsRefunded  int
 	RefundedCents    int64
 	StrandedResolved int
+	// ShardStockShort is the units a restored shard's stock came out below
+	// 0 by, clamped: counted twice or more by its rebuild, they are not
+	// sold (reconcile's moves check shows them).
+	ShardStockShort int64
 }
 
 func (r RebuildResult) String() string {
@@ -66,8 +73,8 @@ func (r RebuildResult) String() string {
 		return fmt.Sprintf("partition %d: %s", r.Partition, r.Outcome)
 	}
 	return fmt.Sprintf("partition %d: rebuilt: %d stream events settled first; restored %d sales, %d buyer sets, %d order records, %d live packets; "+
-		"%d expired packets refunded from MySQL (%d fen); %d stranded orders resolved",
-		r.Partition, r.EventsSettled, r.Sales, r.Buyers, r.Orders, r.Packets, r.PacketsRefunded, r.RefundedCents, r.StrandedResolved)
+		"%d expired packets refunded from MySQL (%d fen); %d stranded orders resolved; %d shard units short",
+		r.Partition, r.EventsSettled, r.Sales, r.Buyers, r.Orders, r.Packets, r.PacketsRefunded, r.RefundedCents, r.StrandedResolved, r.ShardStockShort)
 }
 
 // Run checks every partition's marker each Interval (and at once when the
@@ -162,7 +169,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
 	}
-	if len(st.Sales) == 0 && len(st.Packets) == 0 && len(expired) == 0 && len(stranded) == 0 {
+	if len(st.Sales) == 0 && len(st.Shards) == 0 && len(st.Packets) == 0 && len(expired) == 0 && len(stranded) == 0 {
 		res.Outcome = RebuildInitialised
 		return res, r.engine.MarkEpoch(ctx, p, "init")
 	}
@@ -185,6 +192,14 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 			}
 		}
 	}
+	// Each sharded sale's lock is held from the shard's stock being
+	// counted until it is restored (conn's locks go with it).
+	short, release, err := r.shardState(ctx, conn, p, &st)
+	defer release()
+	if err != nil {
+		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+	}
+	res.ShardStockShort = short
 	if res.Restored, err = r.engine.Restore(ctx, p, st); err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
 	}
@@ -196,6 +211,95 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 	}
 	res.Outcome = RebuildDone
 	return res, nil
+}
+
+// shardLock names a sharded sale's rebuild lock, given the key prefix and
+// the sale id: the rebuilds of its shards' partitions take turns, so each
+// one counts the shards restored before it and none gives the same units.
+const shardLock = `CONCAT('flashgrab:shard:', MD5(CONCAT(DATABASE(), ':', ?, ':', ?)))`
+
+// shardState fills in the stock, sold count and orders of the shards of
+// sharded sales on partition p (st.Shards), taking each sale's lock on
+// conn (released with it) so that no other partition's rebuild restores a
+// shard of the sale meanwhile. A lost shard i of a sale gets
+//
+//	initial − Σ levels of the other shards present (stock + sold)
+//	        − units in transit
+//	        − units held by MySQL's orders of shard i and of the shards absent,
+//
+// read in that order: a grab between the reads is counted twice (a unit
+// left unsold), never missed. It returns the units clamped off (a stock
+// below 0).
+//
+// release lets the locks go (conn goes back to the pool, not away): call
+// it once the shards are restored, whatever the error.
+func (r *Rebuilder) shardState(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState) (short int64, release func(), err error) {
+	var locked []string
+	release = func() {
+		for _, id := range locked {
+			conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+shardLock+`)`, r.engine.Keys().Prefix, id)
+		}
+	}
+	short, err = r.shardLevels(ctx, conn, p, st, &locked)
+	return short, release, err
+}
+
+func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState, locked *[]string) (int64, error) {
+	var short int64
+	for n := range st.Shards {
+		sh := &st.Shards[n]
+		s := sh.Sale
+		var got sql.NullInt64
+		if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(`+shardLock+`, 10)`, r.engine.Keys().Prefix, s.ID).Scan(&got); err != nil {
+			return 0, fmt.Errorf("take the lock of sharded sale %s: %w", s.ID, unavailable(err))
+		}
+		if got.Int64 != 1 {
+			return 0, fmt.Errorf("take the lock of sharded sale %s: another rebuild holds it", s.ID)
+		}
+		*locked = append(*locked, s.ID)
+		lv, err := r.engine.SaleShardLevels(ctx, s.ID, s.ShardPartitions)
+		if err != nil {
+			return 0, err
+		}
+		// Absent shards sell nothing (their partitions are fenced, and
+		// only a rebuild, under this lock, brings them back): what their
+		// streams hold goes to MySQL before it is read.
+		for j, q := range s.ShardPartitions {
+			if !lv.Present[j] && q != p {
+				if _, err := r.settleStream(ctx, q); err != nil {
+					return 0, fmt.Errorf("sale %s shard %d: %w", s.ID, j, err)
+				}
+			}
+		}
+		orders, err := r.books.heldOrders(ctx, s.ID)
+		if err != nil {
+			return 0, err
+		}
+		stock := s.Stock - lv.Transit
+		for j, level := range lv.Level {
+			if j != sh.Index {
+				stock -= level
+			}
+		}
+		for _, o := range orders {
+			q, err := strconv.Atoi(o.ID[strings.LastIndexByte(o.ID, '-')+1:]) // <snowflake>-<partition>
+			if j := slices.Index(s.ShardPartitions, q); err == nil && j == sh.Index {
+				sh.Sold += o.Qty
+				st.Orders = append(st.Orders, o)
+				continue
+			} else if err == nil && j >= 0 && lv.Present[j] {
+				continue // in that shard's level
+			}
+			stock -= o.Qty
+		}
+		stock -= sh.Sold
+		if stock < 0 {
+			short += -stock
+			stock = 0
+		}
+		sh.Stock = stock
+	}
+	return short, nil
 }
 
 // settleStream applies what partition p's stream still holds, so that MySQL

@@ -473,6 +473,12 @@ func (r *Reconciler) movesDiff(ctx context.Context, id string, parts []int) (str
 			}
 		}
 	}
+	if out-in > pending {
+		// Units that left a shard and reached none, with no transfer for
+		// them: a rebuild counted them twice (left unsold), or they were
+		// lost.
+		return fmt.Sprintf("sale %s: %d units stranded: shards gave %d and received %d, but %d are in transit", id, out-in-pending, out, in, pending), nil
+	}
 	if out-in != pending {
 		return fmt.Sprintf("sale %s: shards gave %d and received %d, but %d are in transit", id, out, in, pending), nil
 	}

@@ -3,6 +3,8 @@ package settle_test
 import (
 	"context"
 	"errors"
+	"hash/crc32"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"sync"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
+	"github.com/flashgrab/flashgrab/settle"
 )
 
 const checkMoves = "sharded sale: moved out - moved in = in transit"
@@ -19,7 +22,8 @@ const checkMoves = "sharded sale: moved out - moved in = in transit"
 // out to more users than its stock (stock moving between shards), settles
 // under the parent sale id with its layout in MySQL, reconciles clean per
 // shard; expired orders return their units to the shard that sold them;
-// units in transit count; a forged move is caught.
+// units in transit count; units taken with no transfer are named stranded;
+// a forged move is caught.
 func TestShardedSaleSettlesExpiresAndReconciles(t *testing.T) {
 	b := &ledgerRig{rig: newRig(t)}
 	ctx := context.Background()
@@ -105,6 +109,17 @@ func TestShardedSaleSettlesExpiresAndReconciles(t *testing.T) {
 	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "tout", 1)
 	b.rdb.HSet(ctx, b.keys.Transit(src, "sh"), "t1", strconv.Itoa(sale.ShardPartitions[0])+"|1|0")
 	b.wantFailing(t, b.reconcile(t, nil), nil)
+	// Taken from a shard with no transfer recording it (what a rebuild
+	// that counted units twice leaves): named as stranded.
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "stock", -1)
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "tout", 1)
+	rep = b.reconcile(t, nil)
+	b.wantFailing(t, rep, map[string]int{checkMoves: 1})
+	if d := diffs(rep, checkMoves); len(d) != 1 || !strings.Contains(d[0], ": 1 units stranded") {
+		t.Fatalf("moves check: %q, want 1 unit stranded", d)
+	}
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "stock", 1)
+	b.rdb.HIncrBy(ctx, b.keys.Sale(src, "sh"), "tout", -1)
 	// Given at the destination without being taken anywhere: made up.
 	dst := sale.ShardPartitions[2]
 	b.rdb.HIncrBy(ctx, b.keys.Sale(dst, "sh"), "stock", 1)
@@ -136,30 +151,209 @@ func shardStocks(t *testing.T, b *ledgerRig, parts []int) map[int]int64 {
 	return out
 }
 
-// TestRebuildLeavesShardedSaleFenced: a rebuild does not restore a sharded
-// sale as if it were whole (that would give back stock its other shards
-// still hold): every partition holding one of its shards stays fenced with
-// an error naming the sale, and nothing is sold from lost state.
-func TestRebuildLeavesShardedSaleFenced(t *testing.T) {
-	r := newLossRig(t)
-	ctx := context.Background()
+// shardSaleRig is a sharded sale on a lossRig, with what was sold of it.
+type shardSaleRig struct {
+	*lossRig
+	sale flashgrab.Sale
+	mu   sync.Mutex
+	won  map[string]int64 // user → units won over the whole test
+}
+
+func newShardSaleRig(t *testing.T, stock int64, limit int64, shards int) *shardSaleRig {
+	t.Helper()
+	r := &shardSaleRig{lossRig: newLossRig(t), won: map[string]int64{}}
 	r.rebuildAll(t) // a fresh Redis: every partition initialised
 	now := time.Now()
-	sale, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: 6,
-		PerUserLimit: 1, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour), Shards: 2})
+	var err error
+	r.sale, err = r.eng.CreateSale(context.Background(), flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: stock,
+		PerUserLimit: limit, StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour), Shards: shards})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.settleAll(t)
-	lost := sale.ShardPartitions[1]
-	if err := r.rdb.Del(ctx, r.keys.Epoch(lost), r.keys.Sale(lost, "sh")).Err(); err != nil {
+	return r
+}
+
+// grab has each user grab one unit at once, each with a key of its own,
+// and returns the units won.
+func (r *shardSaleRig) grab(t *testing.T, users []string) int64 {
+	t.Helper()
+	var wg sync.WaitGroup
+	var n int64
+	for _, u := range users {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := r.eng.Grab(context.Background(), flashgrab.GrabRequest{SaleID: "sh", UserID: u, Key: strconv.Itoa(rand.Int()), Qty: 1})
+			if errors.Is(err, flashgrab.ErrSoldOut) || errors.Is(err, flashgrab.ErrLimitReached) {
+				return
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if res.Repeat {
+				t.Errorf("user %s: a new key answered as a repeat", u)
+				return
+			}
+			r.mu.Lock()
+			r.won[u]++
+			n++
+			r.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return n
+}
+
+// users returns n user names, each twice (every one tries past a limit of
+// one), whose home shard is not skip (-1: any).
+func (r *shardSaleRig) users(prefix string, n, skip int) []string {
+	var out []string
+	for i := 0; len(out) < 2*n; i++ {
+		u := prefix + strconv.Itoa(i)
+		if skip >= 0 && int(crc32.ChecksumIEEE([]byte(u))%uint32(len(r.sale.ShardPartitions))) == skip {
+			continue
+		}
+		out = append(out, u, u)
+	}
+	return out
+}
+
+// lose deletes every key of partition p, its epoch marker included.
+func (r *shardSaleRig) lose(t *testing.T, p int) {
+	t.Helper()
+	ctx := context.Background()
+	tag := strings.TrimSuffix(r.keys.Epoch(p), "epoch")
+	keys, err := r.rdb.Keys(ctx, tag+"*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("keys of partition %d: %v %v", p, keys, err)
+	}
+	if err := r.rdb.Del(ctx, keys...).Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = r.reb.Rebuild(ctx, lost)
-	if err == nil || !strings.Contains(err.Error(), "sharded sale sh") {
-		t.Fatalf("rebuild of partition %d: %v, want it refused naming sale sh", lost, err)
+}
+
+// sellOut sells to more buyers than there are units, then checks that the
+// sale sold exactly its stock over the whole test (nothing was in flight at
+// the loss, so nothing may be stranded), each user within the limit, and
+// that reconcile finds its shards in order.
+func (r *shardSaleRig) sellOut(t *testing.T) {
+	t.Helper()
+	r.grab(t, r.users("late", int(r.sale.Stock), -1))
+	var total int64
+	for u, n := range r.won {
+		if n > r.sale.PerUserLimit {
+			t.Fatalf("user %s won %d units, over the limit of %d", u, n, r.sale.PerUserLimit)
+		}
+		total += n
 	}
-	if ok, err := r.eng.HasEpoch(ctx, lost); ok || err != nil {
-		t.Fatalf("partition %d unfenced (%v) after a refused rebuild", lost, err)
+	if total != r.sale.Stock {
+		t.Fatalf("%d units sold over the test, want exactly the sale's %d", total, r.sale.Stock)
 	}
+	r.settleAll(t)
+	rep, err := (&settle.Reconciler{DB: r.db, Redis: r.rdb, Keys: r.keys}).Reconcile(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rep.Checks {
+		if (c.Name == checkSales || c.Name == checkMoves) && len(c.Diffs) > 0 {
+			t.Fatalf("reconcile %q: %q", c.Name, c.Diffs)
+		}
+	}
+}
+
+// TestRebuildRestoresLostShard (issue 11): one shard's partition of a
+// 3-shard sale loses every key, with sales settled before and a transfer
+// towards the lost shard stuck in transit. The rebuild unfences the
+// partition (another sale on it sells again) and gives the shard what the
+// others and the transit do not hold: the sale then sells exactly its
+// stock under concurrency, limits kept, and reconciles clean.
+func TestRebuildRestoresLostShard(t *testing.T) {
+	r := newShardSaleRig(t, 40, 2, 3)
+	ctx := context.Background()
+	lost := r.sale.ShardPartitions[1]
+	other := ""
+	for i := 0; other == ""; i++ {
+		if id := "o" + strconv.Itoa(i); r.keys.Partition(id) == lost {
+			other = id
+		}
+	}
+	now := time.Now()
+	if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: other, MerchantID: "m", PriceCents: 100, Stock: 5, PerUserLimit: 1,
+		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.grab(t, r.users("early", 8, -1)); n != 16 {
+		t.Fatalf("%d units won before the loss, want 16", n)
+	}
+	// A mover died between taking 2 units from shard 2 and giving them.
+	src := r.sale.ShardPartitions[2]
+	r.rdb.HIncrBy(ctx, r.keys.Sale(src, "sh"), "stock", -2)
+	r.rdb.HIncrBy(ctx, r.keys.Sale(src, "sh"), "tout", 2)
+	r.rdb.HSet(ctx, r.keys.Transit(src, "sh"), "t1", strconv.Itoa(lost)+"|2|0")
+	r.settleAll(t)
+	r.lose(t, lost)
+
+	res, err := r.reb.Rebuild(ctx, lost)
+	if err != nil || res.Outcome != settle.RebuildDone || res.ShardStockShort != 0 {
+		t.Fatalf("rebuild of partition %d: %v %v", lost, res, err)
+	}
+	if ok, err := r.eng.HasEpoch(ctx, lost); !ok || err != nil {
+		t.Fatalf("partition %d still fenced (%v)", lost, err)
+	}
+	if _, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: other, UserID: "x", Qty: 1}); err != nil {
+		t.Fatalf("grab of sale %s on the rebuilt partition: %v", other, err)
+	}
+	r.sellOut(t)
+}
+
+// TestRebuildShardsAfterFlush: the whole Redis is flushed after a sharded
+// sale sold part of its stock; every partition is rebuilt, in a random
+// order, and the sale then sells exactly the remainder: the first shard
+// restored holds it, the others count it and get the rest (0).
+func TestRebuildShardsAfterFlush(t *testing.T) {
+	r := newShardSaleRig(t, 30, 1, 3)
+	ctx := context.Background()
+	if n := r.grab(t, r.users("early", 11, -1)); n != 11 {
+		t.Fatalf("%d units won before the loss, want 11", n)
+	}
+	r.settleAll(t)
+	if err := r.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range rand.Perm(r.keys.Partitions) {
+		if res, err := r.reb.Rebuild(ctx, p); err != nil || res.ShardStockShort != 0 {
+			t.Fatalf("rebuild of partition %d: %v %v", p, res, err)
+		}
+	}
+	if s, err := r.eng.Sale(ctx, "sh"); err != nil || s.Stock != 19 {
+		t.Fatalf("sale after the rebuild %+v %v, want 19 units left", s, err)
+	}
+	r.sellOut(t)
+}
+
+// TestRebuildShardKeepsUnsettledWins: wins of the surviving shards still in
+// their streams (not in MySQL) when a shard is lost are counted by the
+// rebuild: they are not sold again.
+func TestRebuildShardKeepsUnsettledWins(t *testing.T) {
+	r := newShardSaleRig(t, 24, 1, 2)
+	ctx := context.Background()
+	if n := r.grab(t, r.users("settled", 4, -1)); n != 4 {
+		t.Fatalf("%d units won, want 4", n)
+	}
+	r.settleAll(t)
+	// Users homed on shard 0 only: their wins stay in shard 0's stream.
+	if n := r.grab(t, r.users("unsettled", 6, 1)); n != 6 {
+		t.Fatalf("%d units won, want 6", n)
+	}
+	lost := r.sale.ShardPartitions[1]
+	r.lose(t, lost)
+	if res, err := r.reb.Rebuild(ctx, lost); err != nil || res.Outcome != settle.RebuildDone {
+		t.Fatalf("rebuild of partition %d: %v %v", lost, res, err)
+	}
+	var inMySQL int
+	if err := r.db.QueryRow("SELECT COUNT(*) FROM orders WHERE sale_id = 'sh'").Scan(&inMySQL); err != nil || inMySQL != 4 {
+		t.Fatalf("%d orders of sh in MySQL (%v), want the 4 settled: the others were to stay in the stream", inMySQL, err)
+	}
+	r.sellOut(t)
 }
