@@ -133,7 +133,8 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 	ownPending := true // entries this consumer read before a restart
 	nextClaim := time.Time{}
 	grouped := false           // the group is known to exist; created once, again only after NOGROUP
-	var retry []redis.XMessage // what is left of a batch that failed
+	var retry []redis.XMessage   // what is left of a batch that failed
+	var orphans []redis.XMessage // a failed batch whose stream Redis lost: see settleOrphans
 	for ctx.Err() == nil {
 		if backoff > 0 {
 			select {
@@ -142,10 +143,25 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 			case <-time.After(backoff):
 			}
 		}
+		if len(orphans) > 0 {
+			if err := s.settleOrphans(ctx, p, orphans); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				backoff = s.fail(p, "settle entries whose stream was lost", err, backoff)
+				continue
+			}
+			orphans, grouped, backoff = nil, false, 0
+			continue
+		}
 		var msgs []redis.XMessage
 		if len(retry) > 0 {
 			var err error
-			if msgs, err = s.stillOwned(ctx, stream, retry); err != nil {
+			var lost bool
+			if msgs, lost, err = s.stillOwned(ctx, stream, retry); lost {
+				orphans, retry = retry, nil
+				continue
+			} else if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -233,32 +249,73 @@ func (s *Settler) next(ctx context.Context, stream string, ownPending *bool, nex
 // stillOwned returns those of msgs still pending for this consumer: while it
 // retried, another settler may have claimed them, settled or dead-lettered
 // them. XPENDING, unlike a read, leaves their idle time alone.
-func (s *Settler) stillOwned(ctx context.Context, stream string, msgs []redis.XMessage) ([]redis.XMessage, error) {
+// lost is true when Redis lost the stream and its group (a restart without
+// persistence, a flush) while the batch waited: no pending list is left for
+// anyone to claim the entries from, and this memory is their only copy.
+func (s *Settler) stillOwned(ctx context.Context, stream string, msgs []redis.XMessage) (owned []redis.XMessage, lost bool, err error) {
 	pending, err := s.redis.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: stream, Group: s.Group, Consumer: s.Consumer,
 		Start: msgs[0].ID, End: msgs[len(msgs)-1].ID, Count: int64(len(msgs)) + s.BatchSize,
 	}).Result()
 	if redis.HasErrorPrefix(err, "NOGROUP") {
-		// Redis lost the stream and its group (a restart without
-		// persistence, a flush) while the batch waited: no pending list
-		// is left for anyone to claim the entries from, so this memory is
-		// their only copy. Settle them all; a replay changes nothing.
-		return msgs, nil
+		return nil, true, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("pending entries of %s in %s: %w", s.Consumer, stream, err)
+		return nil, false, fmt.Errorf("pending entries of %s in %s: %w", s.Consumer, stream, err)
 	}
 	mine := make(map[string]bool, len(pending))
 	for _, x := range pending {
 		mine[x.ID] = true
 	}
-	owned := msgs[:0:0]
+	owned = msgs[:0:0]
 	for _, m := range msgs {
 		if mine[m.ID] {
 			owned = append(owned, m)
 		}
 	}
-	return owned, nil
+	return owned, false, nil
+}
+
+// settleOrphans settles a batch whose stream Redis lost while the batch
+// waited for MySQL, unless the partition was rebuilt meanwhile.
+//
+// Redis losing a stream means it lost the partition's state with it (its
+// epoch marker too), and a rebuild restores that state from MySQL: stock as
+// initial less what MySQL holds, a packet's remainder as its total less the
+// shares MySQL holds. These events are not in MySQL yet, so once a rebuild
+// has read MySQL without them, settling them would count their units and
+// shares twice: sold again, and refunded to the sender on top of being paid
+// out. Settling happens under the partition's rebuild lock: either before
+// the rebuild reads MySQL (the marker is still missing: the rebuild then
+// sees them), or not at all (the marker is back: they are lost, as the
+// other events that went with the stream, and logged).
+func (s *Settler) settleOrphans(ctx context.Context, p int, msgs []redis.XMessage) error {
+	conn, err := s.books.DB.Conn(ctx)
+	if err != nil {
+		return unavailable(err)
+	}
+	defer conn.Close()
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(`+rebuildLock+`, 10)`, s.keys.Prefix, p).Scan(&got); err != nil {
+		return fmt.Errorf("take partition %d's rebuild lock: %w", p, unavailable(err))
+	}
+	if got.Int64 != 1 {
+		return fmt.Errorf("partition %d's rebuild lock is held: %w", p, flashgrab.ErrUnavailable)
+	}
+	defer conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+rebuildLock+`)`, s.keys.Prefix, p)
+	marked, err := s.redis.Exists(ctx, s.keys.Epoch(p)).Result()
+	if err != nil {
+		return fmt.Errorf("read partition %d's epoch marker: %w", p, err)
+	}
+	if marked == 1 {
+		s.Logger.Error("settler: entries lost with their stream are not settled: the partition's state was rebuilt from MySQL without them, and settling them now would count them twice",
+			"partition", p, "entries", len(msgs), "first", msgs[0].ID, "last", msgs[len(msgs)-1].ID)
+		return nil
+	}
+	if _, err := s.flush(p, msgs); err != nil {
+		return err
+	}
+	return nil
 }
 
 func (s *Settler) fail(p int, what string, err error, backoff time.Duration) time.Duration {

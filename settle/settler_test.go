@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync"
 	"testing"
@@ -509,33 +510,52 @@ func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
 }
 
 // TestSettlerSettlesBatchWhoseStreamWasLost: a batch waits in the settler's
-// memory for MySQL while Redis loses the stream and its group (a restart
-// without persistence, a flush). Nobody can claim the entries any more, so
-// the settler settles them from memory once MySQL is back, and the partition
-// goes on settling (it used to retry XPENDING's NOGROUP forever).
+// memory for MySQL while Redis loses the stream and its group with the rest
+// of the partition's state (a restart without persistence, a flush): its
+// epoch marker is gone too. Nobody can claim the entries any more, so the
+// settler settles them from memory once MySQL is back, and the partition
+// goes on settling (it used to retry XPENDING's NOGROUP forever). But once
+// the partition has been rebuilt from MySQL (the marker is back) before
+// MySQL returned, the rebuild counted those units as unsold: settling them
+// then would count them twice, so they are left out, and the partition
+// still goes on settling.
 func TestSettlerSettlesBatchWhoseStreamWasLost(t *testing.T) {
-	r := newRig(t)
-	ctx := context.Background()
-	pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
-	proxy.Down()
-	r.settler(t, pdb, "a", time.Minute)
-	r.addOrder(t, 0, "1-0", "alice")
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
-		if err != nil {
-			return false, fmt.Sprintf("XPENDING: %v", err)
-		}
-		return x.Consumers["a"] == 1, fmt.Sprintf("pending by consumer %v, want a:1", x.Consumers)
-	})
-	if err := r.rdb.Del(ctx, r.keys.Events(0)).Err(); err != nil {
-		t.Fatal(err)
-	}
-	proxy.Up()
-	waitSettled(t, r.db, 1)
-	r.addOrder(t, 0, "2-0", "bob")
-	waitSettled(t, r.db, 2)
-	users := r.orderUsers(t)
-	if users["1-0"] != "alice" || users["2-0"] != "bob" || len(users) != 2 {
-		t.Fatalf("orders in MySQL %v, want 1-0 alice and 2-0 bob", users)
+	for _, rebuilt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("rebuilt=%v", rebuilt), func(t *testing.T) {
+			r := newRig(t)
+			ctx := context.Background()
+			pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
+			proxy.Down()
+			r.settler(t, pdb, "a", time.Minute)
+			r.addOrder(t, 0, "1-0", "alice")
+			testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+				x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
+				if err != nil {
+					return false, fmt.Sprintf("XPENDING: %v", err)
+				}
+				return x.Consumers["a"] == 1, fmt.Sprintf("pending by consumer %v, want a:1", x.Consumers)
+			})
+			lost := []string{r.keys.Events(0)}
+			if !rebuilt {
+				lost = append(lost, r.keys.Epoch(0))
+			}
+			if err := r.rdb.Del(ctx, lost...).Err(); err != nil {
+				t.Fatal(err)
+			}
+			proxy.Up()
+			want := map[string]string{"1-0": "alice", "2-0": "bob"}
+			if rebuilt {
+				delete(want, "1-0")
+			} else {
+				waitSettled(t, r.db, 1)
+			}
+			r.addOrder(t, 0, "2-0", "bob")
+			waitSettled(t, r.db, len(want))
+			// 2-0 was read after the orphans were dealt with: with it
+			// settled, 1-0's fate is decided.
+			if users := r.orderUsers(t); !maps.Equal(users, want) {
+				t.Fatalf("orders in MySQL %v, want %v", users, want)
+			}
+		})
 	}
 }
