@@ -132,7 +132,7 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 	backoff := time.Duration(0)
 	ownPending := true // entries this consumer read before a restart
 	nextClaim := time.Time{}
-	grouped := false           // the group is known to exist; created once, again only after NOGROUP
+	grouped := false             // the group is known to exist; created once, again only after NOGROUP
 	var retry []redis.XMessage   // what is left of a batch that failed
 	var orphans []redis.XMessage // a failed batch whose stream Redis lost: see settleOrphans
 	for ctx.Err() == nil {
