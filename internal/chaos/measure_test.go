@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"testing"
 	"text/tabwriter"
@@ -33,9 +34,10 @@ type row struct {
 	// plus shares beyond a packet's count; oversoldInMySQL counts MySQL's
 	// orders only (the books themselves).
 	oversold, oversoldInMySQL int64
-	refundsDue                int64 // packets answered 201 and never emptied, all expired by now
-	refundsDone               int64 // of those, refunded in MySQL with exactly what was not grabbed there
-	reconcile                 int   // exit status of flashgrab reconcile
+	refundsDue                int64    // packets answered 201 and never emptied, all expired by now
+	refundsDone               int64    // of those, refunded in MySQL with exactly what was not grabbed there
+	refundsWrong              []string // of those, refunded with another amount: what MySQL holds, per packet
+	reconcile                 int      // exit status of flashgrab reconcile
 	reconcileOut              string
 }
 
@@ -157,6 +159,7 @@ func (e *env) refunds(r *row, answeredShares map[string]int64) {
 	}
 	r.refundsDue = int64(len(due))
 	var done map[string]bool
+	wrong := map[string]string{}
 	testenv.Eventually(e.t, 2*time.Minute, func() (bool, string) {
 		_, done = e.countIn(`SELECT %s FROM packets p
 			LEFT JOIN (SELECT packet_id, SUM(amount_cents) AS s FROM packet_grabs GROUP BY packet_id) g ON g.packet_id = p.id
@@ -165,12 +168,22 @@ func (e *env) refunds(r *row, answeredShares map[string]int64) {
 			if done[id] {
 				continue
 			}
-			if e.mode == modeAOF {
-				return false, fmt.Sprintf("packet %s not refunded yet (%d of %d done)", id, len(done), len(due))
-			}
 			var status string
-			if err := e.db.QueryRow("SELECT status FROM packets WHERE id = ?", id).Scan(&status); err != nil {
+			var total, refunded, shares, n int64
+			if err := e.db.QueryRow(`SELECT p.status, p.total_cents, p.refunded_cents, COALESCE(SUM(g.amount_cents), 0), COUNT(g.packet_id)
+				FROM packets p LEFT JOIN packet_grabs g ON g.packet_id = p.id WHERE p.id = ? GROUP BY p.id`, id).
+				Scan(&status, &total, &refunded, &shares, &n); err != nil {
 				return false, fmt.Sprintf("packet %s: %v", id, err)
+			}
+			if status == "refunded" {
+				// Refunded, but not total less the shares MySQL holds: final,
+				// and wrong (see row.refundsWrong).
+				wrong[id] = fmt.Sprintf("packet %s refunded %d of %d fen while MySQL holds %d fen in %d shares", id, refunded, total, shares, n)
+				continue
+			}
+			if e.mode == modeAOF {
+				return false, fmt.Sprintf("packet %s not refunded yet (%d of %d done; %s in MySQL, %d of %d fen in %d shares)",
+					id, len(done), len(due), status, shares, total, n)
 			}
 			exists, err := e.rdb.Exists(ctx, ks.Packet(ks.Partition(id), id)).Result()
 			if err != nil || exists == 1 || status == "funded" {
@@ -180,6 +193,10 @@ func (e *env) refunds(r *row, answeredShares map[string]int64) {
 		return true, ""
 	})
 	r.refundsDone = int64(len(done))
+	for _, w := range wrong {
+		r.refundsWrong = append(r.refundsWrong, w)
+	}
+	sort.Strings(r.refundsWrong)
 }
 
 // countIn runs query (with %s for the selected column and for the
