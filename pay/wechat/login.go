@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -81,26 +80,9 @@ func (l *Login) Code2Session(ctx context.Context, code string) (Session, error) 
 		return Session{}, fmt.Errorf("%w: code must be 1-%d characters", ErrLoginCode, maxCodeLen)
 	}
 	q := url.Values{"appid": {l.cfg.AppID}, "secret": {l.cfg.AppSecret}, "js_code": {code}, "grant_type": {"authorization_code"}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, l.host+"/sns/jscode2session?"+q.Encode(), nil)
+	raw, err := call(ctx, l.hc, http.MethodGet, l.host, "/sns/jscode2session?"+q.Encode(), nil)
 	if err != nil {
-		return Session{}, errors.New("wechat login: cannot build the code2Session request")
-	}
-	resp, err := l.hc.Do(req)
-	if err != nil {
-		// *url.Error prints the URL, secret included: keep only its cause.
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
 		return Session{}, fmt.Errorf("wechat login: code2Session: %w", err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
-	if err != nil || len(raw) > maxResponseBody {
-		return Session{}, fmt.Errorf("wechat login: code2Session: unreadable answer (HTTP %d)", resp.StatusCode)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return Session{}, fmt.Errorf("wechat login: code2Session: HTTP %d", resp.StatusCode)
 	}
 	var out struct {
 		OpenID  string `json:"openid"`

@@ -165,30 +165,43 @@ func (m *Messenger) post(ctx context.Context, pathQuery string, body []byte) (in
 	return out.ErrCode, out.ErrMsg, nil
 }
 
-// postRaw POSTs JSON and returns a 200 answer's body. Errors never carry the
-// URL, whose query may hold the token.
+// postRaw POSTs JSON and returns a 200 answer's body.
 func (m *Messenger) postRaw(ctx context.Context, pathQuery string, body []byte) ([]byte, error) {
+	return call(ctx, m.hc, http.MethodPost, m.host, pathQuery, body)
+}
+
+// call sends one request to the Mini Program server API and returns a 200
+// answer's body, read up to maxResponseBody. Errors never carry the URL:
+// its query holds the app secret (code2Session) or the access token.
+func call(ctx context.Context, hc *http.Client, method, host, pathQuery string, body []byte) ([]byte, error) {
 	path, _, _ := strings.Cut(pathQuery, "?")
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, m.host+pathQuery, bytes.NewReader(body))
-	if err != nil {
-		return nil, fmt.Errorf("POST %s: cannot build the request", path)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := m.hc.Do(req)
+	req, err := http.NewRequestWithContext(ctx, method, host+pathQuery, rd)
 	if err != nil {
+		return nil, fmt.Errorf("%s %s: cannot build the request", method, path)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		// *url.Error prints the URL, secret included: keep only its cause.
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("POST %s: %w", path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	if err != nil || len(raw) > maxResponseBody {
-		return nil, fmt.Errorf("POST %s: unreadable answer (HTTP %d)", path, resp.StatusCode)
+		return nil, fmt.Errorf("%s %s: unreadable answer (HTTP %d)", method, path, resp.StatusCode)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("POST %s: HTTP %d", path, resp.StatusCode)
+		return nil, fmt.Errorf("%s %s: HTTP %d", method, path, resp.StatusCode)
 	}
 	return raw, nil
 }
