@@ -17,6 +17,12 @@ type Event struct {
 	ID        string // stream entry id, "<ms>-<seq>"
 	Partition int
 	Kind      string
+	// Epoch is the partition's epoch when the event was written: the
+	// number a rebuild of the partition's Redis state wrote into its marker.
+	// The settler refuses an event of an epoch a later rebuild has left
+	// (its state was rebuilt from MySQL without it). 0 means unknown (a
+	// marker written before epochs were numbered): not checked.
+	Epoch int64
 
 	Sale   Sale
 	Order  Order

@@ -27,7 +27,7 @@ const entryGrabs = "grabs"
 // entry's. An entry that cannot be read fails whole.
 func ParseEntry(p int, m redis.XMessage) ([]flashgrab.Event, error) {
 	f := fields{m: m}
-	e := flashgrab.Event{ID: m.ID, Partition: p, Kind: f.str("k")}
+	e := flashgrab.Event{ID: m.ID, Partition: p, Kind: f.str("k"), Epoch: entryEpoch(m)}
 	switch e.Kind {
 	case flashgrab.EventSale:
 		e.Sale = flashgrab.Sale{ID: f.str("id"), MerchantID: f.str("mch"), PriceCents: f.num("price"), Stock: f.num("stock"),
@@ -62,6 +62,19 @@ func ParseEntry(p int, m redis.XMessage) ([]flashgrab.Event, error) {
 	return []flashgrab.Event{e}, nil
 }
 
+// entryEpoch reads the partition epoch an entry was written in (its "ep",
+// copied by the script from the partition's marker): 0, unknown, when the
+// entry has none or the marker held no number (one written before epochs
+// were numbered).
+func entryEpoch(m redis.XMessage) int64 {
+	s, _ := m.Values["ep"].(string)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
 // parseOrders reads an "orders" entry: sale, mch, at, and o, the orders
 // joined by ',', each "id|user|qty|amount|key" (see sale_grab.lua).
 func parseOrders(p int, f *fields) ([]flashgrab.Event, error) {
@@ -85,7 +98,7 @@ func parseOrders(p int, f *fields) ([]flashgrab.Event, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("event %s (%s): order %d is %q: qty or amount not an integer", f.m.ID, entryOrders, i, o)
 		}
-		evs = append(evs, flashgrab.Event{ID: f.m.ID, Partition: p, Kind: flashgrab.EventOrder,
+		evs = append(evs, flashgrab.Event{ID: f.m.ID, Partition: p, Kind: flashgrab.EventOrder, Epoch: entryEpoch(f.m),
 			Order: flashgrab.Order{ID: parts[0], SaleID: sale, UserID: parts[1], MerchantID: mch, Qty: qty,
 				AmountCents: amt, CreatedAt: at, Key: parts[4], KeyKnown: true}})
 	}
@@ -113,7 +126,7 @@ func parseGrabs(p int, f *fields) ([]flashgrab.Event, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("event %s (%s): share %d is %q: amount or seq not an integer", f.m.ID, entryGrabs, i, g)
 		}
-		evs = append(evs, flashgrab.Event{ID: f.m.ID, Partition: p, Kind: flashgrab.EventGrab,
+		evs = append(evs, flashgrab.Event{ID: f.m.ID, Partition: p, Kind: flashgrab.EventGrab, Epoch: entryEpoch(f.m),
 			Grab: flashgrab.PacketGrab{PacketID: pkt, SenderID: sender, UserID: parts[0], AmountCents: amt, Seq: seq, At: at}})
 	}
 	return evs, nil

@@ -85,3 +85,33 @@ func TestParseGrabsEntry(t *testing.T) {
 		}
 	}
 }
+
+// TestParseEntryEpoch: every event of an entry carries the partition epoch
+// the script copied into it ("ep"); an entry without a number (none, or a
+// marker written before epochs were numbered) reads as epoch 0, unchecked,
+// rather than failing.
+func TestParseEntryEpoch(t *testing.T) {
+	for _, c := range []struct {
+		ep   any
+		want int64
+	}{{"3", 3}, {"0", 0}, {nil, 0}, {"rebuilt 2026-11-30T00:00:00Z", 0}, {"-1", 0}} {
+		for _, m := range []redis.XMessage{
+			{ID: "1-1", Values: map[string]any{"k": "orders", "sale": "s1", "mch": "m1", "at": "1", "o": "11-5|a|1|1|,12-5|b|1|1|"}},
+			{ID: "1-2", Values: map[string]any{"k": "grabs", "pkt": "p1", "sender": "s", "at": "1", "g": "a|1|1,b|2|2"}},
+			{ID: "1-3", Values: map[string]any{"k": "refund", "pkt": "p1", "sender": "s", "amt": "5", "at": "1"}},
+		} {
+			if c.ep != nil {
+				m.Values["ep"] = c.ep
+			}
+			evs, err := engine.ParseEntry(5, m)
+			if err != nil {
+				t.Fatalf("ep %v, entry %s: %v", c.ep, m.ID, err)
+			}
+			for _, ev := range evs {
+				if ev.Epoch != c.want {
+					t.Errorf("ep %v, entry %s: event of epoch %d, want %d", c.ep, m.ID, ev.Epoch, c.want)
+				}
+			}
+		}
+	}
+}

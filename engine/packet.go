@@ -182,10 +182,10 @@ func (e *Engine) ExpirePackets(ctx context.Context, p int) (int, error) {
 	closed := 0
 	for _, id := range due {
 		r, err := e.packetExpire.Run(ctx, e.rdb,
-			[]string{e.keys.Packet(p, id), e.keys.PacketExpiry(p), e.keys.Events(p), e.keys.PacketGrabs(p, id)},
+			[]string{e.keys.Packet(p, id), e.keys.PacketExpiry(p), e.keys.Events(p), e.keys.PacketGrabs(p, id), e.keys.Epoch(p)},
 			id, e.retention.Milliseconds()).Int64()
 		if err != nil {
-			return closed, fmt.Errorf("expire packet %s: %w", id, wrapRedis(err))
+			return closed, fmt.Errorf("expire packet %s: %w", id, e.noteFenced(p, wrapRedis(err)))
 		}
 		if r >= 0 {
 			closed++

@@ -24,6 +24,12 @@ import (
 // REBUILDING (ErrRebuilding, 503), so a sale whose stock and buyers are gone
 // can never be sold again from scratch. The rebuild (settle.Rebuilder) reads
 // MySQL, hands the partition's state to Restore and writes the marker last.
+//
+// The marker holds the partition's epoch, a number MySQL keeps and every
+// rebuild raises before it reads; the scripts copy it into each stream entry
+// ("ep"), so the settler can refuse a batch read from the stream of an epoch
+// a rebuild has left: its events are not in the state the rebuild restored,
+// and settling them after would count them twice.
 
 // fencedPrefix starts the error the scripts' fence replies with.
 const fencedPrefix = "REBUILDING"
@@ -118,23 +124,25 @@ func (e *Engine) HasEpoch(ctx context.Context, p int) (bool, error) {
 	return n == 1, nil
 }
 
-// MarkEpoch writes partition p's epoch marker, lifting its fence: call it
-// once the partition's state is complete (a fresh partition, or a rebuild
-// done). how says which, for whoever reads the key.
-func (e *Engine) MarkEpoch(ctx context.Context, p int, how string) error {
-	v := how + " " + time.Now().UTC().Format(time.RFC3339Nano)
-	if err := e.rdb.Set(ctx, e.keys.Epoch(p), v, 0).Err(); err != nil {
+// MarkEpoch writes partition p's epoch marker, holding epoch, lifting its
+// fence: call it once the partition's state is complete (a fresh partition,
+// or a rebuild done), with the epoch MySQL gave that state (the settler
+// checks every entry's against it; see settle's partition_epochs).
+func (e *Engine) MarkEpoch(ctx context.Context, p int, epoch int64) error {
+	if err := e.rdb.Set(ctx, e.keys.Epoch(p), strconv.FormatInt(epoch, 10), 0).Err(); err != nil {
 		return fmt.Errorf("write epoch marker of partition %d: %w", p, wrapRedis(err))
 	}
 	e.fences.set(p, false)
 	return nil
 }
 
-// initEpochs writes every missing marker (Config.DetectLoss off).
+// initEpochs writes every missing marker (Config.DetectLoss off), with
+// epoch 0: unknown, so the settler does not check the entries against
+// MySQL's epochs (without loss detection nobody rebuilds).
 func (e *Engine) initEpochs(ctx context.Context) error {
 	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for p := range e.keys.Partitions {
-			pipe.SetNX(ctx, e.keys.Epoch(p), "init "+time.Now().UTC().Format(time.RFC3339Nano), 0)
+			pipe.SetNX(ctx, e.keys.Epoch(p), "0", 0)
 		}
 		return nil
 	})

@@ -21,7 +21,10 @@
 -- each "user|amount|seq". engine.ParseEntry reads it.
 -- Fence (engine/rebuild.go): without the partition's epoch marker its state
 -- was lost and is being rebuilt from MySQL; decide nothing until it is back.
-if redis.call('EXISTS', KEYS[5]) == 0 then
+-- The marker holds the partition's epoch, which the stream entry carries
+-- ("ep"): the settler refuses an entry a later rebuild has left behind.
+local ep = redis.call('GET', KEYS[5])
+if not ep then
   return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
 end
 local pkt = redis.call('HMGET', KEYS[1], 'sender', 'count', 'mode', 'rem', 'left', 'exp', 'st')
@@ -80,7 +83,7 @@ end
 if changed then
   redis.call('HSET', KEYS[2], unpack(writes))
   redis.call('XADD', KEYS[3], '*', 'k', 'grabs', 'pkt', ARGV[1], 'sender', sender, 'at', now,
-    'g', table.concat(shares, ','))
+    'g', table.concat(shares, ','), 'ep', ep)
   redis.call('HSET', KEYS[1], 'rem', rem, 'left', left)
   if left == 0 then
     -- Emptied: nothing will be refunded; MySQL keeps the packet for good.

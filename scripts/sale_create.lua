@@ -11,7 +11,10 @@
 -- is taken by other terms.
 -- Fence (engine/rebuild.go): without the partition's epoch marker its state
 -- was lost and is being rebuilt from MySQL; decide nothing until it is back.
-if redis.call('EXISTS', KEYS[3]) == 0 then
+-- The marker holds the partition's epoch, which the stream entry carries
+-- ("ep"): the settler refuses an entry a later rebuild has left behind.
+local ep = redis.call('GET', KEYS[3])
+if not ep then
   return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
 end
 local cur = redis.call('HMGET', KEYS[1], 'mch', 'price', 'init', 'limit', 'start', 'end')
@@ -27,5 +30,5 @@ redis.call('HSET', KEYS[1],
   'mch', ARGV[2], 'price', ARGV[3], 'stock', ARGV[4], 'init', ARGV[4], 'sold', 0,
   'limit', ARGV[5], 'start', ARGV[6], 'end', ARGV[7])
 redis.call('XADD', KEYS[2], '*', 'k', 'sale', 'id', ARGV[1], 'mch', ARGV[2],
-  'price', ARGV[3], 'stock', ARGV[4], 'limit', ARGV[5], 'start', ARGV[6], 'end', ARGV[7])
+  'price', ARGV[3], 'stock', ARGV[4], 'limit', ARGV[5], 'start', ARGV[6], 'end', ARGV[7], 'ep', ep)
 return 1

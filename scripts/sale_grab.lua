@@ -13,7 +13,7 @@
 -- key with its own expiry).
 --
 -- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] events stream
--- KEYS[4] partition epoch marker (the fence below)
+-- KEYS[4] partition epoch marker (the fence below; its epoch goes into the entry)
 -- KEYS[4+i] order record of user i: "sale|user|merchant|qty|amount|at_ms|key",
 -- a string kept for ARGV[2] ms (it outlives the unpaid-order deadline; MySQL
 -- keeps the order for good)
@@ -32,7 +32,10 @@ local function int(x) return string.format('%d', x) end
 
 -- Fence (engine/rebuild.go): without the partition's epoch marker its state
 -- was lost and is being rebuilt from MySQL; decide nothing until it is back.
-if redis.call('EXISTS', KEYS[4]) == 0 then
+-- The marker holds the partition's epoch, which the stream entry carries
+-- ("ep"): the settler refuses an entry a later rebuild has left behind.
+local ep = redis.call('GET', KEYS[4])
+if not ep then
   return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
 end
 
@@ -112,7 +115,7 @@ if sold > 0 then
   -- A user twice in the batch writes its holding twice: HSET keeps the last.
   redis.call('HSET', KEYS[2], unpack(writes))
   redis.call('XADD', KEYS[3], '*', 'k', 'orders', 'sale', ARGV[1], 'mch', mch, 'at', nows,
-    'o', table.concat(orders, ','))
+    'o', table.concat(orders, ','), 'ep', ep)
   redis.call('HSET', KEYS[1], 'stock', int(stock), 'sold', int(tonumber(sale[7]) + sold))
 end
 return out

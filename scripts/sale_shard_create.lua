@@ -15,7 +15,9 @@
 -- retry finds the layout chosen the first time.
 -- Fence (engine/rebuild.go): without the partition's epoch marker its state
 -- was lost and is being rebuilt from MySQL; create nothing until it is back.
-if redis.call('EXISTS', KEYS[3]) == 0 then
+-- The marker holds the partition's epoch, which the stream entry carries.
+local ep = redis.call('GET', KEYS[3])
+if not ep then
   return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
 end
 local cur = redis.call('HMGET', KEYS[1], 'mch', 'price', 'init', 'limit', 'start', 'end', 'tot', 'shards')
@@ -35,6 +37,6 @@ redis.call('HSET', KEYS[1],
 if ARGV[11] == '1' then
   redis.call('XADD', KEYS[2], '*', 'k', 'sale', 'id', ARGV[1], 'mch', ARGV[2],
     'price', ARGV[3], 'stock', ARGV[8], 'limit', ARGV[5], 'start', ARGV[6], 'end', ARGV[7],
-    'shards', ARGV[9], 'parts', ARGV[10])
+    'shards', ARGV[9], 'parts', ARGV[10], 'ep', ep)
 end
 return 1

@@ -16,6 +16,11 @@ local acked = 0
 if #ARGV > 1 then
   acked = redis.call('XACK', KEYS[1], unpack(ARGV))
 end
+-- A stream Redis lost (with its groups and pending lists) has nothing left
+-- to acknowledge or trim; XINFO would fail on it.
+if acked == 0 and redis.call('EXISTS', KEYS[1]) == 0 then
+  return 0
+end
 
 -- An id as two numbers; sequences stay far below 2^53.
 local function parse(id)

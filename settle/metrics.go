@@ -22,6 +22,10 @@ type Metrics struct {
 	// DeadLetters counts events moved to a dead-letter stream: each one is
 	// money or an order that needs a person.
 	DeadLetters prometheus.Counter
+	// Stale counts events refused because a rebuild of their partition
+	// had restored its state from MySQL without them (StaleEpochError):
+	// wins lost with the partition's Redis state.
+	Stale prometheus.Counter
 }
 
 // NewMetrics creates the settler's collectors and registers them with reg.
@@ -47,8 +51,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLetters: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flashgrab_settle_dead_letters_total", Help: "Events the settler could not settle and moved to a dead-letter stream.",
 		}),
+		Stale: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flashgrab_settle_stale_events_total", Help: "Events refused: their partition was rebuilt from MySQL without them after Redis lost its state.",
+		}),
 	}
-	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures, m.Refunds, m.DeadLetters)
+	reg.MustRegister(m.Events, m.Batches, m.Lag, m.Failures, m.Refunds, m.DeadLetters, m.Stale)
 	return m
 }
 

@@ -162,7 +162,8 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 		res.Outcome = RebuildIntact
 		return res, err
 	}
-	if res.EventsSettled, err = r.settleStream(ctx, p); err != nil {
+	var epoch int64
+	if res.EventsSettled, epoch, err = r.closeEpoch(ctx, p); err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
 	}
 	st, expired, stranded, err := r.books.partitionState(ctx, keys, p)
@@ -171,7 +172,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 	}
 	if len(st.Sales) == 0 && len(st.Shards) == 0 && len(st.Packets) == 0 && len(expired) == 0 && len(stranded) == 0 {
 		res.Outcome = RebuildInitialised
-		return res, r.engine.MarkEpoch(ctx, p, "init")
+		return res, r.engine.MarkEpoch(ctx, p, epoch)
 	}
 	if len(expired) > 0 {
 		inRedis, err := r.engine.PacketsInRedis(ctx, expired)
@@ -206,7 +207,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 	if res.StrandedResolved, err = r.books.resolveStranded(ctx, stranded, res.SaleIDs); err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
 	}
-	if err := r.engine.MarkEpoch(ctx, p, "rebuilt"); err != nil {
+	if err := r.engine.MarkEpoch(ctx, p, epoch); err != nil {
 		return res, err
 	}
 	res.Outcome = RebuildDone
@@ -263,10 +264,11 @@ func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *
 		}
 		// Absent shards sell nothing (their partitions are fenced, and
 		// only a rebuild, under this lock, brings them back): what their
-		// streams hold goes to MySQL before it is read.
+		// streams hold goes to MySQL before it is read, and their epochs
+		// end, so that no batch of theirs in flight lands after the read.
 		for j, q := range s.ShardPartitions {
 			if !lv.Present[j] && q != p {
-				if _, err := r.settleStream(ctx, q); err != nil {
+				if err := r.closeOtherEpoch(ctx, conn, q); err != nil {
 					return 0, fmt.Errorf("sale %s shard %d: %w", s.ID, j, err)
 				}
 			}
@@ -300,6 +302,49 @@ func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *
 		sh.Stock = stock
 	}
 	return short, nil
+}
+
+// closeEpoch ends partition p's epoch before its state is read from MySQL:
+// it settles what p's stream still holds, then raises p's epoch
+// (Books.bumpEpoch), which waits for the settler batches already past their
+// epoch check; any later batch read from p's stream before the loss is
+// refused. It returns the events settled and the new epoch. p is fenced
+// (its marker is missing), so no entry joins its stream meanwhile.
+func (r *Rebuilder) closeEpoch(ctx context.Context, p int) (settled int, epoch int64, err error) {
+	if settled, err = r.settleStream(ctx, p); err != nil {
+		return 0, 0, err
+	}
+	epoch, err = r.books.bumpEpoch(ctx, p)
+	return settled, epoch, err
+}
+
+// closeOtherEpoch settles partition q's stream, q holding an absent shard
+// of a sale partition p's rebuild restores, and ends q's epoch when q lost
+// its marker (closeEpoch), under q's rebuild lock taken on conn: without the
+// lock, q's own rebuild could write its marker between the check and the
+// raise, leaving every later entry of q an epoch behind MySQL. The lock is
+// only tried: when q's rebuild holds it, this one fails and is retried
+// (q's rebuild may need the sale's lock this one holds).
+func (r *Rebuilder) closeOtherEpoch(ctx context.Context, conn *sql.Conn, q int) error {
+	prefix := r.engine.Keys().Prefix
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(`+rebuildLock+`, 0)`, prefix, q).Scan(&got); err != nil {
+		return fmt.Errorf("take partition %d's rebuild lock: %w", q, unavailable(err))
+	}
+	if got.Int64 != 1 {
+		return fmt.Errorf("partition %d is being rebuilt by another instance: %w", q, flashgrab.ErrUnavailable)
+	}
+	defer conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+rebuildLock+`)`, prefix, q)
+	marked, err := r.engine.HasEpoch(ctx, q)
+	if err != nil {
+		return err
+	}
+	if marked {
+		_, err = r.settleStream(ctx, q)
+	} else {
+		_, _, err = r.closeEpoch(ctx, q)
+	}
+	return err
 }
 
 // settleStream applies what partition p's stream still holds, so that MySQL

@@ -144,7 +144,7 @@ func (s *Settler) runPartition(ctx context.Context, p int) {
 			}
 		}
 		if len(orphans) > 0 {
-			if err := s.settleOrphans(ctx, p, orphans); err != nil {
+			if err := s.settleOrphans(p, orphans); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -277,45 +277,13 @@ func (s *Settler) stillOwned(ctx context.Context, stream string, msgs []redis.XM
 }
 
 // settleOrphans settles a batch whose stream Redis lost while the batch
-// waited for MySQL, unless the partition was rebuilt meanwhile.
-//
-// Redis losing a stream means it lost the partition's state with it (its
-// epoch marker too), and a rebuild restores that state from MySQL: stock as
-// initial less what MySQL holds, a packet's remainder as its total less the
-// shares MySQL holds. These events are not in MySQL yet, so once a rebuild
-// has read MySQL without them, settling them would count their units and
-// shares twice: sold again, and refunded to the sender on top of being paid
-// out. Settling happens under the partition's rebuild lock: either before
-// the rebuild reads MySQL (the marker is still missing: the rebuild then
-// sees them), or not at all (the marker is back: they are lost, as the
-// other events that went with the stream, and logged).
-func (s *Settler) settleOrphans(ctx context.Context, p int, msgs []redis.XMessage) error {
-	conn, err := s.books.DB.Conn(ctx)
-	if err != nil {
-		return unavailable(err)
-	}
-	defer conn.Close()
-	var got sql.NullInt64
-	if err := conn.QueryRowContext(ctx, `SELECT GET_LOCK(`+rebuildLock+`, 10)`, s.keys.Prefix, p).Scan(&got); err != nil {
-		return fmt.Errorf("take partition %d's rebuild lock: %w", p, unavailable(err))
-	}
-	if got.Int64 != 1 {
-		return fmt.Errorf("partition %d's rebuild lock is held: %w", p, flashgrab.ErrUnavailable)
-	}
-	defer conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+rebuildLock+`)`, s.keys.Prefix, p)
-	marked, err := s.redis.Exists(ctx, s.keys.Epoch(p)).Result()
-	if err != nil {
-		return fmt.Errorf("read partition %d's epoch marker: %w", p, err)
-	}
-	if marked == 1 {
-		s.Logger.Error("settler: entries lost with their stream are not settled: the partition's state was rebuilt from MySQL without them, and settling them now would count them twice",
-			"partition", p, "entries", len(msgs), "first", msgs[0].ID, "last", msgs[len(msgs)-1].ID)
-		return nil
-	}
-	if _, err := s.flush(p, msgs); err != nil {
-		return err
-	}
-	return nil
+// waited for MySQL. The entries' epoch decides (epoch.go): before the
+// partition's rebuild has raised it they are settled, and the rebuild, which
+// waits for them, counts them; after, they are refused and dropped, as the
+// other wins that went with the stream.
+func (s *Settler) settleOrphans(p int, msgs []redis.XMessage) error {
+	_, err := s.flush(p, msgs)
+	return err
 }
 
 func (s *Settler) fail(p int, what string, err error, backoff time.Duration) time.Duration {
@@ -419,6 +387,10 @@ func (s *Settler) settle(p int, batch []entry, done map[string]bool) error {
 		return nil
 	}
 	err := s.apply(p, batch)
+	var stale *StaleEpochError
+	if errors.As(err, &stale) {
+		return s.dropStale(p, batch, stale, done)
+	}
 	if err == nil || outage(err) {
 		if err == nil {
 			for _, e := range batch {
@@ -448,6 +420,40 @@ func (s *Settler) settle(p int, batch []entry, done map[string]bool) error {
 	}
 	done[batch[0].msg.ID] = true
 	return nil
+}
+
+// dropStale handles a batch refused with stale: the entries of an epoch
+// older than the partition's are dropped (acknowledged, logged, counted:
+// their wins went with the partition's Redis state, and the rebuild restored
+// it from MySQL without them), and the rest is settled on its own.
+func (s *Settler) dropStale(p int, batch []entry, stale *StaleEpochError, done map[string]bool) error {
+	var old, rest []entry
+	var ids []string
+	events := 0
+	for _, e := range batch {
+		if ep := e.evs[0].Epoch; e.evs[0].Partition == stale.Partition && ep > 0 && ep < stale.Current {
+			old, ids = append(old, e), append(ids, e.msg.ID)
+			events += len(e.evs)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	if len(old) == 0 { // the epoch moved on again between the check and now: try again
+		return fmt.Errorf("partition %d: %w: %v", p, flashgrab.ErrUnavailable, stale)
+	}
+	if err := s.ack(p, ids); err != nil {
+		return err
+	}
+	s.Logger.Error("settler: entries of an epoch before the partition's rebuild are dropped: the rebuild restored the partition from MySQL without them, and settling them now would count them twice",
+		"partition", p, "entries", len(old), "events", events, "epoch", stale.Epoch, "current", stale.Current,
+		"first", old[0].msg.ID, "last", old[len(old)-1].msg.ID)
+	if s.Metrics != nil {
+		s.Metrics.Stale.Add(float64(events))
+	}
+	for _, e := range old {
+		done[e.msg.ID] = true
+	}
+	return s.settle(p, rest, done)
 }
 
 // apply commits entries' events in one transaction through the ants pool
@@ -549,6 +555,8 @@ func deadLetterStream(ks engine.Keyspace, p int) string { return ks.Events(p) + 
 
 // Apply writes a batch of events to MySQL in one transaction. Every write is
 // keyed by its event, so applying the same events again changes nothing.
+// Events of a partition epoch a rebuild has left fail it whole with a
+// *StaleEpochError (epoch.go).
 func (s *Settler) Apply(ctx context.Context, events []flashgrab.Event) error {
 	if s.books == nil {
 		return errors.New("settler: nil Books")
@@ -558,6 +566,9 @@ func (s *Settler) Apply(ctx context.Context, events []flashgrab.Event) error {
 		postings = append(postings, postingsOf(e)...)
 	}
 	return s.books.Tx(ctx, func(tx *sql.Tx) error {
+		if err := checkEpochs(ctx, tx, events); err != nil {
+			return err
+		}
 		if err := s.insertSales(ctx, tx, events); err != nil {
 			return err
 		}

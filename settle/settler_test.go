@@ -45,7 +45,7 @@ func newRig(t *testing.T) *rig {
 }
 
 // settler starts a settler on db and stops it (flushing) when the test ends.
-func (r *rig) settler(t *testing.T, db *sql.DB, consumer string, claimIdle time.Duration) *settle.Settler {
+func (r *rig) settler(t *testing.T, db *sql.DB, consumer string, claimIdle time.Duration, configure ...func(*settle.Settler)) *settle.Settler {
 	t.Helper()
 	pool, err := ants.NewPool(4)
 	if err != nil {
@@ -57,6 +57,9 @@ func (r *rig) settler(t *testing.T, db *sql.DB, consumer string, claimIdle time.
 	}
 	s := settle.NewSettler(r.rdb, books, r.keys, pool)
 	s.Consumer, s.ClaimIdle, s.Block, s.BatchSize = consumer, claimIdle, 20*time.Millisecond, 50
+	for _, c := range configure {
+		c(s)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -511,23 +514,31 @@ func TestSettlerRetrySkipsClaimedEntries(t *testing.T) {
 
 // TestSettlerSettlesBatchWhoseStreamWasLost: a batch waits in the settler's
 // memory for MySQL while Redis loses the stream and its group with the rest
-// of the partition's state (a restart without persistence, a flush): its
-// epoch marker is gone too. Nobody can claim the entries any more, so the
-// settler settles them from memory once MySQL is back, and the partition
-// goes on settling (it used to retry XPENDING's NOGROUP forever). But once
-// the partition has been rebuilt from MySQL (the marker is back) before
-// MySQL returned, the rebuild counted those units as unsold: settling them
-// then would count them twice, so they are left out, and the partition
-// still goes on settling.
+// of the partition's state (a restart without persistence, a flush). Nobody
+// can claim the entries any more, so the settler settles them from memory
+// once MySQL is back, and the partition goes on settling (it used to retry
+// XPENDING's NOGROUP forever). But once the partition has been rebuilt from
+// MySQL (its epoch raised) before MySQL returned, the rebuild counted those
+// units as unsold: settling them then would count them twice, so they are
+// dropped and counted as stale, and the partition still goes on settling,
+// in the new epoch.
 func TestSettlerSettlesBatchWhoseStreamWasLost(t *testing.T) {
 	for _, rebuilt := range []bool{false, true} {
 		t.Run(fmt.Sprintf("rebuilt=%v", rebuilt), func(t *testing.T) {
 			r := newRig(t)
 			ctx := context.Background()
+			if _, err := r.db.Exec(`INSERT INTO partition_epochs (part, epoch) VALUES (0, 1)`); err != nil {
+				t.Fatal(err)
+			}
+			order := func(id, user string, epoch int) {
+				r.addEvent(t, 0, "k", flashgrab.EventOrder, "id", id, "sale", "s", "user", user, "mch", "m",
+					"qty", 1, "amt", 100, "at", time.Now().UnixMilli(), "ep", epoch)
+			}
 			pdb, proxy := testenv.MySQLBehindProxy(t, r.db)
 			proxy.Down()
-			r.settler(t, pdb, "a", time.Minute)
-			r.addOrder(t, 0, "1-0", "alice")
+			reg := prometheus.NewRegistry()
+			r.settler(t, pdb, "a", time.Minute, func(s *settle.Settler) { s.Metrics = settle.NewMetrics(reg) })
+			order("1-0", "alice", 1)
 			testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 				x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result()
 				if err != nil {
@@ -535,21 +546,28 @@ func TestSettlerSettlesBatchWhoseStreamWasLost(t *testing.T) {
 				}
 				return x.Consumers["a"] == 1, fmt.Sprintf("pending by consumer %v, want a:1", x.Consumers)
 			})
-			lost := []string{r.keys.Events(0)}
-			if !rebuilt {
-				lost = append(lost, r.keys.Epoch(0))
-			}
-			if err := r.rdb.Del(ctx, lost...).Err(); err != nil {
+			if err := r.rdb.Del(ctx, r.keys.Events(0)).Err(); err != nil {
 				t.Fatal(err)
+			}
+			epoch := 1
+			if rebuilt { // what the rebuild does before it reads MySQL
+				if _, err := r.db.Exec(`UPDATE partition_epochs SET epoch = 2 WHERE part = 0`); err != nil {
+					t.Fatal(err)
+				}
+				epoch = 2
 			}
 			proxy.Up()
 			want := map[string]string{"1-0": "alice", "2-0": "bob"}
 			if rebuilt {
 				delete(want, "1-0")
+				testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+					n := counter(t, reg, "flashgrab_settle_stale_events_total")
+					return n == 1, fmt.Sprintf("%v stale events counted, want 1", n)
+				})
 			} else {
 				waitSettled(t, r.db, 1)
 			}
-			r.addOrder(t, 0, "2-0", "bob")
+			order("2-0", "bob", epoch)
 			waitSettled(t, r.db, len(want))
 			// 2-0 was read after the orphans were dealt with: with it
 			// settled, 1-0's fate is decided.
