@@ -43,11 +43,12 @@ func chosenSize() (size, string) {
 	return short, "short"
 }
 
-// Durability modes the suite runs each fault in: aof must lose nothing
-// answered 200; none is counted.
+// Durability modes the suite runs faults in: aof and replica must lose
+// nothing answered 200; none is counted.
 const (
-	modeAOF  = "aof"
-	modeNone = "none"
+	modeAOF     = "aof"
+	modeReplica = "replica"
+	modeNone    = "none"
 )
 
 // env is one fault's world: its own redis-server(s), its own MySQL database
@@ -61,7 +62,9 @@ type env struct {
 	partitions int
 	redisAddrs string
 	rdb        redis.UniversalClient // the test's own client of the same Redis
-	redis      *testenv.RedisServer  // single Redis, or nil
+	redis      *testenv.RedisServer  // single Redis (the primary when replicated), or nil
+	replica    *testenv.RedisServer  // the primary's replica (fault.replicated)
+	redisProxy *testenv.Proxy        // when replicated: the address serve has, moved by a failover
 	nodes      []*testenv.ClusterNode
 	db         *sql.DB
 	dsn        string // direct, for reconcile and rebuild
@@ -80,9 +83,9 @@ func redisArgs(mode string) []string {
 	return []string{"--appendonly", "no"}
 }
 
-func newEnv(t *testing.T, mode string, sz size, cluster bool, instances int) *env {
+func newEnv(t *testing.T, mode string, sz size, f fault) *env {
 	e := &env{t: t, mode: mode, sz: sz, prefix: "fg", partitions: 16}
-	if cluster {
+	if f.cluster {
 		e.nodes = testenv.Cluster(t, redisArgs(mode)...)
 		addrs := make([]string, len(e.nodes))
 		for i, n := range e.nodes {
@@ -92,6 +95,13 @@ func newEnv(t *testing.T, mode string, sz size, cluster bool, instances int) *en
 	} else {
 		e.redis = testenv.StartRedisServer(t, redisArgs(mode)...)
 		e.redisAddrs = e.redis.Addr
+	}
+	if f.replicated {
+		e.replica = testenv.StartRedisServer(t, append(redisArgs(mode), "--replicaof", "127.0.0.1", fmt.Sprint(e.redis.Port))...)
+		e.waitReplicaOnline(e.redis)
+		// serve reaches the primary by an address a failover moves.
+		e.redisProxy = testenv.NewProxy(t, e.redis.Addr)
+		e.redisAddrs = e.redisProxy.Addr()
 	}
 	e.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: strings.Split(e.redisAddrs, ","),
 		DialTimeout: 200 * time.Millisecond, ReadTimeout: time.Second, MaxRetries: 1})
@@ -104,7 +114,7 @@ func newEnv(t *testing.T, mode string, sz size, cluster bool, instances int) *en
 	e.mysqlProxy = testenv.NewProxy(t, cfg.Addr)
 	cfg.Addr = e.mysqlProxy.Addr()
 	cfg.Timeout = 500 * time.Millisecond
-	for range instances {
+	for range f.instances {
 		in := newInstance(t, "--redis-addrs", e.redisAddrs, "--mysql-dsn", cfg.FormatDSN(),
 			"--key-prefix", e.prefix, "--partitions", fmt.Sprint(e.partitions), "--jwt-secret", secret,
 			"--durability", mode, "--sandbox=false", "--grab-rate", "0", "--ip-rate", "0", "--max-conns-per-ip", "0",
@@ -165,6 +175,33 @@ func (e *env) setUp() {
 	}
 }
 
+// waitReplicaOnline waits until primary has a replica online.
+func (e *env) waitReplicaOnline(primary *testenv.RedisServer) {
+	rdb := primary.Client(e.t)
+	testenv.Eventually(e.t, 30*time.Second, func() (bool, string) {
+		info, err := rdb.Info(context.Background(), "replication").Result()
+		return err == nil && strings.Contains(info, ",state=online,"), fmt.Sprintf("no replica online at %s (%v)", primary.Addr, err)
+	})
+}
+
+// failover kills the primary, promotes its replica, moves serve's Redis
+// address to it, and brings the old primary back, empty (no persistence),
+// as the new primary's replica: what an operator or Sentinel does.
+func (e *env) failover() {
+	e.redis.Kill()
+	if err := e.replica.Client(e.t).ReplicaOf(context.Background(), "NO", "ONE").Err(); err != nil {
+		e.t.Fatalf("promote the replica: %v", err)
+	}
+	e.redisProxy.Retarget(e.replica.Addr)
+	e.waitAnswers("while the new primary has no replica", e.sz.during/4)
+	e.redis.Restart(e.t)
+	if err := e.redis.Client(e.t).ReplicaOf(context.Background(), "127.0.0.1", fmt.Sprint(e.replica.Port)).Err(); err != nil {
+		e.t.Fatalf("make the old primary a replica: %v", err)
+	}
+	e.redis, e.replica = e.replica, e.redis
+	e.waitReplicaOnline(e.redis)
+}
+
 // waitWins waits until n more wins than at the call have been answered 200.
 func (e *env) waitWins(what string, n int64) {
 	from := e.load.rec.wins.Load()
@@ -196,9 +233,12 @@ type fault struct {
 	// sold again after the rebuild), so lost wins and units promised twice
 	// are counted, not refused, even in mode aof.
 	flushes bool
-	needs   string   // a flashgrab command the fault needs, or ""
-	modes   []string // the modes it runs in; nil: aof and none
-	inject  func(e *env)
+	// replicated: the single Redis has a replica, and serve reaches the
+	// primary through an address a failover can move.
+	replicated bool
+	needs      string   // a flashgrab command the fault needs, or ""
+	modes      []string // the modes it runs in; nil: aof and none
+	inject     func(e *env)
 }
 
 var faults = []fault{
@@ -222,6 +262,12 @@ var faults = []fault{
 		modes: []string{modeAOF}, inject: func(e *env) {
 			e.flushAndRebuild()
 		}},
+	// Mode replica's promise: a win answered 200 is on the replica, so a
+	// failover to it loses nothing, though the primary had no persistence.
+	// Mode none, with the same replica, answers before it is replicated.
+	{name: "redis primary kill -9, replica promoted", instances: 1, replicated: true, modes: []string{modeReplica, modeNone}, inject: func(e *env) {
+		e.failover()
+	}},
 	{name: "mysql cut", instances: 1, inject: func(e *env) {
 		e.mysqlProxy.Down()
 		until := time.Now().Add(e.sz.mysqlCut)
@@ -261,13 +307,14 @@ func (e *env) flushAndRebuild() {
 	e.t.Logf("flashgrab rebuild:\n%s", out)
 }
 
-// TestChaos runs every fault under load, in mode aof and in mode none, and
-// prints the table. In mode aof every win answered 200 must be in MySQL,
-// nothing oversold, every refund due done, and reconcile must exit 0. In
-// mode none what is lost is counted, and the counts must add up.
+// TestChaos runs every fault under load, in mode aof and in mode none (the
+// replica failover in mode replica), and prints the table. In the durable
+// modes every win answered 200 must be in MySQL, nothing oversold, every
+// refund due done, and reconcile must exit 0. In mode none what is lost is
+// counted, and the counts must add up.
 func TestChaos(t *testing.T) {
 	sz, which := chosenSize()
-	modes := []string{modeAOF, modeNone}
+	modes := []string{modeAOF, modeReplica, modeNone}
 	rows := make([]row, len(faults)*len(modes))
 	flashgrab(t) // built once, before the faults run side by side
 	// Faults run in parallel (-parallel, GOMAXPROCS by default): each has
@@ -275,7 +322,7 @@ func TestChaos(t *testing.T) {
 	t.Run("faults", func(t *testing.T) {
 		for i, f := range faults {
 			for j, mode := range modes {
-				if f.modes != nil && !slices.Contains(f.modes, mode) {
+				if runs := f.modes; runs == nil && mode == modeReplica || runs != nil && !slices.Contains(runs, mode) {
 					continue
 				}
 				t.Run(strings.ReplaceAll(f.name, " ", "_")+"/"+mode, func(t *testing.T) {
@@ -311,7 +358,7 @@ func runFault(t *testing.T, f fault, mode string, sz size) row {
 		t.Logf("%s took %v", phase, time.Since(last).Round(time.Millisecond))
 		last = time.Now()
 	}
-	e := newEnv(t, mode, sz, f.cluster, f.instances)
+	e := newEnv(t, mode, sz, f)
 	took("set-up")
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -351,9 +398,9 @@ func runFault(t *testing.T, f fault, mode string, sz size) row {
 	if r.oversoldInMySQL != 0 {
 		t.Errorf("MySQL holds %d units beyond stock, limits or packet counts", r.oversoldInMySQL)
 	}
-	if mode == modeAOF {
+	if mode != modeNone {
 		if r.lost != 0 && !f.flushes {
-			t.Errorf("mode aof: %d wins answered 200 are missing from MySQL, e.g. %v", r.lost, r.lostExamples)
+			t.Errorf("mode %s: %d wins answered 200 are missing from MySQL, e.g. %v", mode, r.lost, r.lostExamples)
 		}
 		// Every refund is the packet's total less the shares MySQL holds,
 		// a flush under load included: a settler batch read before the
@@ -362,16 +409,16 @@ func runFault(t *testing.T, f fault, mode string, sz size) row {
 		// the sender was refunded them on top); its partition's epoch now
 		// refuses it (settle/epoch.go).
 		if r.refundsDone != r.refundsDue {
-			t.Errorf("mode aof: %d of %d refunds due were done; refunded with another amount: %v", r.refundsDone, r.refundsDue, r.refundsWrong)
+			t.Errorf("mode %s: %d of %d refunds due were done; refunded with another amount: %v", mode, r.refundsDone, r.refundsDue, r.refundsWrong)
 		}
 		if r.oversold != 0 && !f.flushes {
-			t.Errorf("mode aof: %d units promised beyond stock, limits or packet counts", r.oversold)
+			t.Errorf("mode %s: %d units promised beyond stock, limits or packet counts", mode, r.oversold)
 		}
 		if r.reconcile != 0 {
-			t.Errorf("mode aof: reconcile exited %d:\n%s", r.reconcile, r.reconcileOut)
+			t.Errorf("mode %s: reconcile exited %d:\n%s", mode, r.reconcile, r.reconcileOut)
 		}
 		if n := e.load.rec.outcomes["sale 404 not_found"]; n != 0 && !f.flushes {
-			t.Errorf("mode aof: %d sale grabs answered 404: a sale was lost", n)
+			t.Errorf("mode %s: %d sale grabs answered 404: a sale was lost", mode, n)
 		}
 	}
 	return r

@@ -186,7 +186,7 @@ func (e *env) refunds(r *row, answeredShares map[string]int64) {
 				wrong[id] = fmt.Sprintf("packet %s refunded %d of %d fen while MySQL holds %d fen in %d shares", id, refunded, total, shares, n)
 				continue
 			}
-			if e.mode == modeAOF {
+			if e.mode != modeNone {
 				return false, fmt.Sprintf("packet %s not refunded yet (%d of %d done; %s in MySQL, %d of %d fen in %d shares)",
 					id, len(done), len(due), status, shares, total, n)
 			}

@@ -56,6 +56,18 @@ func (p *Proxy) Down() {
 	clear(p.conns)
 }
 
+// Retarget sends new connections to target and closes the ones open, as a
+// failover that moves a service address to another server does.
+func (p *Proxy) Retarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+	for c := range p.conns {
+		c.Close()
+	}
+	clear(p.conns)
+}
+
 // Up lets connections through again.
 func (p *Proxy) Up() {
 	p.mu.Lock()
@@ -81,8 +93,9 @@ func (p *Proxy) pipe(c net.Conn) {
 		c.Close()
 		return
 	}
+	target := p.target
 	p.mu.Unlock()
-	s, err := net.Dial("tcp", p.target)
+	s, err := net.Dial("tcp", target)
 	if err != nil {
 		c.Close()
 		return
