@@ -194,7 +194,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 	}
 	// Each sharded sale's lock is held from the shard's stock being
 	// counted until it is restored (conn's locks go with it).
-	short, release, err := r.shardState(ctx, conn, p, &st)
+	short, release, err := r.shardState(ctx, conn, p, &st, &stranded)
 	defer release()
 	if err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
@@ -229,22 +229,24 @@ const shardLock = `CONCAT('flashgrab:shard:', MD5(CONCAT(DATABASE(), ':', ?, ':'
 //
 // read in that order: a grab between the reads is counted twice (a unit
 // left unsold), never missed. It returns the units clamped off (a stock
-// below 0).
+// below 0). Shard i's own stranded orders (released = 2) hold nothing: their
+// units are in the stock it gets, and their ids are added to stranded, for
+// resolveStranded once the shard is restored.
 //
 // release lets the locks go (conn goes back to the pool, not away): call
 // it once the shards are restored, whatever the error.
-func (r *Rebuilder) shardState(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState) (short int64, release func(), err error) {
+func (r *Rebuilder) shardState(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState, stranded *[]string) (short int64, release func(), err error) {
 	var locked []string
 	release = func() {
 		for _, id := range locked {
 			conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+shardLock+`)`, r.engine.Keys().Prefix, id)
 		}
 	}
-	short, err = r.shardLevels(ctx, conn, p, st, &locked)
+	short, err = r.shardLevels(ctx, conn, p, st, stranded, &locked)
 	return short, release, err
 }
 
-func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState, locked *[]string) (int64, error) {
+func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState, stranded, locked *[]string) (int64, error) {
 	var short int64
 	for n := range st.Shards {
 		sh := &st.Shards[n]
@@ -283,14 +285,25 @@ func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *
 		}
 		for _, o := range orders {
 			q, err := strconv.Atoi(o.ID[strings.LastIndexByte(o.ID, '-')+1:]) // <snowflake>-<partition>
-			if j := slices.Index(s.ShardPartitions, q); err == nil && j == sh.Index {
+			j := slices.Index(s.ShardPartitions, q)
+			switch {
+			case err == nil && j == sh.Index && o.stranded:
+				// Its release found this shard's keys gone and gave
+				// nothing back: its units are in the stock counted here
+				// (the order was cancelled, so neither sold nor its
+				// buyer's), and it is resolved once the shard is restored.
+				*stranded = append(*stranded, o.ID)
+			case err == nil && j == sh.Index:
 				sh.Sold += o.Qty
-				st.Orders = append(st.Orders, o)
-				continue
-			} else if err == nil && j >= 0 && lv.Present[j] {
-				continue // in that shard's level
+				st.Orders = append(st.Orders, o.Order)
+			case err == nil && j >= 0 && lv.Present[j]:
+				// In that shard's level (a stranded order of a present
+				// shard too: that shard came back counting it as sold).
+			default:
+				// A shard still absent: its orders, stranded ones
+				// included, are held until its own rebuild counts them.
+				stock -= o.Qty
 			}
-			stock -= o.Qty
 		}
 		stock -= sh.Sold
 		if stock < 0 {
