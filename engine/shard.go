@@ -202,6 +202,9 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 		if parts, err = e.choosePartitions(ctx, p0, k); err != nil {
 			return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, err)
 		}
+		if err := e.shardsUntouched(ctx, s.ID, parts); err != nil {
+			return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, err)
+		}
 	case v[1] == nil:
 		return flashgrab.Sale{}, fmt.Errorf("create sale %s: taken by an unsharded sale: %w", s.ID, flashgrab.ErrExists)
 	default:
@@ -236,6 +239,36 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 	s.ShardPartitions = parts
 	s.StartsAt, s.EndsAt = s.StartsAt.Truncate(time.Millisecond), s.EndsAt.Truncate(time.Millisecond)
 	return s, nil
+}
+
+// shardsUntouched makes sure that the shards of sale id on parts other than
+// shard 0 (which is absent) are as a create leaves them, if they exist: a
+// create that stopped half-way, which its retry finishes. A shard that sold
+// or moved stock proves that shard 0 existed (only its layout leads grabs
+// and refills to the others), so shard 0 was lost with its partition, and
+// its creation with it, before MySQL learnt of the sale (otherwise a
+// rebuild would have restored it). Creating it again would give shard 0
+// and the other lost shards their whole shares beside what the survivors
+// sold or received from them: units sold twice. Refused with ErrExists.
+func (e *Engine) shardsUntouched(ctx context.Context, id string, parts []int) error {
+	cmds := make([]*redis.SliceCmd, len(parts))
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for j, p := range parts[1:] {
+			cmds[j+1] = pipe.HMGet(ctx, e.keys.Sale(p, id), "mch", "sold", "tin", "tout")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read shards: %w", wrapRedis(err))
+	}
+	for j, c := range cmds[1:] {
+		v := c.Val()
+		if v[0] != nil && (str(v[1]) != "0" || str(v[2]) != "0" || str(v[3]) != "0") {
+			return fmt.Errorf("shard %d (partition %d) sold or moved stock while shard 0 is gone: the sale was created and "+
+				"lost with shard 0's partition before it was settled; creating it again would sell units twice: %w", j+1, parts[j+1], flashgrab.ErrExists)
+		}
+	}
+	return nil
 }
 
 // choosePartitions picks k distinct partitions for a sale's shards, p0

@@ -162,7 +162,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 		res.Outcome = RebuildIntact
 		return res, err
 	}
-	if res.EventsSettled, err = r.settleStream(ctx, p); err != nil {
+	if res.EventsSettled, err = r.settleFirst(ctx, p); err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
 	}
 	st, expired, stranded, err := r.books.partitionState(ctx, keys, p)
@@ -315,32 +315,62 @@ func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *
 	return short, nil
 }
 
+// settleFirst settles what MySQL must know before partition p is read:
+// what p's stream still holds (settleStream), and the creations of sharded
+// sales with a shard on p that other partitions' streams hold unsettled (a
+// sharded sale's creation is recorded on shard 0's partition only): without
+// them a shard lost before its sale's creation settled would not be
+// restored, and its partition would be marked rebuilt without it.
+func (r *Rebuilder) settleFirst(ctx context.Context, p int) (int, error) {
+	n, err := r.settleStream(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	sales, err := r.engine.ShardedSaleCreations(ctx, p)
+	if err != nil {
+		return 0, fmt.Errorf("settle sharded sales' creations first: %w", err)
+	}
+	if err := r.apply(ctx, p, sales); err != nil {
+		return 0, err
+	}
+	return n + len(sales), nil
+}
+
 // settleStream applies what partition p's stream still holds, so that MySQL
 // counts every win Redis kept (when only some keys were lost) before it is
 // read: nothing is then sold twice. The entries stay for the settler, whose
-// replay changes nothing. An event that cannot be settled is skipped here
-// (the settler dead-letters it).
+// replay changes nothing.
 func (r *Rebuilder) settleStream(ctx context.Context, p int) (int, error) {
 	events, err := r.engine.PartitionEvents(ctx, p)
 	if err != nil {
 		return 0, err
 	}
+	if err := r.apply(ctx, p, events); err != nil {
+		return 0, err
+	}
+	return len(events), nil
+}
+
+// apply settles events for partition p's rebuild, 500 at a time. An event
+// that cannot be settled is skipped here (the settler dead-letters it).
+func (r *Rebuilder) apply(ctx context.Context, p int, events []flashgrab.Event) error {
 	for rest := events; len(rest) > 0; {
 		n := min(len(rest), 500)
 		if err := r.settler.Apply(ctx, rest[:n]); err != nil {
 			if outage(err) {
-				return 0, fmt.Errorf("settle the stream first: %w", err)
+				return fmt.Errorf("settle the stream first: %w", err)
 			}
 			for _, ev := range rest[:n] {
 				if err := r.settler.Apply(ctx, []flashgrab.Event{ev}); err != nil {
 					if outage(err) {
-						return 0, fmt.Errorf("settle the stream first: %w", err)
+						return fmt.Errorf("settle the stream first: %w", err)
 					}
-					r.Logger.Error("rebuilder: stream event cannot be settled; left for the settler", "partition", p, "id", ev.ID, "err", err)
+					r.Logger.Error("rebuilder: stream event cannot be settled; left for the settler", "partition", p,
+						"stream_partition", ev.Partition, "id", ev.ID, "err", err)
 				}
 			}
 		}
 		rest = rest[n:]
 	}
-	return len(events), nil
+	return nil
 }

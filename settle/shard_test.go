@@ -3,6 +3,7 @@ package settle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"strconv"
@@ -511,4 +512,105 @@ func TestRebuildShardsResolveStrandedAfterFlush(t *testing.T) {
 		t.Fatalf("sale after the rebuild %+v %v, want %d units left", s, err, 30-15+3)
 	}
 	r.sellOut(t)
+}
+
+// TestRebuildShardOfUnsettledSale (issue 11): a shard's partition loses its
+// state before the sale's create event, on shard 0's partition, is settled:
+// MySQL does not know the sale yet. The rebuild settles the create from
+// shard 0's stream first and restores the shard with what the others do not
+// hold; the sale then sells exactly its stock.
+func TestRebuildShardOfUnsettledSale(t *testing.T) {
+	r := newShardSaleRig(t, 30, 1, 3)
+	ctx := context.Background()
+	// Wins of users homed on shards 0 and 2 only, none settled: no refill
+	// moves anything, and every win stays in a surviving stream.
+	if n := r.grab(t, r.users("early", 6, 1)); n != 6 {
+		t.Fatalf("%d units won before the loss, want 6", n)
+	}
+	if _, ok, err := r.books.Sale(ctx, "sh"); ok || err != nil {
+		t.Fatalf("sale in MySQL before the loss: %v %v, want none yet", ok, err)
+	}
+	lost := r.sale.ShardPartitions[1]
+	r.lose(t, lost)
+	res, err := r.reb.Rebuild(ctx, lost)
+	if err != nil || res.Outcome != settle.RebuildDone || res.Sales != 1 || res.ShardStockShort != 0 {
+		t.Fatalf("rebuild of partition %d: %v %v, want the shard restored", lost, res, err)
+	}
+	if s, err := r.eng.Sale(ctx, "sh"); err != nil || s.Stock != 30-6 {
+		t.Fatalf("sale after the rebuild %+v %v, want %d units left", s, err, 30-6)
+	}
+	r.sellOut(t)
+}
+
+// TestShardedSaleLostWithItsCreation (issue 11): shard 0's partition loses
+// its state, and with it the sale's creation, before that was settled;
+// another shard's wins were settled. No rebuild can know the sale (MySQL
+// never had it, and only shard 0 and its stream held its creation), so it
+// is lost as a win not yet settled is; the outcome is safe: its surviving
+// shards sell nothing, creating it again is refused (the surviving shard
+// would sell its units a second time), and reconcile names the settled
+// orders of a sale MySQL does not know.
+func TestShardedSaleLostWithItsCreation(t *testing.T) {
+	r := newShardSaleRig(t, 30, 1, 3)
+	ctx := context.Background()
+	if n := r.grab(t, r.users("early", 8, -1)); n != 8 {
+		t.Fatalf("%d units won before the loss, want 8", n)
+	}
+	// Only shard 2's stream is settled: its orders are in MySQL, the sale
+	// is not.
+	survivor := r.sale.ShardPartitions[2]
+	evs, err := r.eng.PartitionEvents(ctx, survivor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := settle.NewSettler(r.rdb, r.books, r.keys, nil).Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	settled := len(r.shardOrders(t, survivor, len(evs)))
+	for _, p := range r.sale.ShardPartitions[:2] {
+		r.lose(t, p)
+		if res, err := r.reb.Rebuild(ctx, p); err != nil || res.Sales != 0 {
+			t.Fatalf("rebuild of partition %d: %v %v, want nothing of the sale restored", p, res, err)
+		}
+	}
+	if _, ok, err := r.books.Sale(ctx, "sh"); ok || err != nil {
+		t.Fatalf("sale in MySQL after the rebuilds: %v %v, want none", ok, err)
+	}
+	// An instance that never saw the sale cannot find it.
+	fresh, _ := r.engine(t)
+	for i := range 20 {
+		if _, err := fresh.Grab(ctx, flashgrab.GrabRequest{SaleID: "sh", UserID: "late" + strconv.Itoa(i), Qty: 1}); !errors.Is(err, flashgrab.ErrNotFound) {
+			t.Fatalf("grab of the lost sale: %v, want ErrNotFound", err)
+		}
+	}
+	// One that knew its layout sells what the surviving shard holds, and
+	// nothing more.
+	left, err := r.rdb.HGet(ctx, r.keys.Sale(survivor, "sh"), "stock").Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var won int64
+	for i := range 40 {
+		res, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "sh", UserID: "late" + strconv.Itoa(i), Qty: 1})
+		switch {
+		case err == nil && strings.HasSuffix(res.OrderID, "-"+strconv.Itoa(survivor)):
+			won++
+		case err == nil:
+			t.Fatalf("order %s won on a lost shard", res.OrderID)
+		case !errors.Is(err, flashgrab.ErrNotFound) && !errors.Is(err, flashgrab.ErrSoldOut):
+			t.Fatalf("grab of the lost sale: %v", err)
+		}
+	}
+	if now, err := r.rdb.HGet(ctx, r.keys.Sale(survivor, "sh"), "stock").Int64(); err != nil || won > left || now != left-won {
+		t.Fatalf("surviving shard: %d units before, %d won, %d left (%v)", left, won, now, err)
+	}
+	if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: r.sale.Stock,
+		PerUserLimit: r.sale.PerUserLimit, StartsAt: r.sale.StartsAt, EndsAt: r.sale.EndsAt, Shards: 3}); !errors.Is(err, flashgrab.ErrExists) {
+		t.Fatalf("create of the lost sale again: %v, want ErrExists", err)
+	}
+	rep, err := (&settle.Reconciler{DB: r.db, Redis: r.rdb, Keys: r.keys}).Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDiff(t, rep, checkHasSale, fmt.Sprintf("sale sh: %d orders (%d units) in MySQL, but not the sale", settled, settled))
 }
