@@ -25,6 +25,8 @@ import (
 //	http-per-call   the same with coalescing off: one EVALSHA per request
 //	raw-script      the grab script, one EVALSHA per user through go-redis, no HTTP
 //	http-soldout    HTTP grabs of a sold-out sale (the process-local mark)
+//	http-missing    HTTP grabs of a sale that does not exist (404; the sale
+//	                head's absent hold)
 //	http-constant   a fasthttp handler answering a constant, same client and requests
 //	http-packet     HTTP grabs of red packets (1,000 shares each), every grab a win
 //	http-coalesced-aof      http-coalesced, durability aof, on a throwaway Redis
@@ -80,6 +82,9 @@ func BenchmarkGrab(b *testing.B) {
 		}
 		awaitSoldOutMark(b, coalesced, sale)
 		env.hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/"+sale+"/grab", false, fasthttp.StatusConflict))
+	})
+	b.Run("http-missing", func(b *testing.B) {
+		env.hammer(b, env.httpGrab(coalesced.addr, "/v1/sales/nosuchsale/grab", false, fasthttp.StatusNotFound))
 	})
 	b.Run("http-packet", func(b *testing.B) {
 		defer env.purge(b)

@@ -94,12 +94,12 @@ type Engine struct {
 	saleShardCreate, saleTake, saleGive *redis.Script
 
 	// Coalescing of grabs (coalesce.go), the sold-out mark (soldout.go) and
-	// the sale heads grabs reuse (sale.go).
+	// the sale heads grabs reuse (sale.go), each with what this engine knows
+	// of its sale's layout (shard.go).
 	batch   *batcher
 	soldOut *soldOutMarks
 	heads   headCache[saleHead]
 	pkts    headCache[packetHead]
-	layouts layouts     // sharded sales' layouts (shard.go)
 	bg      *background // the goroutines of batch, soldOut and the breakers' probes; Close stops them
 	// breakers fail calls to an unreachable Redis node fast (breaker.go).
 	breakers *breakers

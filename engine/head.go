@@ -30,3 +30,10 @@ func (c *headCache[T]) get(id string, build func() *T) *T {
 	c.mu.Unlock()
 	return h
 }
+
+// peek returns id's head if it was built, nil if not.
+func (c *headCache[T]) peek(id string) *T {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.heads[id]
+}

@@ -158,19 +158,28 @@ func (e *Engine) initEpochs(ctx context.Context) error {
 // as events are left to the settler (which dead-letters them).
 func (e *Engine) PartitionEvents(ctx context.Context, p int) ([]flashgrab.Event, error) {
 	var out []flashgrab.Event
+	err := e.streamEntries(ctx, p, func(m redis.XMessage) {
+		if evs, err := ParseEntry(p, m); err == nil {
+			out = append(out, evs...)
+		}
+	})
+	return out, err
+}
+
+// streamEntries hands every entry still in partition p's stream to visit,
+// in order, a page at a time.
+func (e *Engine) streamEntries(ctx context.Context, p int, visit func(redis.XMessage)) error {
 	from := "-"
 	for {
 		msgs, err := e.rdb.XRangeN(ctx, e.keys.Events(p), from, "+", 1000).Result()
 		if err != nil {
-			return nil, fmt.Errorf("read stream of partition %d: %w", p, wrapRedis(err))
+			return fmt.Errorf("read stream of partition %d: %w", p, wrapRedis(err))
 		}
 		for _, m := range msgs {
-			if evs, err := ParseEntry(p, m); err == nil {
-				out = append(out, evs...)
-			}
+			visit(m)
 		}
 		if len(msgs) < 1000 {
-			return out, nil
+			return nil
 		}
 		from = "(" + msgs[len(msgs)-1].ID
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flashgrab/flashgrab"
@@ -18,6 +20,7 @@ func (e *Engine) CreateSale(ctx context.Context, s flashgrab.Sale) (flashgrab.Sa
 		return flashgrab.Sale{}, err
 	}
 	s.Sold = 0
+	defer e.created(s.ID)
 	if s.Shards > 1 {
 		return e.createSharded(ctx, s)
 	}
@@ -37,6 +40,15 @@ func (e *Engine) CreateSale(ctx context.Context, s flashgrab.Sale) (flashgrab.Sa
 	}
 	s.StartsAt, s.EndsAt = s.StartsAt.Truncate(time.Millisecond), s.EndsAt.Truncate(time.Millisecond)
 	return s, nil
+}
+
+// created ends the absent hold of a sale created through this engine, so
+// that it is grabbable here at once.
+func (e *Engine) created(id string) {
+	if h := e.heads.peek(id); h != nil {
+		h.creates.Add(1)
+		h.absentUntil.Store(0)
+	}
 }
 
 // Sale returns the sale with its remaining stock and sold count.
@@ -83,15 +95,15 @@ func (e *Engine) Grab(ctx context.Context, r flashgrab.GrabRequest) (flashgrab.G
 	if res, ok, err := e.GrabLocal(r); ok {
 		return res, err
 	}
-	l, err := e.layout(ctx, r.SaleID)
+	h := e.saleHead(r.SaleID)
+	l, err := e.saleLayout(ctx, h, r.SaleID)
 	if err != nil {
 		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
 	}
-	if l != nil {
+	if l != unsharded {
 		return e.grabSharded(ctx, l, r)
 	}
 	sentAt := e.soldOut.now()
-	h := e.saleHead(r.SaleID)
 	id, err := e.ids.Next()
 	if err != nil {
 		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
@@ -129,14 +141,32 @@ func (e *Engine) SoldOutStats() SoldOutStats { return e.soldOut.stats() }
 
 // saleHead is what every grab of one sale sends alike: its partition, key
 // tag, the script's head keys (sale, buyers, events, epoch) and args (sale id,
-// order retention in ms).
+// order retention in ms). A sale's own head (Engine.saleHead) also keeps
+// what this engine knows of the sale (saleLayout); a shard's head
+// (shardLayout) leaves those fields unused.
 type saleHead struct {
 	p    int
 	tag  string
 	keys [4]string
 	args [2]any
 	call batchCall // the script call's head, for the batcher
+
+	// layout is nil until read, then unsharded or the sale's shards;
+	// reading is held by the grab that reads it (saleLayout).
+	layout  atomic.Pointer[shardLayout]
+	reading sync.Mutex
+	// absentUntil, in the sold-out mark's clock nanoseconds: the sale was
+	// found not to exist, and grabs until then answer ErrNotFound without
+	// Redis. creates counts the creates through this engine, so that a
+	// read that found the sale absent before one of them holds nothing.
+	absentUntil atomic.Int64
+	creates     atomic.Uint64
 }
+
+// absentHold is how long a sale found not to exist is answered not found
+// from memory: a sale created through another instance becomes grabbable
+// here within it (through this one, at once).
+const absentHold = 100 * time.Millisecond
 
 // orderKey returns a new order's key and id (the id is the key's tail, so
 // both cost one allocation): the same strings as Keyspace.Order(p, orderID(id, p)).

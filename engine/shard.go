@@ -115,29 +115,43 @@ func ParseParts(s string) ([]int, error) {
 	return parts, nil
 }
 
-// layouts caches shardLayouts by sale id; nil entries are unsharded sales.
-type layouts struct {
-	mu sync.RWMutex
-	m  map[string]*shardLayout
-}
-
-// unsharded stands for a sale known to have one shard.
+// unsharded is the layout of a sale known to have one shard.
 var unsharded = &shardLayout{}
 
-// layout returns id's layout, nil for an unsharded sale or one that does
-// not exist (not cached: it may be created later).
-func (e *Engine) layout(ctx context.Context, id string) (*shardLayout, error) {
-	e.layouts.mu.RLock()
-	l, ok := e.layouts.m[id]
-	e.layouts.mu.RUnlock()
-	if ok {
-		if l == unsharded {
-			return nil, nil
-		}
+// saleLayout returns what this engine knows of the sale id whose head is h:
+// its layout, or unsharded. The first grab reads it from the sale's hash
+// (shard 0 of a sharded sale), one grab at a time, and keeps it in h: a
+// layout never changes, and every grab of the head shares its refill locks. A
+// sale that does not exist is remembered as absent for absentHold, so that
+// a flood of grabs of it costs one read per hold, not one per grab (a
+// create through this engine ends the hold at once); the partition's
+// marker is read with the hash, so a partition that lost its state answers
+// ErrRebuilding as the grab script would, not ErrNotFound.
+func (e *Engine) saleLayout(ctx context.Context, h *saleHead, id string) (*shardLayout, error) {
+	if l := h.layout.Load(); l != nil {
 		return l, nil
 	}
-	p := e.keys.Partition(id)
-	v, err := e.rdb.HMGet(ctx, e.keys.Sale(p, id), "mch", "parts").Result()
+	if e.soldOut.now() < h.absentUntil.Load() {
+		return nil, fmt.Errorf("sale %s: %w", id, flashgrab.ErrNotFound)
+	}
+	// One read at a time: the grabs that arrive meanwhile take its answer.
+	h.reading.Lock()
+	defer h.reading.Unlock()
+	if l := h.layout.Load(); l != nil {
+		return l, nil
+	}
+	now := e.soldOut.now()
+	if now < h.absentUntil.Load() {
+		return nil, fmt.Errorf("sale %s: %w", id, flashgrab.ErrNotFound)
+	}
+	creates := h.creates.Load()
+	var fields *redis.SliceCmd
+	var epoch *redis.IntCmd
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		fields = pipe.HMGet(ctx, h.keys[0], "mch", "parts")
+		epoch = pipe.Exists(ctx, h.keys[3])
+		return nil
+	})
 	if cerr := ctx.Err(); err != nil && cerr != nil {
 		// As the batcher answers a grab whose context ended.
 		return nil, fmt.Errorf("read layout of sale %s: %w: %w", id, flashgrab.ErrUnavailable, cerr)
@@ -145,10 +159,18 @@ func (e *Engine) layout(ctx context.Context, id string) (*shardLayout, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read layout of sale %s: %w", id, wrapRedis(err))
 	}
+	v := fields.Val()
 	if v[0] == nil {
-		return nil, nil
+		if epoch.Val() == 0 {
+			return nil, e.noteFenced(h.p, fmt.Errorf("sale %s: partition %d has no epoch marker: %w", id, h.p, flashgrab.ErrRebuilding))
+		}
+		h.absentUntil.Store(now + int64(absentHold))
+		if h.creates.Load() != creates {
+			h.absentUntil.Store(0) // created meanwhile (see Engine.created)
+		}
+		return nil, fmt.Errorf("sale %s: %w", id, flashgrab.ErrNotFound)
 	}
-	l = unsharded
+	l := unsharded
 	if s, ok := v[1].(string); ok {
 		parts, err := ParseParts(s)
 		if err != nil {
@@ -156,19 +178,7 @@ func (e *Engine) layout(ctx context.Context, id string) (*shardLayout, error) {
 		}
 		l = e.newLayout(id, parts)
 	}
-	e.layouts.mu.Lock()
-	if e.layouts.m == nil || len(e.layouts.m) >= maxHeads {
-		e.layouts.m = map[string]*shardLayout{}
-	}
-	if have, ok := e.layouts.m[id]; ok {
-		l = have
-	} else {
-		e.layouts.m[id] = l
-	}
-	e.layouts.mu.Unlock()
-	if l == unsharded {
-		return nil, nil
-	}
+	h.layout.Store(l)
 	return l, nil
 }
 
@@ -200,6 +210,9 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 	switch {
 	case v[0] == nil:
 		if parts, err = e.choosePartitions(ctx, p0, k); err != nil {
+			return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, err)
+		}
+		if err := e.shardsUntouched(ctx, s.ID, parts); err != nil {
 			return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, err)
 		}
 	case v[1] == nil:
@@ -236,6 +249,36 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 	s.ShardPartitions = parts
 	s.StartsAt, s.EndsAt = s.StartsAt.Truncate(time.Millisecond), s.EndsAt.Truncate(time.Millisecond)
 	return s, nil
+}
+
+// shardsUntouched makes sure that the shards of sale id on parts other than
+// shard 0 (which is absent) are as a create leaves them, if they exist: a
+// create that stopped half-way, which its retry finishes. A shard that sold
+// or moved stock proves that shard 0 existed (only its layout leads grabs
+// and refills to the others), so shard 0 was lost with its partition, and
+// its creation with it, before MySQL learnt of the sale (otherwise a
+// rebuild would have restored it). Creating it again would give shard 0
+// and the other lost shards their whole shares beside what the survivors
+// sold or received from them: units sold twice. Refused with ErrExists.
+func (e *Engine) shardsUntouched(ctx context.Context, id string, parts []int) error {
+	cmds := make([]*redis.SliceCmd, len(parts))
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for j, p := range parts[1:] {
+			cmds[j+1] = pipe.HMGet(ctx, e.keys.Sale(p, id), "mch", "sold", "tin", "tout")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("read shards: %w", wrapRedis(err))
+	}
+	for j, c := range cmds[1:] {
+		v := c.Val()
+		if v[0] != nil && (str(v[1]) != "0" || str(v[2]) != "0" || str(v[3]) != "0") {
+			return fmt.Errorf("shard %d (partition %d) sold or moved stock while shard 0 is gone: the sale was created and "+
+				"lost with shard 0's partition before it was settled; creating it again would sell units twice: %w", j+1, parts[j+1], flashgrab.ErrExists)
+		}
+	}
+	return nil
 }
 
 // choosePartitions picks k distinct partitions for a sale's shards, p0
@@ -516,10 +559,9 @@ func (e *Engine) give(ctx context.Context, l *shardLayout, src int, tid string, 
 // stockBack tells a sharded sale's layout that stock came back to one of its
 // shards, so this instance's refills look again at once.
 func (e *Engine) stockBack(id string) {
-	e.layouts.mu.RLock()
-	l := e.layouts.m[id]
-	e.layouts.mu.RUnlock()
-	if l != nil && l != unsharded {
-		l.emptyUntil.Store(0)
+	if h := e.heads.peek(id); h != nil {
+		if l := h.layout.Load(); l != nil && l != unsharded {
+			l.emptyUntil.Store(0)
+		}
 	}
 }

@@ -3,8 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/flashgrab/flashgrab"
 )
 
 // Rebuilding a lost shard of a sharded sale (settle.Rebuilder).
@@ -116,4 +119,34 @@ func (e *Engine) shardRound(ctx context.Context, id string, parts []int) (shardR
 		}
 	}
 	return r, nil
+}
+
+// ShardedSaleCreations returns the creation events of sharded sales with a
+// shard on partition p that the other partitions' streams still hold,
+// settled or not. A sharded sale's creation is recorded on shard 0's
+// partition only, so a rebuild of p reads every other stream for them and
+// settles them before it reads MySQL: a shard lost before its sale's
+// creation was settled is then restored like any other. Every stream is
+// read whole (what is still there: the settled history is trimmed), but
+// only entries of kind sale are decoded.
+func (e *Engine) ShardedSaleCreations(ctx context.Context, p int) ([]flashgrab.Event, error) {
+	var out []flashgrab.Event
+	for q := range e.keys.Partitions {
+		if q == p {
+			continue // its own stream is settled whole
+		}
+		err := e.streamEntries(ctx, q, func(m redis.XMessage) {
+			if m.Values["k"] != flashgrab.EventSale {
+				return
+			}
+			evs, err := ParseEntry(q, m)
+			if err == nil && slices.Contains(evs[0].Sale.ShardPartitions, p) {
+				out = append(out, evs[0])
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

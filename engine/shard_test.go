@@ -209,8 +209,8 @@ func TestShardedCrashBetweenTransferSteps(t *testing.T) {
 	if _, err := e.CreateSale(ctx, shardedSale("c", 12, 1, 3)); err != nil {
 		t.Fatal(err)
 	}
-	l, err := e.layout(ctx, "c")
-	if err != nil || l == nil {
+	l, err := e.saleLayout(ctx, e.saleHead("c"), "c")
+	if err != nil || l == unsharded {
 		t.Fatalf("layout: %v %v", l, err)
 	}
 	// Crash after the take: shard 1's 4 units leave for shard 0 and stay
@@ -275,7 +275,7 @@ func TestShardedSoldOutBound(t *testing.T) {
 	if _, err := e.CreateSale(ctx, shardedSale("b", 3, 1, 2)); err != nil { // shards hold 2 and 1
 		t.Fatal(err)
 	}
-	l, _ := e.layout(ctx, "b")
+	l, _ := e.saleLayout(ctx, e.saleHead("b"), "b")
 	u0, u1 := usersOf(l, 0, 3), usersOf(l, 1, 3)
 	grab := func(u string) (flashgrab.GrabResult, error) {
 		return e.Grab(ctx, flashgrab.GrabRequest{SaleID: "b", UserID: u, Qty: 1})

@@ -85,6 +85,10 @@ func (b *Books) partitionState(ctx context.Context, keys engine.Keyspace, p int)
 	if err := rows.Err(); err != nil {
 		return fail("sales", err)
 	}
+	known := make(map[string]bool, len(st.Sales))
+	for _, s := range st.Sales {
+		known[s.ID] = true
+	}
 	rows, err = tx.QueryContext(ctx, `SELECT id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, idem_key, released, status
 		FROM orders WHERE CRC32(sale_id) % ? = ? AND (status IN (?, ?) OR (status IN (?, ?) AND released <> 1)) ORDER BY id`,
 		P, p, OrderPending, OrderPaid, OrderCancelled, OrderRefunded)
@@ -101,7 +105,10 @@ func (b *Books) partitionState(ctx context.Context, keys engine.Keyspace, p int)
 			rows.Close()
 			return fail("orders", err)
 		}
-		if isSharded[o.SaleID] {
+		if isSharded[o.SaleID] || !known[o.SaleID] {
+			// A sharded sale's are its shards' (shardLevels). An order
+			// of a sale MySQL does not know (its creation lost before it
+			// settled) has nothing to be restored into.
 			continue
 		}
 		if released == 2 && (status == OrderCancelled || status == OrderRefunded) {
@@ -265,27 +272,38 @@ func (b *Books) expiredLivePackets(ctx context.Context, cutoff time.Time) ([]str
 	return ids, unavailable(rows.Err())
 }
 
+// heldOrder is an order of a sharded sale as a shard's rebuild counts it.
+type heldOrder struct {
+	flashgrab.Order
+	// stranded: cancelled or refunded with its stock stranded (released =
+	// 2): the expirer found its shard's keys gone and returned nothing.
+	stranded bool
+}
+
 // heldOrders returns the orders of sale id that hold units, as
 // partitionState counts them, and also those whose stock was stranded
-// (released = 2): a shard's rebuild does not give those back (it would
-// have to know which shard took them), so they stay unsold.
-func (b *Books) heldOrders(ctx context.Context, id string) ([]flashgrab.Order, error) {
-	rows, err := b.DB.QueryContext(ctx, `SELECT id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, idem_key
+// (released = 2): the rebuild of the shard that sold one gives its units
+// back (shardLevels); any other shard's rebuild counts them as held.
+func (b *Books) heldOrders(ctx context.Context, id string) ([]heldOrder, error) {
+	rows, err := b.DB.QueryContext(ctx, `SELECT id, sale_id, user_id, merchant_id, qty, amount_cents, created_at, idem_key, released, status
 		FROM orders WHERE sale_id = ? AND (status IN (?, ?) OR (status IN (?, ?) AND released <> 1)) ORDER BY id`,
 		id, OrderPending, OrderPaid, OrderCancelled, OrderRefunded)
 	if err != nil {
 		return nil, fmt.Errorf("read orders of sale %s from MySQL: %w", id, unavailable(err))
 	}
 	defer rows.Close()
-	var out []flashgrab.Order
+	var out []heldOrder
 	for rows.Next() {
-		var o flashgrab.Order
+		var o heldOrder
 		var key sql.NullString
-		if err := rows.Scan(&o.ID, &o.SaleID, &o.UserID, &o.MerchantID, &o.Qty, &o.AmountCents, &o.CreatedAt, &key); err != nil {
+		var released int
+		var status string
+		if err := rows.Scan(&o.ID, &o.SaleID, &o.UserID, &o.MerchantID, &o.Qty, &o.AmountCents, &o.CreatedAt, &key, &released, &status); err != nil {
 			return nil, fmt.Errorf("read orders of sale %s from MySQL: %w", id, unavailable(err))
 		}
 		o.CreatedAt = o.CreatedAt.UTC()
 		o.Key, o.KeyKnown = key.String, key.Valid
+		o.stranded = released == 2 && (status == OrderCancelled || status == OrderRefunded)
 		out = append(out, o)
 	}
 	if err := rows.Err(); err != nil {

@@ -195,7 +195,7 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 	}
 	// Each sharded sale's lock is held from the shard's stock being
 	// counted until it is restored (conn's locks go with it).
-	short, release, err := r.shardState(ctx, conn, p, &st)
+	short, release, err := r.shardState(ctx, conn, p, &st, &stranded)
 	defer release()
 	if err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
@@ -230,22 +230,24 @@ const shardLock = `CONCAT('flashgrab:shard:', MD5(CONCAT(DATABASE(), ':', ?, ':'
 //
 // read in that order: a grab between the reads is counted twice (a unit
 // left unsold), never missed. It returns the units clamped off (a stock
-// below 0).
+// below 0). Shard i's own stranded orders (released = 2) hold nothing: their
+// units are in the stock it gets, and their ids are added to stranded, for
+// resolveStranded once the shard is restored.
 //
 // release lets the locks go (conn goes back to the pool, not away): call
 // it once the shards are restored, whatever the error.
-func (r *Rebuilder) shardState(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState) (short int64, release func(), err error) {
+func (r *Rebuilder) shardState(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState, stranded *[]string) (short int64, release func(), err error) {
 	var locked []string
 	release = func() {
 		for _, id := range locked {
 			conn.ExecContext(context.Background(), `SELECT RELEASE_LOCK(`+shardLock+`)`, r.engine.Keys().Prefix, id)
 		}
 	}
-	short, err = r.shardLevels(ctx, conn, p, st, &locked)
+	short, err = r.shardLevels(ctx, conn, p, st, stranded, &locked)
 	return short, release, err
 }
 
-func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState, locked *[]string) (int64, error) {
+func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *engine.PartitionState, stranded, locked *[]string) (int64, error) {
 	var short int64
 	for n := range st.Shards {
 		sh := &st.Shards[n]
@@ -285,14 +287,25 @@ func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *
 		}
 		for _, o := range orders {
 			q, err := strconv.Atoi(o.ID[strings.LastIndexByte(o.ID, '-')+1:]) // <snowflake>-<partition>
-			if j := slices.Index(s.ShardPartitions, q); err == nil && j == sh.Index {
+			j := slices.Index(s.ShardPartitions, q)
+			switch {
+			case err == nil && j == sh.Index && o.stranded:
+				// Its release found this shard's keys gone and gave
+				// nothing back: its units are in the stock counted here
+				// (the order was cancelled, so neither sold nor its
+				// buyer's), and it is resolved once the shard is restored.
+				*stranded = append(*stranded, o.ID)
+			case err == nil && j == sh.Index:
 				sh.Sold += o.Qty
-				st.Orders = append(st.Orders, o)
-				continue
-			} else if err == nil && j >= 0 && lv.Present[j] {
-				continue // in that shard's level
+				st.Orders = append(st.Orders, o.Order)
+			case err == nil && j >= 0 && lv.Present[j]:
+				// In that shard's level (a stranded order of a present
+				// shard too: that shard came back counting it as sold).
+			default:
+				// A shard still absent: its orders, stranded ones
+				// included, are held until its own rebuild counts them.
+				stock -= o.Qty
 			}
-			stock -= o.Qty
 		}
 		stock -= sh.Sold
 		if stock < 0 {
@@ -305,13 +318,13 @@ func (r *Rebuilder) shardLevels(ctx context.Context, conn *sql.Conn, p int, st *
 }
 
 // closeEpoch ends partition p's epoch before its state is read from MySQL:
-// it settles what p's stream still holds, then raises p's epoch
+// it settles what MySQL must know first (settleFirst), then raises p's epoch
 // (Books.bumpEpoch), which waits for the settler batches already past their
 // epoch check; any later batch read from p's stream before the loss is
 // refused. It returns the events settled and the new epoch. p is fenced
 // (its marker is missing), so no entry joins its stream meanwhile.
 func (r *Rebuilder) closeEpoch(ctx context.Context, p int) (settled int, epoch int64, err error) {
-	if settled, err = r.settleStream(ctx, p); err != nil {
+	if settled, err = r.settleFirst(ctx, p); err != nil {
 		return 0, 0, err
 	}
 	epoch, err = r.books.bumpEpoch(ctx, p)
@@ -347,32 +360,62 @@ func (r *Rebuilder) closeOtherEpoch(ctx context.Context, conn *sql.Conn, q int) 
 	return err
 }
 
+// settleFirst settles what MySQL must know before partition p is read:
+// what p's stream still holds (settleStream), and the creations of sharded
+// sales with a shard on p that other partitions' streams hold unsettled (a
+// sharded sale's creation is recorded on shard 0's partition only): without
+// them a shard lost before its sale's creation settled would not be
+// restored, and its partition would be marked rebuilt without it.
+func (r *Rebuilder) settleFirst(ctx context.Context, p int) (int, error) {
+	n, err := r.settleStream(ctx, p)
+	if err != nil {
+		return 0, err
+	}
+	sales, err := r.engine.ShardedSaleCreations(ctx, p)
+	if err != nil {
+		return 0, fmt.Errorf("settle sharded sales' creations first: %w", err)
+	}
+	if err := r.apply(ctx, p, sales); err != nil {
+		return 0, err
+	}
+	return n + len(sales), nil
+}
+
 // settleStream applies what partition p's stream still holds, so that MySQL
 // counts every win Redis kept (when only some keys were lost) before it is
 // read: nothing is then sold twice. The entries stay for the settler, whose
-// replay changes nothing. An event that cannot be settled is skipped here
-// (the settler dead-letters it).
+// replay changes nothing.
 func (r *Rebuilder) settleStream(ctx context.Context, p int) (int, error) {
 	events, err := r.engine.PartitionEvents(ctx, p)
 	if err != nil {
 		return 0, err
 	}
+	if err := r.apply(ctx, p, events); err != nil {
+		return 0, err
+	}
+	return len(events), nil
+}
+
+// apply settles events for partition p's rebuild, 500 at a time. An event
+// that cannot be settled is skipped here (the settler dead-letters it).
+func (r *Rebuilder) apply(ctx context.Context, p int, events []flashgrab.Event) error {
 	for rest := events; len(rest) > 0; {
 		n := min(len(rest), 500)
 		if err := r.settler.Apply(ctx, rest[:n]); err != nil {
 			if outage(err) {
-				return 0, fmt.Errorf("settle the stream first: %w", err)
+				return fmt.Errorf("settle the stream first: %w", err)
 			}
 			for _, ev := range rest[:n] {
 				if err := r.settler.Apply(ctx, []flashgrab.Event{ev}); err != nil {
 					if outage(err) {
-						return 0, fmt.Errorf("settle the stream first: %w", err)
+						return fmt.Errorf("settle the stream first: %w", err)
 					}
-					r.Logger.Error("rebuilder: stream event cannot be settled; left for the settler", "partition", p, "id", ev.ID, "err", err)
+					r.Logger.Error("rebuilder: stream event cannot be settled; left for the settler", "partition", p,
+						"stream_partition", ev.Partition, "id", ev.ID, "err", err)
 				}
 			}
 		}
 		rest = rest[n:]
 	}
-	return len(events), nil
+	return nil
 }

@@ -3,6 +3,7 @@ package settle_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math/rand/v2"
 	"strconv"
@@ -356,4 +357,260 @@ func TestRebuildShardKeepsUnsettledWins(t *testing.T) {
 		t.Fatalf("%d orders of sh in MySQL (%v), want the 4 settled: the others were to stay in the stream", inMySQL, err)
 	}
 	r.sellOut(t)
+}
+
+// shardUnits is the units of sale sh the whole system accounts for: held
+// by MySQL's orders (pending, paid, or cancelled with the stock not
+// returned), in every shard's stock, and in transit between shards.
+func (r *shardSaleRig) shardUnits(t *testing.T) int64 {
+	t.Helper()
+	ctx := context.Background()
+	var held int64
+	if err := r.db.QueryRow(`SELECT COALESCE(SUM(qty), 0) FROM orders WHERE sale_id = 'sh'
+		AND (status IN ('pending', 'paid') OR (status IN ('cancelled', 'refunded') AND released <> 1))`).Scan(&held); err != nil {
+		t.Fatal(err)
+	}
+	units := held
+	for _, p := range r.sale.ShardPartitions {
+		n, err := r.rdb.HGet(ctx, r.keys.Sale(p, "sh"), "stock").Int64()
+		if err != nil {
+			t.Fatalf("shard in partition %d: %v", p, err)
+		}
+		units += n
+		tr, err := r.rdb.HGetAll(ctx, r.keys.Transit(p, "sh")).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rec := range tr {
+			f := strings.Split(rec, "|")
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			units += n
+		}
+	}
+	return units
+}
+
+// strand expires the given settled orders while their shards' sale hashes
+// are gone (the partitions keep their epoch markers), so that the expirer
+// cannot return their stock: each ends cancelled with released = 2. The
+// buyers may then buy again: won drops by their units.
+func (r *shardSaleRig) strand(t *testing.T, ids []string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, id := range ids {
+		p, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:]) // <snowflake>-<partition>
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.rdb.Del(ctx, r.keys.Sale(p, "sh"), r.keys.Buyers(p, "sh")).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.db.Exec("UPDATE orders SET expires_at = ? WHERE id = ?", time.Now().Add(-time.Second).UTC(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pay := settle.NewPayments(r.books, nil)
+	t.Cleanup(pay.Close)
+	release := func(ctx context.Context, o flashgrab.Order) error { _, err := r.eng.ReleaseOrder(ctx, o); return err }
+	if n, err := pay.ExpireOrders(ctx, release); err != nil || n != len(ids) {
+		t.Fatalf("expire: %d %v, want %d", n, err, len(ids))
+	}
+	for _, id := range ids {
+		var user string
+		var released int
+		if err := r.db.QueryRow("SELECT user_id, released FROM orders WHERE id = ?", id).Scan(&user, &released); err != nil || released != 2 {
+			t.Fatalf("order %s: released %d (%v), want 2 (stranded)", id, released, err)
+		}
+		r.won[user]--
+	}
+}
+
+// shardOrders returns up to n settled orders of sale sh won by the shard in
+// partition p.
+func (r *shardSaleRig) shardOrders(t *testing.T, p, n int) []string {
+	t.Helper()
+	rows, err := r.db.Query("SELECT id FROM orders WHERE sale_id = 'sh' AND id LIKE ? ORDER BY id LIMIT ?", "%-"+strconv.Itoa(p), n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		rows.Scan(&id)
+		ids = append(ids, id)
+	}
+	if len(ids) != n {
+		t.Fatalf("%d settled orders won by the shard in partition %d, want %d", len(ids), p, n)
+	}
+	return ids
+}
+
+// TestRebuildResolvesStrandedShardOrder (issue 11): an order of a sharded
+// sale expired while its shard's keys were gone, so its unit was stranded
+// (released = 2); then the shard's partition lost its state. The rebuild of
+// that partition gives the unit back to the restored shard and marks the
+// order released: units held in MySQL + every shard's stock + transit =
+// the initial stock, and the sale then sells exactly its stock.
+func TestRebuildResolvesStrandedShardOrder(t *testing.T) {
+	r := newShardSaleRig(t, 30, 1, 3)
+	ctx := context.Background()
+	if n := r.grab(t, r.users("early", 12, -1)); n != 12 {
+		t.Fatalf("%d units won before the loss, want 12", n)
+	}
+	r.settleAll(t)
+	lost := r.sale.ShardPartitions[1]
+	stranded := r.shardOrders(t, lost, 1)
+	r.strand(t, stranded)
+	r.lose(t, lost)
+	res, err := r.reb.Rebuild(ctx, lost)
+	if err != nil || res.Outcome != settle.RebuildDone || res.StrandedResolved != 1 || res.ShardStockShort != 0 {
+		t.Fatalf("rebuild of partition %d: %v %v, want rebuilt with 1 stranded order resolved", lost, res, err)
+	}
+	var released int
+	if err := r.db.QueryRow("SELECT released FROM orders WHERE id = ?", stranded[0]).Scan(&released); err != nil || released != 1 {
+		t.Fatalf("stranded order after the rebuild: released %d (%v), want 1", released, err)
+	}
+	if got := r.shardUnits(t); got != 30 {
+		t.Fatalf("%d units accounted for after the rebuild, want the initial 30", got)
+	}
+	r.sellOut(t)
+}
+
+// TestRebuildShardsResolveStrandedAfterFlush: stranded orders on two
+// shards, then Redis is flushed and the partitions are rebuilt in a random
+// order. Each stranded unit is given back once, by the rebuild of the shard
+// that sold it (a shard rebuilt before it counts it as held): exactly the
+// initial stock is accounted for and then sold.
+func TestRebuildShardsResolveStrandedAfterFlush(t *testing.T) {
+	r := newShardSaleRig(t, 30, 1, 3)
+	ctx := context.Background()
+	if n := r.grab(t, r.users("early", 15, -1)); n != 15 {
+		t.Fatalf("%d units won before the loss, want 15", n)
+	}
+	r.settleAll(t)
+	stranded := append(r.shardOrders(t, r.sale.ShardPartitions[0], 1), r.shardOrders(t, r.sale.ShardPartitions[2], 2)...)
+	r.strand(t, stranded)
+	if err := r.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	resolved := 0
+	for _, p := range rand.Perm(r.keys.Partitions) {
+		res, err := r.reb.Rebuild(ctx, p)
+		if err != nil || res.ShardStockShort != 0 {
+			t.Fatalf("rebuild of partition %d: %v %v", p, res, err)
+		}
+		resolved += res.StrandedResolved
+	}
+	if resolved != len(stranded) {
+		t.Fatalf("%d stranded orders resolved, want %d", resolved, len(stranded))
+	}
+	if got := r.shardUnits(t); got != 30 {
+		t.Fatalf("%d units accounted for after the rebuild, want the initial 30", got)
+	}
+	if s, err := r.eng.Sale(ctx, "sh"); err != nil || s.Stock != 30-15+3 {
+		t.Fatalf("sale after the rebuild %+v %v, want %d units left", s, err, 30-15+3)
+	}
+	r.sellOut(t)
+}
+
+// TestRebuildShardOfUnsettledSale (issue 11): a shard's partition loses its
+// state before the sale's create event, on shard 0's partition, is settled:
+// MySQL does not know the sale yet. The rebuild settles the create from
+// shard 0's stream first and restores the shard with what the others do not
+// hold; the sale then sells exactly its stock.
+func TestRebuildShardOfUnsettledSale(t *testing.T) {
+	r := newShardSaleRig(t, 30, 1, 3)
+	ctx := context.Background()
+	// Wins of users homed on shards 0 and 2 only, none settled: no refill
+	// moves anything, and every win stays in a surviving stream.
+	if n := r.grab(t, r.users("early", 6, 1)); n != 6 {
+		t.Fatalf("%d units won before the loss, want 6", n)
+	}
+	if _, ok, err := r.books.Sale(ctx, "sh"); ok || err != nil {
+		t.Fatalf("sale in MySQL before the loss: %v %v, want none yet", ok, err)
+	}
+	lost := r.sale.ShardPartitions[1]
+	r.lose(t, lost)
+	res, err := r.reb.Rebuild(ctx, lost)
+	if err != nil || res.Outcome != settle.RebuildDone || res.Sales != 1 || res.ShardStockShort != 0 {
+		t.Fatalf("rebuild of partition %d: %v %v, want the shard restored", lost, res, err)
+	}
+	if s, err := r.eng.Sale(ctx, "sh"); err != nil || s.Stock != 30-6 {
+		t.Fatalf("sale after the rebuild %+v %v, want %d units left", s, err, 30-6)
+	}
+	r.sellOut(t)
+}
+
+// TestShardedSaleLostWithItsCreation (issue 11): shard 0's partition loses
+// its state, and with it the sale's creation, before that was settled;
+// another shard's wins were settled. No rebuild can know the sale (MySQL
+// never had it, and only shard 0 and its stream held its creation), so it
+// is lost as a win not yet settled is; the outcome is safe: its surviving
+// shards sell nothing, creating it again is refused (the surviving shard
+// would sell its units a second time), and reconcile names the settled
+// orders of a sale MySQL does not know.
+func TestShardedSaleLostWithItsCreation(t *testing.T) {
+	r := newShardSaleRig(t, 30, 1, 3)
+	ctx := context.Background()
+	if n := r.grab(t, r.users("early", 8, -1)); n != 8 {
+		t.Fatalf("%d units won before the loss, want 8", n)
+	}
+	// Only shard 2's stream is settled: its orders are in MySQL, the sale
+	// is not.
+	survivor := r.sale.ShardPartitions[2]
+	evs, err := r.eng.PartitionEvents(ctx, survivor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := settle.NewSettler(r.rdb, r.books, r.keys, nil).Apply(ctx, evs); err != nil {
+		t.Fatal(err)
+	}
+	settled := len(r.shardOrders(t, survivor, len(evs)))
+	for _, p := range r.sale.ShardPartitions[:2] {
+		r.lose(t, p)
+		if res, err := r.reb.Rebuild(ctx, p); err != nil || res.Sales != 0 {
+			t.Fatalf("rebuild of partition %d: %v %v, want nothing of the sale restored", p, res, err)
+		}
+	}
+	if _, ok, err := r.books.Sale(ctx, "sh"); ok || err != nil {
+		t.Fatalf("sale in MySQL after the rebuilds: %v %v, want none", ok, err)
+	}
+	// An instance that never saw the sale cannot find it.
+	fresh, _ := r.engine(t)
+	for i := range 20 {
+		if _, err := fresh.Grab(ctx, flashgrab.GrabRequest{SaleID: "sh", UserID: "late" + strconv.Itoa(i), Qty: 1}); !errors.Is(err, flashgrab.ErrNotFound) {
+			t.Fatalf("grab of the lost sale: %v, want ErrNotFound", err)
+		}
+	}
+	// One that knew its layout sells what the surviving shard holds, and
+	// nothing more.
+	left, err := r.rdb.HGet(ctx, r.keys.Sale(survivor, "sh"), "stock").Int64()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var won int64
+	for i := range 40 {
+		res, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "sh", UserID: "late" + strconv.Itoa(i), Qty: 1})
+		switch {
+		case err == nil && strings.HasSuffix(res.OrderID, "-"+strconv.Itoa(survivor)):
+			won++
+		case err == nil:
+			t.Fatalf("order %s won on a lost shard", res.OrderID)
+		case !errors.Is(err, flashgrab.ErrNotFound) && !errors.Is(err, flashgrab.ErrSoldOut):
+			t.Fatalf("grab of the lost sale: %v", err)
+		}
+	}
+	if now, err := r.rdb.HGet(ctx, r.keys.Sale(survivor, "sh"), "stock").Int64(); err != nil || won > left || now != left-won {
+		t.Fatalf("surviving shard: %d units before, %d won, %d left (%v)", left, won, now, err)
+	}
+	if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: r.sale.Stock,
+		PerUserLimit: r.sale.PerUserLimit, StartsAt: r.sale.StartsAt, EndsAt: r.sale.EndsAt, Shards: 3}); !errors.Is(err, flashgrab.ErrExists) {
+		t.Fatalf("create of the lost sale again: %v, want ErrExists", err)
+	}
+	rep, err := (&settle.Reconciler{DB: r.db, Redis: r.rdb, Keys: r.keys}).Reconcile(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantDiff(t, rep, checkHasSale, fmt.Sprintf("sale sh: %d orders (%d units) in MySQL, but not the sale", settled, settled))
 }
