@@ -24,7 +24,7 @@ func TestReleaseWithoutRecordReturnsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks := e.Keys()
-	if err := rdb.Del(ctx, ks.Order(ks.Partition("s1"), won.OrderID)).Err(); err != nil {
+	if err := rdb.HDel(ctx, ks.Orders(ks.Partition("s1"), won.OrderID), won.OrderID).Err(); err != nil {
 		t.Fatal(err)
 	}
 	facts := flashgrab.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 2, AmountCents: 300}
@@ -69,13 +69,13 @@ func TestReleaseOfGoneSaleIsReported(t *testing.T) {
 	// first (a map's random order ran it alone, with the sale still there).
 	for _, step := range []struct {
 		name string
-		del  []string
+		del  func() error
 	}{
-		{"sale gone, record kept", []string{ks.Sale(p, "s1"), ks.Buyers(p, "s1")}},
-		{"sale and record gone", []string{ks.Order(p, won.OrderID)}},
+		{"sale gone, record kept", func() error { return rdb.Del(ctx, ks.Sale(p, "s1"), ks.Buyers(p, "s1")).Err() }},
+		{"sale and record gone", func() error { return rdb.HDel(ctx, ks.Orders(p, won.OrderID), won.OrderID).Err() }},
 	} {
 		name := step.name
-		if err := rdb.Del(ctx, step.del...).Err(); err != nil {
+		if err := step.del(); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {
