@@ -88,3 +88,36 @@ func TestReleaseOfGoneSaleIsReported(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseTombstoneOfExpiredBucket: a release whose order's whole bucket
+// is gone (every record of its time expired) leaves a tombstone in a bucket
+// that expires too, and a second release returns nothing more.
+func TestReleaseTombstoneOfExpiredBucket(t *testing.T) {
+	e, rdb := newEngine(t)
+	ctx := context.Background()
+	if _, err := e.CreateSale(ctx, openSale("s1", 3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	won, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := e.Keys()
+	bucket := ks.Orders(ks.Partition("s1"), won.OrderID)
+	if err := rdb.Del(ctx, bucket).Err(); err != nil {
+		t.Fatal(err)
+	}
+	facts := flashgrab.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 1, AmountCents: 150}
+	for i, want := range []bool{true, false} {
+		released, err := e.ReleaseOrder(ctx, facts)
+		if err != nil || released != want {
+			t.Fatalf("release %d: %v %v, want released=%v", i+1, released, err, want)
+		}
+	}
+	if ttl := rdb.PTTL(ctx, bucket).Val(); ttl <= 0 {
+		t.Fatalf("bucket made by the tombstone expires in %v, want a retention", ttl)
+	}
+	if s, err := e.Sale(ctx, "s1"); err != nil || s.Stock != 3 || s.Sold != 0 {
+		t.Fatalf("sale after the releases: %+v %v, want stock 3 sold 0", s, err)
+	}
+}
