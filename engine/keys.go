@@ -59,7 +59,9 @@ func (k Keyspace) Orders(p int, orderID string) string {
 func (k Keyspace) ordersKey(p int, bucket int64) string { return ordersIn(k.tag(p), bucket) }
 
 // ordersIn is ordersKey given the partition's key tag.
-func ordersIn(tag string, bucket int64) string { return tag + "orders:" + strconv.FormatInt(bucket, 10) }
+func ordersIn(tag string, bucket int64) string {
+	return tag + "orders:" + strconv.FormatInt(bucket, 10)
+}
 
 // OrderBucket is the span of id time whose orders share one hash
 // (Keyspace.Orders): short enough that a bucket of a busy partition stays
