@@ -118,7 +118,7 @@ func TestSaleGrabOverHTTP(t *testing.T) {
 	if err := s.Apply(context.Background(), []flashgrab.Event{{Kind: flashgrab.EventOrder, ID: "1-1", Order: o}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := rdb.Del(context.Background(), h.eng.Keys().Order(h.eng.Keys().Partition("s1"), oid)).Err(); err != nil {
+	if err := rdb.HDel(context.Background(), h.eng.Keys().Orders(h.eng.Keys().Partition("s1"), oid), oid).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if status, o := h.do("GET", path, alice, ""); status != 200 || o["qty"] != 2.0 || o["user_id"] != "alice" {

@@ -164,13 +164,13 @@ func (env *harness) rawScript(b *testing.B, sale string) worker {
 		return func(n int64) error {
 			id, _ := ids.Next() // a fixed node: never fails
 			oid := strconv.FormatInt(id, 10) + "-" + strconv.Itoa(p)
-			keys := []string{ks.Sale(p, sale), ks.Buyers(p, sale), ks.Events(p), ks.Epoch(p), ks.Order(p, oid)}
+			keys := []string{ks.Sale(p, sale), ks.Buyers(p, sale), ks.Events(p), ks.Epoch(p), ks.Orders(p, oid)}
 			v, err := env.rdb.EvalSha(ctx, script.Hash(), keys, sale, engine.DefaultRetention.Milliseconds(), "u"+strconv.FormatInt(n%users, 10),
-				"k"+strconv.FormatInt(env.keySeq.Add(1), 10), 1, oid).Slice()
+				"k"+strconv.FormatInt(env.keySeq.Add(1), 10), 1, oid).Int64Slice()
 			if err != nil {
 				return err
 			}
-			if len(v) != 5 || v[0] != "ok" {
+			if len(v) != 5 || v[0] != 0 {
 				return fmt.Errorf("script answered %v, want a win", v)
 			}
 			return nil

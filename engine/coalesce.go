@@ -46,7 +46,8 @@ const (
 // batchCall is the part of a script call that every user of one target
 // shares. The script takes a head (Keys, Args) common to every user of the
 // target, then per user a tuple of keys and args in batch order, and replies
-// Width values per user in the same order.
+// Width integers per user in the same order (integers only: the reply is
+// read into one []int64, with no allocation per user or value).
 //
 // A script of this shape is all a grab needs to be coalesced: red packets use
 // the batcher exactly as sales do.
@@ -101,7 +102,7 @@ type targetQueue struct {
 type waiter struct {
 	ctx   context.Context
 	call  batchCall
-	reply []any
+	reply []int64
 	err   error
 	done  chan struct{} // buffered: the deliverer never blocks on a waiter that gave up
 	// The user's tuple: copied into keyBuf and argBuf when it fits, so the
@@ -116,7 +117,7 @@ type waiter struct {
 type batch struct {
 	q       *targetQueue
 	waiters []*waiter
-	cmd     *redis.Cmd
+	cmd     *redis.IntSliceCmd
 	// durErr, set when no replica acknowledged the round (DurabilityReplica),
 	// replaces every answer of the batch: none may be answered as won.
 	durErr error
@@ -147,7 +148,7 @@ func (b *batcher) stats() BatchStats {
 // reply: read it, do not keep it. Cancelling ctx abandons only this call: if
 // it was not yet sent it never is; if it was, its result is dropped (the
 // script may have decided it, exactly as with a cancelled single call).
-func (b *batcher) do(ctx context.Context, c *batchCall, userKeys []string, userArgs ...any) ([]any, error) {
+func (b *batcher) do(ctx context.Context, c *batchCall, userKeys []string, userArgs ...any) ([]int64, error) {
 	w := waiterPool.Get().(*waiter)
 	w.ctx, w.call = ctx, *c
 	if len(userKeys) <= len(w.keyBuf) && len(userArgs) <= len(w.argBuf) {
@@ -214,7 +215,7 @@ func (b *batcher) do(ctx context.Context, c *batchCall, userKeys []string, userA
 }
 
 // recycle returns a delivered waiter's answer and puts it back in the pool.
-func (b *batcher) recycle(w *waiter) ([]any, error) {
+func (b *batcher) recycle(w *waiter) ([]int64, error) {
 	reply, err := w.reply, w.err
 	*w = waiter{done: w.done} // drop references, so the pool keeps nothing alive
 	waiterPool.Put(w)
@@ -310,13 +311,13 @@ func (b *batcher) finish(round []batch) []batch {
 // FLUSH (NOSCRIPT) is reloaded and the affected calls sent again: a call that
 // got NOSCRIPT did not run.
 func (b *batcher) exec(ctx context.Context, round []batch) {
-	cmds := make([]*redis.Cmd, len(round))
+	cmds := make([]redis.Cmder, len(round))
 	for i := range round {
-		cmds[i] = redis.NewCmd(ctx, evalShaArgs(round[i].waiters)...)
-		round[i].cmd = cmds[i]
+		round[i].cmd = redis.NewIntSliceCmd(ctx, evalShaArgs(round[i].waiters)...)
+		cmds[i] = round[i].cmd
 	}
 	durErr := b.send(ctx, cmds)
-	var retry []*redis.Cmd
+	var retry []redis.Cmder
 	for i := range round {
 		round[i].durErr = durErr
 		if !isNoScript(round[i].cmd.Err()) {
@@ -327,7 +328,7 @@ func (b *batcher) exec(ctx context.Context, round []batch) {
 			round[i].cmd.SetErr(fmt.Errorf("reload script after NOSCRIPT: %w", err))
 			continue
 		}
-		round[i].cmd = redis.NewCmd(ctx, round[i].cmd.Args()...)
+		round[i].cmd = redis.NewIntSliceCmd(ctx, round[i].cmd.Args()...)
 		retry = append(retry, round[i].cmd)
 	}
 	if retry != nil {
@@ -347,7 +348,7 @@ func (b *batcher) exec(ctx context.Context, round []batch) {
 // error. In replica mode a mark's INCR and a WAIT end the pipeline, on the
 // connection that carried the writes; the error it returns then says the round is not yet on
 // any replica.
-func (b *batcher) send(ctx context.Context, cmds []*redis.Cmd) (durErr error) {
+func (b *batcher) send(ctx context.Context, cmds []redis.Cmder) (durErr error) {
 	b.pipelines.Add(1)
 	if len(cmds) == 1 && !b.wait.on() {
 		_ = b.rdb.Process(ctx, cmds[0])
@@ -371,9 +372,9 @@ func (b *batcher) send(ctx context.Context, cmds []*redis.Cmd) (durErr error) {
 }
 
 // isRetried reports whether c is one of the commands sent again.
-func isRetried(c *redis.Cmd, retry []*redis.Cmd) bool {
+func isRetried(c *redis.IntSliceCmd, retry []redis.Cmder) bool {
 	for _, r := range retry {
-		if r == c {
+		if r == redis.Cmder(c) {
 			return true
 		}
 	}
@@ -392,7 +393,7 @@ func (b *batcher) deliver(bt *batch) {
 		}
 	}
 	width := bt.waiters[0].call.Width
-	reply, err := bt.cmd.Slice()
+	reply, err := bt.cmd.Result()
 	if err == nil && len(reply) != len(bt.waiters)*width {
 		err = fmt.Errorf("script replied %d values for %d users, want %d each", len(reply), len(bt.waiters), width)
 	}

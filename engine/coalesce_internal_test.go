@@ -42,28 +42,38 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 	waiterFor := func(sale string, r flashgrab.GrabRequest) *waiter {
 		h := e.saleHead(sale)
 		id, _ := e.ids.Next()
-		key, oid := h.orderKey(id)
-		if p, ok := e.keys.orderPartition(oid); !ok || p != h.p || key != e.keys.Order(h.p, oid) {
-			t.Fatalf("order %q in partition %d has key %q, want partition %d and key %q", oid, p, key, h.p, e.keys.Order(h.p, oid))
+		bucket, oid := h.order(id)
+		if p, ok := e.keys.orderPartition(oid); !ok || p != h.p || bucket != e.keys.Orders(h.p, oid) {
+			t.Fatalf("order %q in partition %d has bucket %q, want partition %d and bucket %q", oid, p, bucket, h.p, e.keys.Orders(h.p, oid))
 		}
-		return &waiter{ctx: ctx, call: h.call, userKeys: []string{key}, userArgs: []any{r.UserID, r.Key, r.Qty, oid},
+		return &waiter{ctx: ctx, call: h.call, userKeys: []string{bucket}, userArgs: []any{r.UserID, r.Key, r.Qty, oid},
 			done: make(chan struct{}, 1)}
 	}
-	// describe renders a reply with order ids replaced by the index of the
-	// request that won them, so the two sales' answers compare.
-	describe := func(replies [][]any) []string {
+	// answer decodes a reply as Grab does: the outcome's name and the
+	// result.
+	names := []string{"ok", "repeat", "sold_out", "limit_reached", "bad_qty", "not_started", "ended", "not_found"}
+	type answer struct {
+		outcome string
+		res     flashgrab.GrabResult
+	}
+	decode := func(sale string, w *waiter, v []int64) answer {
+		res, _ := e.saleHead(sale).outcome(sale, w.userArgs[3].(string), v)
+		return answer{names[v[0]], res.GrabResult}
+	}
+	// describe renders the answers with order ids replaced by the index of
+	// the request that won them, so the two sales' answers compare.
+	describe := func(answers []answer) []string {
 		wonBy := map[string]int{}
-		out := make([]string, len(replies))
-		for i, v := range replies {
-			oid, _ := v[1].(string)
-			if v[0] == "ok" {
-				wonBy[oid] = i
+		out := make([]string, len(answers))
+		for i, a := range answers {
+			if a.outcome == "ok" {
+				wonBy[a.res.OrderID] = i
 			}
 			who := "-"
-			if oid != "" {
-				who = fmt.Sprint("order of #", wonBy[oid])
+			if a.res.OrderID != "" {
+				who = fmt.Sprint("order of #", wonBy[a.res.OrderID])
 			}
-			out[i] = fmt.Sprintf("%v %s qty=%v amount=%v remaining=%v", v[0], who, v[2], v[3], v[4])
+			out[i] = fmt.Sprintf("%v %s qty=%v amount=%v remaining=%v", a.outcome, who, a.res.Qty, a.res.AmountCents, a.res.Remaining)
 		}
 		return out
 	}
@@ -75,20 +85,20 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 		ws[i] = waiterFor("batched", r)
 	}
 	b.execRound([]batch{{q: &targetQueue{}, waiters: ws}})
-	batched := make([][]any, len(ws))
+	batched := make([]answer, len(ws))
 	for i, w := range ws {
 		<-w.done
 		if w.err != nil {
 			t.Fatalf("batched #%d: %v", i, w.err)
 		}
-		batched[i] = w.reply
+		batched[i] = decode("batched", w, w.reply)
 	}
 	if st := b.stats(); st.Calls != 1 || st.Users != int64(len(seq)) {
 		t.Fatalf("batch went out as %+v, want one call for %d users", st, len(seq))
 	}
 
 	// The same sequence, one call per user.
-	single := make([][]any, len(seq))
+	single := make([]answer, len(seq))
 	direct := newBatcher(rdb, Config{NoCoalesce: true}, newBackground())
 	for i, r := range seq {
 		w := waiterFor("single", r)
@@ -96,7 +106,7 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("single #%d: %v", i, err)
 		}
-		single[i] = append([]any(nil), v...)
+		single[i] = decode("single", w, v)
 	}
 
 	got, want := describe(batched), describe(single)
@@ -105,8 +115,8 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("#%d %+v: batched %q, one call each %q", i, seq[i], got[i], want[i])
 		}
-		if single[i][0] != wantOutcomes[i] {
-			t.Errorf("#%d %+v: outcome %v, want %s", i, seq[i], single[i][0], wantOutcomes[i])
+		if single[i].outcome != wantOutcomes[i] {
+			t.Errorf("#%d %+v: outcome %v, want %s", i, seq[i], single[i].outcome, wantOutcomes[i])
 		}
 	}
 
@@ -160,7 +170,7 @@ func TestBatchAnswersEqualPerCallAnswers(t *testing.T) {
 	for i := range bo {
 		b, s := bo[i], so[i]
 		if b.UserID != s.UserID || b.Qty != s.Qty || b.AmountCents != s.AmountCents || b.MerchantID != "m" ||
-			b.ID != batched[[]int{0, 5}[i]][1] {
+			b.ID != batched[[]int{0, 5}[i]].res.OrderID {
 			t.Errorf("order event %d: batched %+v, one call each %+v", i, b, s)
 		}
 	}

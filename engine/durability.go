@@ -138,14 +138,14 @@ func (e *Engine) runDurable(ctx context.Context, s *redis.Script, keys []string,
 		return redis.NewCmd(ctx, append(a, args...)...)
 	}
 	cmd = evalsha()
-	durErr = e.batch.send(ctx, []*redis.Cmd{cmd})
+	durErr = e.batch.send(ctx, []redis.Cmder{cmd})
 	if isNoScript(cmd.Err()) {
 		if err := s.Load(ctx, e.rdb).Err(); err != nil {
 			cmd.SetErr(fmt.Errorf("reload script after NOSCRIPT: %w", err))
 			return cmd, nil
 		}
 		cmd = evalsha()
-		durErr = e.batch.send(ctx, []*redis.Cmd{cmd})
+		durErr = e.batch.send(ctx, []redis.Cmder{cmd})
 	}
 	return cmd, durErr
 }

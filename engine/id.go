@@ -122,6 +122,26 @@ func (k Keyspace) orderPartition(orderID string) (int, bool) {
 	return p, true
 }
 
+// orderNumber returns the id number of an order id ("<id>-<partition>"),
+// or 0 when it has none.
+func orderNumber(orderID string) int64 {
+	i := strings.LastIndexByte(orderID, '-')
+	if i < 0 {
+		return 0
+	}
+	n, _ := strconv.ParseInt(orderID[:i], 10, 64)
+	return n
+}
+
+// ordersBucket returns the bucket (Keyspace.Orders) of the order with id
+// number id: the Unix second its OrderBucket starts, from the id's
+// millisecond.
+func ordersBucket(id int64) int64 {
+	const span = int64(OrderBucket / time.Second)
+	sec := (id>>(nodeBits+seqBits) + epoch) / 1000
+	return sec - sec%span
+}
+
 // NewID returns a fresh time-ordered id, for entities the engine does not
 // keep in Redis (top-ups); ErrUnavailable while the engine holds no node.
 func (e *Engine) NewID() (string, error) {

@@ -3,6 +3,7 @@ package engine
 import (
 	"hash/crc32"
 	"strconv"
+	"time"
 )
 
 // DefaultPartitions is the partition count of a deployment that sets none.
@@ -43,8 +44,30 @@ func (k Keyspace) Transit(p int, id string) string { return k.tag(p) + "sale:" +
 // units. It makes applying a transfer idempotent.
 func (k Keyspace) Applied(p int, id string) string { return k.tag(p) + "sale:" + id + ":applied" }
 
-// Order is the hash of one order, stored in its sale's partition.
-func (k Keyspace) Order(p int, orderID string) string { return k.tag(p) + "order:" + orderID }
+// Orders is the hash holding order orderID's record, in its sale's
+// partition p: order id → "sale|user|merchant|qty|amount|at_ms|key". Orders
+// are kept in time buckets, one hash per partition and OrderBucket of id
+// time, so that a grab batch writes all its orders with one HSET and one
+// PEXPIRE instead of a key per order; the bucket is read from the id
+// (ordersBucket), so finding an order takes no lookup.
+func (k Keyspace) Orders(p int, orderID string) string {
+	return k.ordersKey(p, ordersBucket(orderNumber(orderID)))
+}
+
+// ordersKey is the hash of partition p's orders of the bucket starting at
+// Unix second bucket.
+func (k Keyspace) ordersKey(p int, bucket int64) string { return ordersIn(k.tag(p), bucket) }
+
+// ordersIn is ordersKey given the partition's key tag.
+func ordersIn(tag string, bucket int64) string {
+	return tag + "orders:" + strconv.FormatInt(bucket, 10)
+}
+
+// OrderBucket is the span of id time whose orders share one hash
+// (Keyspace.Orders): short enough that a bucket of a busy partition stays
+// a hash Redis frees at expiry without a noticeable pause, long enough that
+// one script call nearly always writes one bucket.
+const OrderBucket = 10 * time.Second
 
 // Packet is the hash holding a red packet's terms and remainder.
 func (k Keyspace) Packet(p int, id string) string { return k.tag(p) + "pkt:" + id }

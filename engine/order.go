@@ -20,7 +20,8 @@ func (e *Engine) Order(ctx context.Context, id string) (flashgrab.Order, error) 
 	if !ok {
 		return flashgrab.Order{}, fmt.Errorf("order %q: %w", id, flashgrab.ErrNotFound)
 	}
-	rec, err := e.rdb.Get(ctx, e.keys.Order(p, id)).Result()
+	bucket := e.keys.Orders(p, id)
+	rec, err := e.rdb.HGet(ctx, bucket, id).Result()
 	if errors.Is(err, redis.Nil) || rec == releasedTombstone {
 		return flashgrab.Order{}, fmt.Errorf("order %s: %w", id, flashgrab.ErrNotFound)
 	}
@@ -32,7 +33,7 @@ func (e *Engine) Order(ctx context.Context, id string) (flashgrab.Order, error) 
 	if len(f) < 7 {
 		return flashgrab.Order{}, fmt.Errorf("order %s: malformed record %q", id, rec)
 	}
-	d := recordDecoder{key: e.keys.Order(p, id)}
+	d := recordDecoder{key: bucket + " " + id}
 	o := flashgrab.Order{ID: id, SaleID: f[0], UserID: f[1], MerchantID: f[2], Qty: d.int("qty", f[3]),
 		AmountCents: d.int("amount", f[4]), CreatedAt: time.UnixMilli(d.int("at_ms", f[5])).UTC(),
 		Key: f[6], KeyKnown: f[6] != noKey}
@@ -58,7 +59,7 @@ func (e *Engine) ReleaseOrder(ctx context.Context, o flashgrab.Order) (released 
 	if !ok {
 		return false, fmt.Errorf("release order %q: %w", o.ID, flashgrab.ErrNotFound)
 	}
-	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Order(p, o.ID), e.keys.Epoch(p)}
+	keys := []string{e.keys.Sale(p, o.SaleID), e.keys.Buyers(p, o.SaleID), e.keys.Orders(p, o.ID), e.keys.Epoch(p)}
 	r, err := e.orderRelease.Run(ctx, e.rdb, keys, o.UserID, o.Qty, o.ID, e.retention.Milliseconds()).Int()
 	if err != nil {
 		return false, fmt.Errorf("release order %s: %w", o.ID, e.noteFenced(p, wrapRedis(err)))

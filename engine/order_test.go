@@ -24,7 +24,7 @@ func TestReleaseWithoutRecordReturnsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	ks := e.Keys()
-	if err := rdb.Del(ctx, ks.Order(ks.Partition("s1"), won.OrderID)).Err(); err != nil {
+	if err := rdb.HDel(ctx, ks.Orders(ks.Partition("s1"), won.OrderID), won.OrderID).Err(); err != nil {
 		t.Fatal(err)
 	}
 	facts := flashgrab.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 2, AmountCents: 300}
@@ -69,13 +69,13 @@ func TestReleaseOfGoneSaleIsReported(t *testing.T) {
 	// first (a map's random order ran it alone, with the sale still there).
 	for _, step := range []struct {
 		name string
-		del  []string
+		del  func() error
 	}{
-		{"sale gone, record kept", []string{ks.Sale(p, "s1"), ks.Buyers(p, "s1")}},
-		{"sale and record gone", []string{ks.Order(p, won.OrderID)}},
+		{"sale gone, record kept", func() error { return rdb.Del(ctx, ks.Sale(p, "s1"), ks.Buyers(p, "s1")).Err() }},
+		{"sale and record gone", func() error { return rdb.HDel(ctx, ks.Orders(p, won.OrderID), won.OrderID).Err() }},
 	} {
 		name := step.name
-		if err := rdb.Del(ctx, step.del...).Err(); err != nil {
+		if err := step.del(); err != nil {
 			t.Fatal(err)
 		}
 		for range 2 {
@@ -86,5 +86,38 @@ func TestReleaseOfGoneSaleIsReported(t *testing.T) {
 		if n, _ := rdb.Exists(ctx, ks.Sale(p, "s1")).Result(); n != 0 {
 			t.Fatalf("%s: the release made up a sale hash", name)
 		}
+	}
+}
+
+// TestReleaseTombstoneOfExpiredBucket: a release whose order's whole bucket
+// is gone (every record of its time expired) leaves a tombstone in a bucket
+// that expires too, and a second release returns nothing more.
+func TestReleaseTombstoneOfExpiredBucket(t *testing.T) {
+	e, rdb := newEngine(t)
+	ctx := context.Background()
+	if _, err := e.CreateSale(ctx, openSale("s1", 3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	won, err := e.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "alice", Qty: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks := e.Keys()
+	bucket := ks.Orders(ks.Partition("s1"), won.OrderID)
+	if err := rdb.Del(ctx, bucket).Err(); err != nil {
+		t.Fatal(err)
+	}
+	facts := flashgrab.Order{ID: won.OrderID, SaleID: "s1", UserID: "alice", MerchantID: "m1", Qty: 1, AmountCents: 150}
+	for i, want := range []bool{true, false} {
+		released, err := e.ReleaseOrder(ctx, facts)
+		if err != nil || released != want {
+			t.Fatalf("release %d: %v %v, want released=%v", i+1, released, err, want)
+		}
+	}
+	if ttl := rdb.PTTL(ctx, bucket).Val(); ttl <= 0 {
+		t.Fatalf("bucket made by the tombstone expires in %v, want a retention", ttl)
+	}
+	if s, err := e.Sale(ctx, "s1"); err != nil || s.Stock != 3 || s.Sold != 0 {
+		t.Fatalf("sale after the releases: %+v %v, want stock 3 sold 0", s, err)
 	}
 }

@@ -143,30 +143,37 @@ func (e *Engine) packetHead(id string) *packetHead {
 	})
 }
 
-// packetOutcome reads one user's four values of the packet grab script's reply.
-func packetOutcome(packetID string, v []any) (flashgrab.PacketGrabResult, error) {
+// The packet grab script's outcomes (packet_grab.lua), the first of each
+// user's four reply values.
+const (
+	packetOK = iota
+	packetRepeat
+	packetEmpty
+	packetExpired
+	packetNotFound
+)
+
+// packetOutcome reads one user's four values of the packet grab script's
+// reply: outcome, amount, remaining count, remaining cents.
+func packetOutcome(packetID string, v []int64) (flashgrab.PacketGrabResult, error) {
 	if len(v) < 4 {
 		return flashgrab.PacketGrabResult{}, fmt.Errorf("grab packet %s: script replied %d values, want 4", packetID, len(v))
 	}
-	outcome, _ := v[0].(string)
-	amount, _ := v[1].(int64)
-	left, _ := v[2].(int64)
-	rem, _ := v[3].(int64)
-	res := flashgrab.PacketGrabResult{PacketID: packetID, AmountCents: amount, RemainingCount: left, RemainingCents: rem}
-	switch outcome {
-	case "ok":
+	res := flashgrab.PacketGrabResult{PacketID: packetID, AmountCents: v[1], RemainingCount: v[2], RemainingCents: v[3]}
+	switch v[0] {
+	case packetOK:
 		return res, nil
-	case "repeat":
+	case packetRepeat:
 		res.Repeat = true
 		return res, nil
-	case "empty":
+	case packetEmpty:
 		return res, fmt.Errorf("packet %s: %w", packetID, flashgrab.ErrEmpty)
-	case "expired":
+	case packetExpired:
 		return res, fmt.Errorf("packet %s: %w", packetID, flashgrab.ErrExpired)
-	case "not_found":
+	case packetNotFound:
 		return res, fmt.Errorf("packet %s: %w", packetID, flashgrab.ErrNotFound)
 	}
-	return res, fmt.Errorf("grab packet %s: unknown script outcome %q", packetID, outcome)
+	return res, fmt.Errorf("grab packet %s: unknown script outcome %d", packetID, v[0])
 }
 
 // ExpirePackets closes the partition's packets whose expiry has passed and

@@ -297,10 +297,14 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 		out.Buyers += int(v[1])
 	}
 	// Order records, for paying (engine.Order) and expiry (ReleaseOrder), as
-	// long as their retention lasts.
+	// long as their retention lasts: each into its bucket unless there,
+	// and each bucket kept at least as long as its longest-lived record
+	// (NX when it has no expiry yet, GT when it would end sooner).
 	now := time.Now()
 	var cmds []*redis.BoolCmd
 	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		keep := map[string]time.Duration{}
+		var buckets []string
 		for _, o := range st.Orders {
 			left := e.retention - now.Sub(o.CreatedAt)
 			if left <= 0 {
@@ -312,7 +316,18 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 			}
 			rec := o.SaleID + "|" + o.UserID + "|" + o.MerchantID + "|" + strconv.FormatInt(o.Qty, 10) + "|" +
 				strconv.FormatInt(o.AmountCents, 10) + "|" + strconv.FormatInt(o.CreatedAt.UnixMilli(), 10) + "|" + key
-			cmds = append(cmds, pipe.SetNX(ctx, e.keys.Order(p, o.ID), rec, left))
+			bucket := e.keys.Orders(p, o.ID)
+			cmds = append(cmds, pipe.HSetNX(ctx, bucket, o.ID, rec))
+			if have, ok := keep[bucket]; !ok {
+				buckets = append(buckets, bucket)
+				keep[bucket] = left
+			} else if left > have {
+				keep[bucket] = left
+			}
+		}
+		for _, b := range buckets {
+			pipe.Do(ctx, "pexpire", b, keep[b].Milliseconds(), "nx")
+			pipe.Do(ctx, "pexpire", b, keep[b].Milliseconds(), "gt")
 		}
 		return nil
 	})

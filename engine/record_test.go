@@ -28,9 +28,9 @@ func TestCorruptRecordsFailLoudly(t *testing.T) {
 
 	saleKey := ks.Sale(ks.Partition("s1"), "s1")
 	sale2Key := ks.Sale(ks.Partition("s2"), "s2")
-	orderKey := ks.Order(ks.Partition("s1"), won.OrderID)
+	bucket := ks.Orders(ks.Partition("s1"), won.OrderID)
 	packetKey := ks.Packet(ks.Partition(pk.ID), pk.ID)
-	rec, err := rdb.Get(ctx, orderKey).Result()
+	rec, err := rdb.HGet(ctx, bucket, won.OrderID).Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestCorruptRecordsFailLoudly(t *testing.T) {
 			func() error { _, err := e.Sale(ctx, "s1"); return err }},
 		{"sale missing field", sale2Key, "end", func() error { return rdb.HDel(ctx, sale2Key, "end").Err() },
 			func() error { _, err := e.Sale(ctx, "s2"); return err }},
-		{"order", orderKey, "amount", func() error { return rdb.Set(ctx, orderKey, strings.Join(f, "|"), 0).Err() },
+		{"order", bucket + " " + won.OrderID, "amount", func() error { return rdb.HSet(ctx, bucket, won.OrderID, strings.Join(f, "|")).Err() },
 			func() error { _, err := e.Order(ctx, won.OrderID); return err }},
 		{"packet", packetKey, "rem", func() error { return rdb.HSet(ctx, packetKey, "rem", "").Err() },
 			func() error { _, err := e.Packet(ctx, pk.ID); return err }},

@@ -108,12 +108,12 @@ func (e *Engine) Grab(ctx context.Context, r flashgrab.GrabRequest) (flashgrab.G
 	if err != nil {
 		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
 	}
-	orderKey, oid := h.orderKey(id)
-	v, err := e.batch.do(ctx, &h.call, []string{orderKey}, r.UserID, r.Key, r.Qty, oid)
+	bucket, oid := h.order(id)
+	v, err := e.batch.do(ctx, &h.call, []string{bucket}, r.UserID, r.Key, r.Qty, oid)
 	if err != nil {
 		return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, e.noteFenced(h.p, err))
 	}
-	res, err := grabOutcome(r.SaleID, v)
+	res, err := h.outcome(r.SaleID, oid, v)
 	if res.decided {
 		e.soldOut.observe(r.SaleID, h.p, res.Remaining, sentAt)
 	}
@@ -139,17 +139,20 @@ func (e *Engine) BatchStats() BatchStats { return e.batch.stats() }
 // SoldOutStats reports the sold-out mark's work.
 func (e *Engine) SoldOutStats() SoldOutStats { return e.soldOut.stats() }
 
-// saleHead is what every grab of one sale sends alike: its partition, key
-// tag, the script's head keys (sale, buyers, events, epoch) and args (sale id,
-// order retention in ms). A sale's own head (Engine.saleHead) also keeps
-// what this engine knows of the sale (saleLayout); a shard's head
-// (shardLayout) leaves those fields unused.
+// saleHead is what every grab of one sale (or of one shard of a sharded
+// sale) sends alike: its partition, key tag, the script's head keys (sale,
+// buyers, events, epoch) and args (sale id, order retention in ms). A sale's
+// own head (Engine.saleHead) also keeps what this engine knows of the sale
+// (saleLayout); a shard's head (shardLayout) leaves those fields unused.
 type saleHead struct {
 	p    int
 	tag  string
 	keys [4]string
 	args [2]any
 	call batchCall // the script call's head, for the batcher
+	// bucket is the orders bucket (Keyspace.Orders) the last order went
+	// to: ids are time-ordered, so nearly every grab reuses its key.
+	bucket atomic.Pointer[ordersBucketKey]
 
 	// layout is nil until read, then unsharded or the sale's shards;
 	// reading is held by the grab that reads it (saleLayout).
@@ -168,28 +171,40 @@ type saleHead struct {
 // here within it (through this one, at once).
 const absentHold = 100 * time.Millisecond
 
-// orderKey returns a new order's key and id (the id is the key's tail, so
-// both cost one allocation): the same strings as Keyspace.Order(p, orderID(id, p)).
-func (h *saleHead) orderKey(id int64) (key, oid string) {
-	var arr [128]byte
-	b := append(arr[:0], h.tag...)
-	b = append(b, "order:"...)
-	n := len(b)
-	b = strconv.AppendInt(b, id, 10)
+// ordersBucketKey is an orders bucket and its key.
+type ordersBucketKey struct {
+	n   int64
+	key string
+}
+
+// newSaleHead builds the head of sale id's grabs in partition p.
+func (e *Engine) newSaleHead(p int, id string) *saleHead {
+	h := &saleHead{p: p, tag: e.keys.tag(p), keys: [4]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p), e.keys.Epoch(p)},
+		args: [2]any{id, e.retention.Milliseconds()}}
+	h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
+	return h
+}
+
+// order returns a new order's id, "<id>-<partition>", and the key of the
+// orders bucket its record goes to: the same strings as orderID's
+// Keyspace.Orders, one allocation when the bucket is the last one's.
+func (h *saleHead) order(id int64) (bucket, oid string) {
+	var arr [32]byte
+	b := strconv.AppendInt(arr[:0], id, 10)
 	b = append(b, '-')
 	b = strconv.AppendInt(b, int64(h.p), 10)
-	key = string(b)
-	return key, key[n:]
+	oid = string(b)
+	n := ordersBucket(id)
+	if c := h.bucket.Load(); c != nil && c.n == n {
+		return c.key, oid
+	}
+	c := &ordersBucketKey{n: n, key: ordersIn(h.tag, n)}
+	h.bucket.Store(c)
+	return c.key, oid
 }
 
 func (e *Engine) saleHead(id string) *saleHead {
-	return e.heads.get(id, func() *saleHead {
-		p := e.keys.Partition(id)
-		h := &saleHead{p: p, tag: e.keys.tag(p), keys: [4]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p), e.keys.Epoch(p)},
-			args: [2]any{id, e.retention.Milliseconds()}}
-		h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
-		return h
-	})
+	return e.heads.get(id, func() *saleHead { return e.newSaleHead(e.keys.Partition(id), id) })
 }
 
 // errBadQty is the script's bad_qty outcome, made once.
@@ -202,38 +217,51 @@ type grabReply struct {
 	decided bool
 }
 
-// grabOutcome reads one user's five values of the sale grab script's reply.
-func grabOutcome(saleID string, v []any) (grabReply, error) {
+// The sale grab script's outcomes (sale_grab.lua), the first of each
+// user's five reply values.
+const (
+	saleOK = iota
+	saleRepeat
+	saleSoldOut
+	saleLimitReached
+	saleBadQty
+	saleNotStarted
+	saleEnded
+	saleNotFound
+)
+
+// outcome reads one user's five values of the sale grab script's reply
+// (outcome, qty, amount, remaining stock, a repeat's order id number); oid
+// is the id the grab sent, the order's id when it won.
+func (h *saleHead) outcome(saleID, oid string, v []int64) (grabReply, error) {
 	if len(v) < 5 {
 		return grabReply{}, fmt.Errorf("grab sale %s: script replied %d values, want 5", saleID, len(v))
 	}
-	outcome, _ := v[0].(string)
-	oid, _ := v[1].(string)
-	qty, _ := v[2].(int64)
-	amount, _ := v[3].(int64)
-	remaining, _ := v[4].(int64)
-	res := grabReply{flashgrab.GrabResult{OrderID: oid, SaleID: saleID, Qty: qty, AmountCents: amount, Remaining: remaining}, true}
-	switch outcome {
-	case "ok":
+	res := grabReply{flashgrab.GrabResult{SaleID: saleID, Qty: v[1], AmountCents: v[2], Remaining: v[3]}, true}
+	switch v[0] {
+	case saleOK:
+		res.OrderID = oid
 		return res, nil
-	case "repeat":
+	case saleRepeat:
+		// The first attempt's order, of this sale's partition.
+		res.OrderID = strconv.FormatInt(v[4], 10) + "-" + strconv.Itoa(h.p)
 		res.Repeat = true
 		return res, nil
-	case "sold_out":
+	case saleSoldOut:
 		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrSoldOut)
-	case "limit_reached":
+	case saleLimitReached:
 		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrLimitReached)
-	case "bad_qty":
+	case saleBadQty:
 		return res, errBadQty
 	}
 	res.decided = false
-	switch outcome {
-	case "not_started":
+	switch v[0] {
+	case saleNotStarted:
 		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrNotStarted)
-	case "ended":
+	case saleEnded:
 		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrEnded)
-	case "not_found":
+	case saleNotFound:
 		return res, fmt.Errorf("sale %s: %w", saleID, flashgrab.ErrNotFound)
 	}
-	return res, fmt.Errorf("grab sale %s: unknown script outcome %q", saleID, outcome)
+	return res, fmt.Errorf("grab sale %s: unknown script outcome %d", saleID, v[0])
 }

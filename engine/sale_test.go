@@ -197,9 +197,9 @@ func TestOrderRecordsExpire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ttl := rdb.PTTL(ctx, e.Keys().Order(e.Keys().Partition("s"), r.OrderID)).Val()
+	ttl := rdb.PTTL(ctx, e.Keys().Orders(e.Keys().Partition("s"), r.OrderID)).Val()
 	if ttl <= 0 || ttl > time.Hour {
-		t.Fatalf("order record TTL %v, want within (0, 1h]", ttl)
+		t.Fatalf("order bucket TTL %v, want within (0, 1h]", ttl)
 	}
 }
 

@@ -185,10 +185,7 @@ func (e *Engine) saleLayout(ctx context.Context, h *saleHead, id string) (*shard
 func (e *Engine) newLayout(id string, parts []int) *shardLayout {
 	l := &shardLayout{id: id, parts: parts, shards: make([]shardState, len(parts))}
 	for i, p := range parts {
-		h := &saleHead{p: p, tag: e.keys.tag(p), keys: [4]string{e.keys.Sale(p, id), e.keys.Buyers(p, id), e.keys.Events(p), e.keys.Epoch(p)},
-			args: [2]any{id, e.retention.Milliseconds()}}
-		h.call = batchCall{Target: h.keys[0], Script: e.saleGrab, Keys: h.keys[:], Args: h.args[:], Width: 5}
-		l.shards[i].head = h
+		l.shards[i].head = e.newSaleHead(p, id)
 	}
 	return l
 }
@@ -390,12 +387,12 @@ func (e *Engine) grabSharded(ctx context.Context, l *shardLayout, r flashgrab.Gr
 		if err != nil {
 			return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, err)
 		}
-		orderKey, oid := sh.head.orderKey(id)
-		v, err := e.batch.do(ctx, &sh.head.call, []string{orderKey}, r.UserID, r.Key, r.Qty, oid)
+		bucket, oid := sh.head.order(id)
+		v, err := e.batch.do(ctx, &sh.head.call, []string{bucket}, r.UserID, r.Key, r.Qty, oid)
 		if err != nil {
 			return flashgrab.GrabResult{}, fmt.Errorf("grab sale %s: %w", r.SaleID, e.noteFenced(sh.head.p, err))
 		}
-		res, err := grabOutcome(r.SaleID, v)
+		res, err := sh.head.outcome(r.SaleID, oid, v)
 		if !errors.Is(err, flashgrab.ErrSoldOut) || attempt >= len(l.parts) {
 			return res.GrabResult, err
 		}

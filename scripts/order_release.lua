@@ -7,9 +7,11 @@
 -- return, and a tombstone ("~rel", kept as long as a record) stands in for
 -- the record so that a second call returns nothing more.
 --
--- KEYS[1] sale hash   KEYS[2] buyers hash   KEYS[3] order record
+-- KEYS[1] sale hash   KEYS[2] buyers hash
+-- KEYS[3] the order's bucket (Keyspace.Orders): a hash whose field ARGV[3]
+--   is the order record ("sale|user|merchant|qty|amount|at_ms|key", see
+--   sale_grab.lua)
 -- KEYS[4] partition epoch marker (the fence below)
---   ("sale|user|merchant|qty|amount|at_ms|key", see sale_grab.lua)
 -- ARGV[1] user, ARGV[2] qty, ARGV[3] order id, ARGV[4] tombstone retention ms
 -- Returns 1 when released now, 0 when it was released before, -1 when the
 -- record is gone and the facts are missing, -2 when the sale's keys are gone
@@ -19,7 +21,7 @@
 if redis.call('EXISTS', KEYS[4]) == 0 then
   return redis.error_reply('REBUILDING partition state lost; waiting for its rebuild from MySQL')
 end
-local rec = redis.call('GET', KEYS[3])
+local rec = redis.call('HGET', KEYS[3], ARGV[3])
 if rec == '~rel' then
   return 0
 end
@@ -55,7 +57,8 @@ redis.call('HINCRBY', KEYS[1], 'sold', -qty)
 redis.call('HINCRBY', KEYS[2], 'u:' .. user, -qty)
 if key then
   redis.call('HDEL', KEYS[2], 'k:' .. user .. ':' .. key)
-  redis.call('SET', KEYS[3], rec .. '|rel', 'KEEPTTL')
+  -- The bucket keeps its expiry.
+  redis.call('HSET', KEYS[3], ARGV[3], rec .. '|rel')
   return 1
 end
 -- The attempt's key went with the record: find the user's attempt field
@@ -71,5 +74,9 @@ repeat
     end
   end
 until cursor == '0'
-redis.call('SET', KEYS[3], '~rel', 'PX', ARGV[4])
+-- The bucket is kept at least as long as the tombstone: NX when the
+-- tombstone made it (its records all expired), GT when it lives shorter.
+redis.call('HSET', KEYS[3], ARGV[3], '~rel')
+redis.call('PEXPIRE', KEYS[3], ARGV[4], 'NX')
+redis.call('PEXPIRE', KEYS[3], ARGV[4], 'GT')
 return 1

@@ -12,8 +12,10 @@
 -- KEYS[5] partition epoch marker (the fence below)
 -- ARGV[1] packet id, ARGV[2] retention ms of an emptied packet's keys, then
 -- per user i: user, random integer in [0, 2^40)
--- Returns, per user, four values: outcome, amount, remaining count,
--- remaining cents. Outcomes: ok, repeat, empty, expired, not_found.
+-- Returns, per user, four integers: outcome, amount, remaining count,
+-- remaining cents. Outcomes: 0 ok, 1 repeat, 2 empty, 3 expired, 4
+-- not_found (engine/packet.go). Integers only, so that the caller decodes
+-- the reply without a string per user.
 --
 -- As in sale_grab.lua, the batch reads its users' grabs in one HMGET, writes
 -- the new ones in one HSET and appends one stream entry for all its wins:
@@ -31,8 +33,8 @@ local pkt = redis.call('HMGET', KEYS[1], 'sender', 'count', 'mode', 'rem', 'left
 local n = (#ARGV - 2) / 2
 local out = {}
 if not pkt[1] then
-  for i = 1, n do
-    out[#out + 1] = 'not_found'; out[#out + 1] = 0; out[#out + 1] = 0; out[#out + 1] = 0
+  for j = 1, 4 * n, 4 do
+    out[j] = 4; out[j + 1] = 0; out[j + 2] = 0; out[j + 3] = 0
   end
   return out
 end
@@ -40,25 +42,29 @@ local sender, count, mode = pkt[1], tonumber(pkt[2]), pkt[3]
 local rem, left, exp, st = tonumber(pkt[4]), tonumber(pkt[5]), tonumber(pkt[6]), pkt[7]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- Every grab record of this call is amount .. tail .. seq (13-digit ms:
+-- Lua writes it whole).
+local tail = '|' .. now .. '|'
 local changed = false
 
 local users = {}
 for i = 1, n do users[i] = ARGV[2 * i + 1] end
 local read = redis.call('HMGET', KEYS[2], unpack(users))
-local wrote, writes, shares = {}, {}, {}
+-- nw, ns: lengths of writes and shares.
+local wrote, writes, shares, nw, ns = {}, {}, {}, 0, 0
 
 for i = 1, n do
   local user, r = users[i], tonumber(ARGV[2 * i + 2])
-  local outcome, amount = 'ok', 0
+  local outcome, amount = 0, 0
   local prev = wrote[user] or read[i]
   if prev then
     -- prev is "amount|at_ms|seq"
-    outcome = 'repeat'
+    outcome = 1
     amount = tonumber(string.sub(prev, 1, string.find(prev, '|', 1, true) - 1))
   elseif st ~= 'open' or now >= exp then
-    outcome = 'expired'
+    outcome = 3
   elseif left < 1 then
-    outcome = 'empty'
+    outcome = 2
   else
     if left == 1 then
       amount = rem
@@ -73,15 +79,19 @@ for i = 1, n do
     left = left - 1
     changed = true
     local seq = count - left
-    local rec = amount .. '|' .. now .. '|' .. seq
+    local amounts, seqs = tostring(amount), tostring(seq)
+    local rec = amounts .. tail .. seqs
     wrote[user] = rec
-    writes[#writes + 1] = user; writes[#writes + 1] = rec
-    shares[#shares + 1] = user .. '|' .. amount .. '|' .. seq
+    writes[nw + 1] = user; writes[nw + 2] = rec
+    nw = nw + 2
+    ns = ns + 1
+    shares[ns] = user .. '|' .. amounts .. '|' .. seqs
   end
-  out[#out + 1] = outcome; out[#out + 1] = amount; out[#out + 1] = left; out[#out + 1] = rem
+  local j = 4 * i - 3
+  out[j] = outcome; out[j + 1] = amount; out[j + 2] = left; out[j + 3] = rem
 end
 if changed then
-  redis.call('HSET', KEYS[2], unpack(writes))
+  redis.call('HSET', KEYS[2], unpack(writes, 1, nw))
   redis.call('XADD', KEYS[3], '*', 'k', 'grabs', 'pkt', ARGV[1], 'sender', sender, 'at', now,
     'g', table.concat(shares, ','), 'ep', ep)
   redis.call('HSET', KEYS[1], 'rem', rem, 'left', left)

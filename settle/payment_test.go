@@ -215,7 +215,7 @@ func TestExpiryOfOrderWithGoneSaleIsStranded(t *testing.T) {
 	}
 	// bob's record is gone (released from MySQL's facts); then the whole sale.
 	pt := r.keys.Partition("s1")
-	if err := r.rdb.Del(ctx, r.keys.Order(pt, orders[1].ID)).Err(); err != nil {
+	if err := r.rdb.HDel(ctx, r.keys.Orders(pt, orders[1].ID), orders[1].ID).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.db.Exec("UPDATE orders SET expires_at = ?", now.Add(-time.Second).UTC()); err != nil {

@@ -357,13 +357,25 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 		batch = batch[:0]
 		return nil
 	}
-	// One pass over the keyspace for every partition's orders: the pattern's
-	// "{p*}" matches any partition tag.
-	pattern := r.Keys.Prefix + ":{p*}:order:*"
+	// One pass over the keyspace for every partition's order buckets (the
+	// pattern's "{p*}" matches any partition tag), and over each bucket's
+	// orders.
+	pattern := r.Keys.Prefix + ":{p*}:orders:*"
 	err := scanKeys(ctx, r.Redis, pattern, func(key string) error {
-		batch = append(batch, key[strings.LastIndex(key, ":order:")+len(":order:"):])
-		if len(batch) == 500 {
-			return flush()
+		iter := r.Redis.HScan(ctx, key, 0, "", 1000).Iterator()
+		for i := 0; iter.Next(ctx); i++ {
+			if i%2 == 1 {
+				continue // the record; the field before it is the order id
+			}
+			batch = append(batch, iter.Val())
+			if len(batch) == 500 {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+		}
+		if err := iter.Err(); err != nil {
+			return fmt.Errorf("scan order bucket %s: %w", key, err)
 		}
 		return nil
 	})

@@ -45,7 +45,7 @@ func TestReconcileScansEveryMaster(t *testing.T) {
 			continue
 		}
 		id := fmt.Sprintf("%d-%d", 1000+p, p)
-		if err := rdb.Set(ctx, ks.Order(p, id), "s1|u1|m|1|300|1700000000000|", 0).Err(); err != nil {
+		if err := rdb.HSet(ctx, ks.Orders(p, id), id, "s1|u1|m|1|300|1700000000000|").Err(); err != nil {
 			t.Fatal(err)
 		}
 		planted[addr] = id

@@ -273,7 +273,7 @@ func TestTwoServesOnOneCluster(t *testing.T) {
 	for _, id := range sales {
 		p := ks.Partition(id)
 		order := fmt.Sprintf("%d-%d", 900000+p, p)
-		if err := rdb.Set(ctx, ks.Order(p, order), id+"|orphan|m|1|5|1700000000000|", 0).Err(); err != nil {
+		if err := rdb.HSet(ctx, ks.Orders(p, order), order, id+"|orphan|m|1|5|1700000000000|").Err(); err != nil {
 			t.Fatal(err)
 		}
 		orphans = append(orphans, order)

@@ -25,6 +25,8 @@ func serveCommand() *cli.Command {
 		Usage: "run the HTTP API and the settler",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "addr", Value: "127.0.0.1:8080", Sources: cli.EnvVars("FLASHGRAB_ADDR"), Usage: "listen address"},
+			&cli.StringFlag{Name: "debug-addr", Sources: cli.EnvVars("FLASHGRAB_DEBUG_ADDR"),
+				Usage: "serve Go's profiles (net/http/pprof, /debug/pprof/) on this address, never the API's; unauthenticated: keep it on loopback or an admin network (default: off)"},
 			redisFlag, mysqlFlag, partitionsFlag, prefixFlag, secretFlag, devSecretFlag,
 			&cli.BoolFlag{Name: "dev", Usage: "development mode: without a JWT secret, keep one in --dev-secret-file and print it with an admin token; sandbox payments"},
 			&cli.IntFlag{Name: "settle-workers", Value: 8, Sources: cli.EnvVars("FLASHGRAB_SETTLE_WORKERS"), Usage: "concurrent MySQL batches (ants pool size)"},
@@ -133,6 +135,13 @@ func serve(ctx context.Context, cmd *cli.Command) error {
 	lim, err := limits(cmd, nofile)
 	if err != nil {
 		return err
+	}
+	if a := cmd.String("debug-addr"); a != "" {
+		d, err := startDebug(a, cmd.String("addr"), log)
+		if err != nil {
+			return err
+		}
+		defer d.stop()
 	}
 	tcp, err := net.Listen("tcp", cmd.String("addr"))
 	if err != nil {

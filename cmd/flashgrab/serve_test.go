@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -26,16 +28,17 @@ func freeAddr(t *testing.T) string {
 
 // TestServeLifecycle runs `flashgrab serve` as main would: it creates the
 // schema, serves a sale grab that the settler writes to MySQL, and on
-// cancellation (SIGINT/SIGTERM) stops and returns cleanly.
+// cancellation (SIGINT/SIGTERM) stops and returns cleanly. With
+// --debug-addr it serves Go's profiles there, and only there.
 func TestServeLifecycle(t *testing.T) {
 	_, prefix := testenv.Redis(t)
 	db, dsn := testenv.MySQL(t) // empty: serve must create the schema
-	addr := freeAddr(t)
+	addr, debugAddr := freeAddr(t), freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- rootCommand().Run(ctx, []string{"flashgrab", "serve", "--addr", addr, "--redis-addrs", testenv.RedisAddr(),
-			"--mysql-dsn", dsn, "--key-prefix", prefix, "--jwt-secret", "lifecycle", "--sandbox=false"})
+			"--mysql-dsn", dsn, "--key-prefix", prefix, "--jwt-secret", "lifecycle", "--sandbox=false", "--debug-addr", debugAddr})
 	}()
 	defer cancel()
 	base := "http://" + addr
@@ -52,6 +55,24 @@ func TestServeLifecycle(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode == 200, fmt.Sprintf("GET /readyz: %d, want 200", resp.StatusCode)
 	})
+	get := func(url string) (int, string) {
+		resp, err := http.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if status, body := get("http://" + debugAddr + "/debug/pprof/"); status != 200 || !strings.Contains(body, "goroutine") {
+		t.Fatalf("GET /debug/pprof/ on --debug-addr: %d %.200s", status, body)
+	}
+	if status, body := get("http://" + debugAddr + "/debug/pprof/heap?debug=1"); status != 200 || !strings.Contains(body, "heap profile") {
+		t.Fatalf("GET /debug/pprof/heap on --debug-addr: %d %.200s", status, body)
+	}
+	if status, _ := get(base + "/debug/pprof/"); status != 404 {
+		t.Fatalf("GET /debug/pprof/ on the API's address: %d, want 404", status)
+	}
 	auth := api.Auth{Secret: []byte("lifecycle")}
 	do := func(path, user string, admin bool, body string) int {
 		tok, _ := auth.Mint(user, admin, time.Hour)
@@ -92,5 +113,17 @@ func TestServeLifecycle(t *testing.T) {
 	}
 	if _, err := http.Get(base + "/healthz"); err == nil {
 		t.Fatal("serve still answers after shutdown")
+	}
+	if _, err := http.Get("http://" + debugAddr + "/debug/pprof/"); err == nil {
+		t.Fatal("the debug listener still answers after shutdown")
+	}
+}
+
+// TestDebugAddrNotThePublicOne: profiles are never served on the API's own
+// address.
+func TestDebugAddrNotThePublicOne(t *testing.T) {
+	if _, err := startDebug("127.0.0.1:8080", "127.0.0.1:8080", slog.New(slog.DiscardHandler)); err == nil ||
+		!strings.Contains(err.Error(), "--debug-addr") {
+		t.Fatalf("--debug-addr equal to --addr: %v, want refused", err)
 	}
 }
