@@ -31,19 +31,7 @@ func TestBatchReadBeforeLossIsNotCountedTwice(t *testing.T) {
 	if _, err := r.books.Credit(ctx, "sender", 1000, "seed"); err != nil {
 		t.Fatal(err)
 	}
-	pk, err := r.eng.NewPacket("sender", 1000, 4, flashgrab.ModeFixed, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.books.FundPacket(ctx, pk); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.eng.PublishPacket(ctx, pk); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.books.MarkPacketLive(ctx, pk.ID); err != nil {
-		t.Fatal(err)
-	}
+	pk := r.livePacket(t, "sender", 1000, 4, flashgrab.ModeFixed)
 	r.settleAll(t) // the sale is in MySQL
 
 	// The batch in flight: three orders and two shares, read by a settler.
@@ -142,19 +130,7 @@ func TestPacketExpiryFencedWithoutEpoch(t *testing.T) {
 	if _, err := r.books.Credit(ctx, "sender", 1000, "seed"); err != nil {
 		t.Fatal(err)
 	}
-	pk, err := r.eng.NewPacket("sender", 1000, 4, flashgrab.ModeFixed, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.books.FundPacket(ctx, pk); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.eng.PublishPacket(ctx, pk); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.books.MarkPacketLive(ctx, pk.ID); err != nil {
-		t.Fatal(err)
-	}
+	pk := r.livePacket(t, "sender", 1000, 4, flashgrab.ModeFixed)
 	if _, err := r.eng.GrabPacket(ctx, pk.ID, "g0"); err != nil {
 		t.Fatal(err)
 	}

@@ -87,6 +87,27 @@ func (r *lossRig) rebuildAll(t *testing.T) []settle.RebuildResult {
 	return res
 }
 
+// livePacket sends a packet of total fen in count shares from sender, as
+// the API does: funded in MySQL, published in Redis, marked live.
+func (r *lossRig) livePacket(t *testing.T, sender string, total, count int64, mode string) flashgrab.Packet {
+	t.Helper()
+	ctx := context.Background()
+	pk, err := r.eng.NewPacket(sender, total, count, mode, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.books.FundPacket(ctx, pk); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.eng.PublishPacket(ctx, pk); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.books.MarkPacketLive(ctx, pk.ID); err != nil {
+		t.Fatal(err)
+	}
+	return pk
+}
+
 func (r *lossRig) balance(t *testing.T, id string) int64 {
 	t.Helper()
 	a, err := r.books.Account(context.Background(), id)
@@ -142,19 +163,7 @@ func TestRebuildAfterRedisLoss(t *testing.T) {
 	if _, err := r.books.Credit(ctx, "sender", 1000, "seed"); err != nil {
 		t.Fatal(err)
 	}
-	pk, err := r.eng.NewPacket("sender", 1000, 5, flashgrab.ModeRandom, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.books.FundPacket(ctx, pk); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.eng.PublishPacket(ctx, pk); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.books.MarkPacketLive(ctx, pk.ID); err != nil {
-		t.Fatal(err)
-	}
+	pk := r.livePacket(t, "sender", 1000, 5, flashgrab.ModeRandom)
 	shares := map[string]int64{}
 	for _, u := range []string{"g1", "g2"} {
 		res, err := r.eng.GrabPacket(ctx, pk.ID, u)
@@ -449,19 +458,7 @@ func TestLostExpiredPacketRefundedOnce(t *testing.T) {
 	}
 	var pks []flashgrab.Packet
 	for i := 0; i < 2; i++ {
-		pk, err := r.eng.NewPacket("sender", 1000, 4, flashgrab.ModeFixed, time.Hour)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := r.books.FundPacket(ctx, pk); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.eng.PublishPacket(ctx, pk); err != nil {
-			t.Fatal(err)
-		}
-		if err := r.books.MarkPacketLive(ctx, pk.ID); err != nil {
-			t.Fatal(err)
-		}
+		pk := r.livePacket(t, "sender", 1000, 4, flashgrab.ModeFixed)
 		if _, err := r.eng.GrabPacket(ctx, pk.ID, "g"); err != nil { // 250 fen each
 			t.Fatal(err)
 		}
