@@ -204,6 +204,18 @@ type PartitionState struct {
 	Shards []SaleShard
 }
 
+// SaleIDs are the ids of the sales and shards of sales st holds.
+func (st PartitionState) SaleIDs() []string {
+	ids := make([]string, 0, len(st.Sales)+len(st.Shards))
+	for _, s := range st.Sales {
+		ids = append(ids, s.ID)
+	}
+	for _, sh := range st.Shards {
+		ids = append(ids, sh.Sale.ID)
+	}
+	return ids
+}
+
 // SaleShard is one shard of a sharded sale as a rebuild restores it.
 type SaleShard struct {
 	// Sale has the sale's terms, its total initial Stock and its layout
@@ -218,9 +230,6 @@ type SaleShard struct {
 // Restored counts what Restore wrote: keys that survived are kept.
 type Restored struct {
 	Sales, Buyers, Orders, Packets int
-	// SaleIDs are the sales whose hash Restore wrote, with the stock MySQL
-	// gave: only there is stock MySQL counts as not sold really back.
-	SaleIDs []string
 }
 
 // noKey stands in, in a restored order record, for an idempotency key MySQL
@@ -292,7 +301,6 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 		}
 		if v[0] == 1 {
 			out.Sales++
-			out.SaleIDs = append(out.SaleIDs, s.ID)
 		}
 		out.Buyers += int(v[1])
 	}
@@ -352,6 +360,30 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 			return out, fmt.Errorf("restore packet %s: %w", pk.ID, wrapRedis(err))
 		}
 		out.Packets += n
+	}
+	return out, nil
+}
+
+// SalesAbsent returns those of ids (sales and shards of sales on partition
+// p) whose hash Redis does not hold there: the ones Restore will write,
+// since the partition is fenced and nothing else creates a sale's hash
+// until it is marked rebuilt.
+func (e *Engine) SalesAbsent(ctx context.Context, p int, ids []string) ([]string, error) {
+	cmds := make([]*redis.IntCmd, len(ids))
+	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+		for i, id := range ids {
+			cmds[i] = pipe.Exists(ctx, e.keys.Sale(p, id))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("look up sales of partition %d in Redis: %w", p, wrapRedis(err))
+	}
+	var out []string
+	for i, id := range ids {
+		if cmds[i].Val() == 0 {
+			out = append(out, id)
+		}
 	}
 	return out, nil
 }

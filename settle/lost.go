@@ -188,7 +188,8 @@ func (b *Books) partitionState(ctx context.Context, keys engine.Keyspace, p int)
 }
 
 // resolveStranded marks released the stranded orders of the sales a rebuild
-// restored: their stock was not counted as sold, so it is back.
+// is about to restore: their stock was not counted as sold, so it goes back
+// with the sale's hash.
 func (b *Books) resolveStranded(ctx context.Context, stranded, restoredSales []string) (int, error) {
 	if len(stranded) == 0 || len(restoredSales) == 0 {
 		return 0, nil

@@ -201,10 +201,26 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
 	}
 	res.ShardStockShort = short
-	if res.Restored, err = r.engine.Restore(ctx, p, st); err != nil {
-		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+	// Stranded orders are resolved before their units go back, not after:
+	// st counts them as not held either way, so a Restore that fails leaves
+	// them resolved and the retry restores the same stock, whereas a
+	// resolve that failed after a Restore was never retried (the retry
+	// finds the sale's hash written and does not count it as restored).
+	if len(stranded) > 0 {
+		absent, err := r.engine.SalesAbsent(ctx, p, st.SaleIDs())
+		if err != nil {
+			return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+		}
+		if res.StrandedResolved, err = r.books.resolveStranded(ctx, stranded, absent); err != nil {
+			return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+		}
 	}
-	if res.StrandedResolved, err = r.books.resolveStranded(ctx, stranded, res.SaleIDs); err != nil {
+	if testHookBeforeRestore != nil {
+		if err := testHookBeforeRestore(p); err != nil {
+			return res, fmt.Errorf("rebuild partition %d: %w", p, err)
+		}
+	}
+	if res.Restored, err = r.engine.Restore(ctx, p, st); err != nil {
 		return res, fmt.Errorf("rebuild partition %d: %w", p, err)
 	}
 	if err := r.engine.MarkEpoch(ctx, p, epoch); err != nil {
@@ -213,6 +229,11 @@ func (r *Rebuilder) Rebuild(ctx context.Context, p int) (RebuildResult, error) {
 	res.Outcome = RebuildDone
 	return res, nil
 }
+
+// testHookBeforeRestore, when set (by a test), runs in Rebuild just before
+// the partition's keys are written; an error it returns fails the rebuild
+// there, as a Redis that went away at that instant would.
+var testHookBeforeRestore func(p int) error
 
 // shardLock names a sharded sale's rebuild lock, given the key prefix and
 // the sale id: the rebuilds of its shards' partitions take turns, so each
