@@ -104,7 +104,7 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	snaps := make([]*snapshot, r.Keys.Partitions)
-	fl := &inflight{orders: map[string]flashgrab.Order{}, grabs: map[string]bool{}, sales: map[string]bool{}}
+	fl := newInflight()
 	for p := range snaps {
 		if snaps[p], err = r.snapshot(ctx, p, sales[p]); err != nil {
 			return nil, err
@@ -143,6 +143,10 @@ type inflight struct {
 	grabs  map[string]bool // packet/user
 	sales  map[string]bool // sales whose creation is not settled yet
 	n      int
+}
+
+func newInflight() *inflight {
+	return &inflight{orders: map[string]flashgrab.Order{}, grabs: map[string]bool{}, sales: map[string]bool{}}
 }
 
 func (fl *inflight) add(s *snapshot) {
@@ -285,37 +289,82 @@ func (r *Reconciler) packetsAddUp(ctx context.Context, st *state) (Check, error)
 // ordersHaveSale: every settled order's sale is in MySQL. A sale's creation
 // is recorded on its own partition's stream (shard 0's, for a sharded
 // sale), and its orders on their shards' streams, which settle on their
-// own: a sale whose creation is still in that stream (or was recorded after
-// the partition's snapshot, the first order being later) is in flight. One
-// in neither was lost with its partition's stream before it settled (the
-// one case a rebuild cannot restore a shard of a sharded sale: see
+// own: a sale whose creation is still in that stream is in flight. A sale
+// found in neither is looked for again, its partition's stream first and
+// then MySQL: a creation recorded after the snapshot came before the
+// order's, so it is in one or the other by then. This needs no clock (the
+// orders' times and another master's snapshot time would be two). One
+// still in neither was lost with its partition's stream before it settled
+// (the one case a rebuild cannot restore a shard of a sharded sale: see
 // design.md): MySQL knows it only by the orders its other shards settled.
 func (r *Reconciler) ordersHaveSale(ctx context.Context, st *state) (Check, error) {
 	c := Check{Name: "every settled order's sale is in MySQL"}
-	rows, err := r.DB.QueryContext(ctx, `SELECT o.sale_id, s.id IS NOT NULL, COUNT(*), SUM(o.qty), MIN(o.created_at)
+	rows, err := r.DB.QueryContext(ctx, `SELECT o.sale_id, s.id IS NOT NULL, COUNT(*), SUM(o.qty)
 		FROM orders o LEFT JOIN sales s ON s.id = o.sale_id GROUP BY o.sale_id ORDER BY o.sale_id`)
 	if err != nil {
 		return c, fmt.Errorf("read the sales of orders: %w", err)
 	}
-	defer rows.Close()
+	type orphan struct {
+		id       string
+		n, units int64
+	}
+	var suspects []orphan
 	for rows.Next() {
-		var id string
+		var o orphan
 		var known bool
-		var n, units int64
-		var first time.Time
-		if err := rows.Scan(&id, &known, &n, &units, &first); err != nil {
+		if err := rows.Scan(&o.id, &known, &o.n, &o.units); err != nil {
+			rows.Close()
 			return c, fmt.Errorf("read the sales of orders: %w", err)
 		}
 		c.Checked++
-		p := r.Keys.Partition(id)
-		if known || st.fl.sales[id] || !first.Before(st.snaps[p].now) {
+		if !known && !st.fl.sales[o.id] {
+			suspects = append(suspects, o)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil || len(suspects) == 0 {
+		return c, err
+	}
+	again := newInflight()
+	read := map[int]bool{}
+	ids := make([]string, len(suspects))
+	for i, o := range suspects {
+		ids[i] = o.id
+		if p := r.Keys.Partition(o.id); !read[p] {
+			read[p] = true
+			s, err := r.snapshot(ctx, p, nil)
+			if err != nil {
+				return c, err
+			}
+			again.add(s)
+		}
+	}
+	known := map[string]bool{}
+	rows, err = r.DB.QueryContext(ctx, `SELECT id FROM sales WHERE id IN (`+placeholders(len(ids), "?")+`)`, anys(ids)...)
+	if err != nil {
+		return c, fmt.Errorf("read the sales of orders again: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return c, fmt.Errorf("read the sales of orders again: %w", err)
+		}
+		known[id] = true
+	}
+	if err := rows.Err(); err != nil {
+		return c, fmt.Errorf("read the sales of orders again: %w", err)
+	}
+	for _, o := range suspects {
+		if known[o.id] || again.sales[o.id] {
 			continue
 		}
+		p := r.Keys.Partition(o.id)
 		c.Diffs = append(c.Diffs, fmt.Sprintf("sale %s: %d orders (%d units) in MySQL, but not the sale: its creation was lost "+
 			"with partition %d's stream before it settled; what its shards still hold in Redis is not sold by an instance that does not know it",
-			id, n, units, p))
+			o.id, o.n, o.units, p))
 	}
-	return c, rows.Err()
+	return c, nil
 }
 
 // ordersSettled: invariant 4 for sales, every order Redis decided is in MySQL
@@ -388,7 +437,7 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 	if len(missing) == 0 {
 		return c, nil
 	}
-	again := &inflight{orders: map[string]flashgrab.Order{}, grabs: map[string]bool{}}
+	again := newInflight()
 	read := map[int]bool{}
 	for _, id := range missing {
 		p, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])

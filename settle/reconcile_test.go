@@ -495,3 +495,22 @@ func TestReconcileAfterStreamRecreatedEmpty(t *testing.T) {
 	}
 	b.wantFailing(t, b.reconcile(t, nil), map[string]int{})
 }
+
+// TestReconcileOrphanOrderBesideUnsettledSale: an order record in Redis that
+// MySQL lacks is looked for again in its partition's stream, which here
+// also holds a sale's unsettled creation; reading that entry again must not
+// fail reconcile (it panicked on a nil map), and the order is the one
+// difference while the sale, in flight, is none.
+func TestReconcileOrphanOrderBesideUnsettledSale(t *testing.T) {
+	b := newLedgerRig(t)
+	ctx := context.Background()
+	b.createSale(t, "s7") // its creation stays in the stream
+	p := b.keys.Partition("s7")
+	id := fmt.Sprintf("1000-%d", p)
+	if err := b.rdb.HSet(ctx, b.keys.Orders(p, id), id, "s1|u1|m|1|300|1700000000000|").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep := b.reconcile(t, nil)
+	b.wantFailing(t, rep, map[string]int{checkOrders: 1})
+	wantDiff(t, rep, checkOrders, "order "+id+": in Redis, not in MySQL nor in flight")
+}
