@@ -36,6 +36,12 @@ func (k Keyspace) Sale(p int, id string) string { return k.tag(p) + "sale:" + id
 // each idempotency key produced.
 func (k Keyspace) Buyers(p int, id string) string { return k.tag(p) + "sale:" + id + ":buyers" }
 
+// BuyersStaged is where a rebuild builds a sale's buyers hash before it is
+// renamed into place (Buyers); it exists only while a rebuild runs.
+func (k Keyspace) BuyersStaged(p int, id string) string {
+	return k.tag(p) + "sale:" + id + ":buyers-staged"
+}
+
 // Transit is the hash of a sale shard's outgoing stock transfers not yet
 // known to be applied: transfer id → "dst_partition|units|at_ms".
 func (k Keyspace) Transit(p int, id string) string { return k.tag(p) + "sale:" + id + ":transit" }

@@ -232,6 +232,11 @@ type Restored struct {
 	Sales, Buyers, Orders, Packets int
 }
 
+// restoreChunk is how many field/value pairs of a buyers hash one command
+// of a rebuild writes: enough to make few round trips, few enough that no
+// command holds Redis for long.
+const restoreChunk = 1000
+
 // noKey stands in, in a restored order record, for an idempotency key MySQL
 // does not know (an order settled before keys were recorded): no real key
 // has '?', so releasing the order never deletes another attempt's record.
@@ -277,9 +282,10 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 	}
 	for _, r := range todo {
 		s := r.s
-		args := []any{s.MerchantID, s.PriceCents, s.Stock, r.init, s.Sold, s.PerUserLimit,
-			s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli(), len(r.extra) / 2}
-		args = append(args, r.extra...)
+		// The buyers hash is staged first, restoreChunk pairs per HSET,
+		// and the script renames it into place (sale_restore.lua).
+		staged := e.keys.BuyersStaged(p, s.ID)
+		var pairs []any
 		held := map[string]int64{}
 		var users []string
 		for _, o := range bySale[s.ID] {
@@ -288,14 +294,31 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 			}
 			held[o.UserID] += o.Qty
 			if o.KeyKnown {
-				args = append(args, "k:"+o.UserID+":"+o.Key,
+				pairs = append(pairs, "k:"+o.UserID+":"+o.Key,
 					o.ID+"|"+strconv.FormatInt(o.Qty, 10)+"|"+strconv.FormatInt(o.AmountCents, 10))
 			}
 		}
 		for _, u := range users {
-			args = append(args, "u:"+u, held[u])
+			pairs = append(pairs, "u:"+u, held[u])
 		}
-		v, err := e.saleRestore.Run(ctx, e.rdb, []string{e.keys.Sale(p, s.ID), e.keys.Buyers(p, s.ID)}, args...).Int64Slice()
+		// A staged hash left by a rebuild that died half-way is dropped
+		// whatever happens: only a whole one may be renamed.
+		_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+			pipe.Del(ctx, staged)
+			for len(pairs) > 0 {
+				n := min(len(pairs), 2*restoreChunk)
+				pipe.HSet(ctx, staged, pairs[:n]...)
+				pairs = pairs[n:]
+			}
+			return nil
+		})
+		if err != nil {
+			return out, fmt.Errorf("restore sale %s: stage its buyers: %w", s.ID, wrapRedis(err))
+		}
+		args := []any{s.MerchantID, s.PriceCents, s.Stock, r.init, s.Sold, s.PerUserLimit,
+			s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli(), len(r.extra) / 2}
+		args = append(args, r.extra...)
+		v, err := e.saleRestore.Run(ctx, e.rdb, []string{e.keys.Sale(p, s.ID), e.keys.Buyers(p, s.ID), staged}, args...).Int64Slice()
 		if err != nil {
 			return out, fmt.Errorf("restore sale %s: %w", s.ID, wrapRedis(err))
 		}

@@ -527,3 +527,100 @@ func TestLostExpiredPacketRefundedOnce(t *testing.T) {
 		t.Fatalf("reconcile:\n%s", b.String())
 	}
 }
+
+// TestRebuildSaleWithManyBuyers: a sale whose buyers hash is larger than
+// one restore command writes (2,500 buyers, each with a retry record) is
+// restored whole, through a staged hash: every buyer's holding and retry
+// answer, and nothing of a staged hash a dead rebuild left behind. A buyers
+// hash that survived is kept, and the staged one dropped.
+func TestRebuildSaleWithManyBuyers(t *testing.T) {
+	r := newLossRig(t)
+	ctx := context.Background()
+	r.rebuildAll(t)
+	const buyers, stock = 2500, 3000
+	now := time.Now()
+	if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "s1", MerchantID: "m1", PriceCents: 100, Stock: stock, PerUserLimit: 1,
+		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	orders := make([]string, buyers)
+	var wg sync.WaitGroup
+	errs := make(chan error, buyers)
+	for w := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < buyers; i += 16 {
+				res, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", i), Key: "k", Qty: 1})
+				if err != nil {
+					errs <- err
+					return
+				}
+				orders[i] = res.OrderID
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	r.settleAll(t)
+	p := r.keys.Partition("s1")
+	buyersKey, staged := r.keys.Buyers(p, "s1"), r.keys.BuyersStaged(p, "s1")
+
+	if err := r.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// What a rebuild that died while staging left: never to be renamed.
+	if err := r.rdb.HSet(ctx, staged, "u:ghost", 1, "u:u0", 7).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.rebuildAll(t)
+	got, err := r.rdb.HGetAll(ctx, buyersKey).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2*buyers {
+		t.Fatalf("restored buyers hash has %d fields, want %d (a holding and a retry record per buyer)", len(got), 2*buyers)
+	}
+	for i, id := range orders {
+		u := fmt.Sprintf("u%d", i)
+		if got["u:"+u] != "1" || !strings.HasPrefix(got["k:"+u+":k"], id+"|1|100") {
+			t.Fatalf("buyer %s restored as holding %q, retry record %q; want 1 and order %s", u, got["u:"+u], got["k:"+u+":k"], id)
+		}
+	}
+	if n, err := r.rdb.Exists(ctx, staged).Result(); err != nil || n != 0 {
+		t.Fatalf("staged buyers hash still there after the rebuild (%d, %v)", n, err)
+	}
+	sale, err := r.eng.Sale(ctx, "s1")
+	if err != nil || sale.Stock != stock-buyers || sale.Sold != buyers {
+		t.Fatalf("restored sale %+v %v, want stock %d and sold %d", sale, err, stock-buyers, buyers)
+	}
+	for _, i := range []int{0, buyers / 2, buyers - 1} {
+		u := fmt.Sprintf("u%d", i)
+		res, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: u, Key: "k", Qty: 1})
+		if err != nil || !res.Repeat || res.OrderID != orders[i] {
+			t.Fatalf("retry of %s: %+v %v, want its order %s", u, res, err, orders[i])
+		}
+		if _, err := r.eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: u, Key: "other", Qty: 1}); !errors.Is(err, flashgrab.ErrLimitReached) {
+			t.Fatalf("%s with a fresh key: %v, want ErrLimitReached", u, err)
+		}
+	}
+
+	// Only the marker and the sale hash lost: the buyers hash survives and
+	// is kept as it is; a staged one is dropped.
+	if err := r.rdb.Del(ctx, r.keys.Epoch(p), r.keys.Sale(p, "s1")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.rdb.HSet(ctx, staged, "u:ghost", 1).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r.rebuildAll(t)
+	if n, err := r.rdb.Exists(ctx, staged).Result(); err != nil || n != 0 {
+		t.Fatalf("staged buyers hash still there beside a surviving one (%d, %v)", n, err)
+	}
+	if ghost, err := r.rdb.HExists(ctx, buyersKey, "u:ghost").Result(); err != nil || ghost {
+		t.Fatalf("surviving buyers hash took a staged field (%v)", err)
+	}
+}
