@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/flashgrab/flashgrab"
-	"github.com/flashgrab/flashgrab/engine"
 	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
@@ -22,30 +21,9 @@ import (
 // and restore the batch's units as unsold.)
 func TestRebuildWaitsForBatchPastItsEpochCheck(t *testing.T) {
 	ctx := context.Background()
-	srv := testenv.StartRedisServer(t)
-	rdb := srv.Client(t)
-	db, _ := testenv.MySQL(t)
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	keys := engine.Keyspace{Prefix: "fg", Partitions: 2}
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: keys, DetectLoss: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	books := &Books{DB: db}
-	settler := NewSettler(rdb, books, keys, nil)
-	reb := NewRebuilder(eng, books, settler)
-	if _, err := reb.RebuildAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	sale := flashgrab.Sale{ID: "s1", MerchantID: "m1", PriceCents: 100, Stock: 10, PerUserLimit: 1,
-		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}
-	if _, err := eng.CreateSale(ctx, sale); err != nil {
-		t.Fatal(err)
-	}
+	r := newLossRig(t)
+	rdb, db, keys, eng, settler, reb := r.rdb, r.db, r.keys, r.eng, r.settler, r.reb
+	sale := r.createSale(t, 10)
 	p := keys.Partition("s1")
 	created, err := eng.PartitionEvents(ctx, p)
 	if err != nil {
@@ -54,11 +32,7 @@ func TestRebuildWaitsForBatchPastItsEpochCheck(t *testing.T) {
 	if err := settler.Apply(ctx, created); err != nil {
 		t.Fatal(err)
 	}
-	for i := range 3 {
-		if _, err := eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", i), Qty: 1}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	r.grab(t, 3)
 	all, err := eng.PartitionEvents(ctx, p)
 	if err != nil {
 		t.Fatal(err)

@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/flashgrab/flashgrab"
-	"github.com/flashgrab/flashgrab/engine"
-	"github.com/flashgrab/flashgrab/internal/testenv"
 )
 
 // TestStrandedOrderResolvedThroughFailedRebuild: a stranded order (its unit
@@ -20,39 +17,11 @@ import (
 // leaves the stranded order alone, since its unit is not in that stock.
 func TestStrandedOrderResolvedThroughFailedRebuild(t *testing.T) {
 	ctx := context.Background()
-	srv := testenv.StartRedisServer(t)
-	rdb := srv.Client(t)
-	db, _ := testenv.MySQL(t)
-	if err := Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	keys := engine.Keyspace{Prefix: "fg", Partitions: 2}
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: keys, DetectLoss: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(eng.Close)
-	books := &Books{DB: db}
-	settler := NewSettler(rdb, books, keys, nil)
-	reb := NewRebuilder(eng, books, settler)
-	if _, err := reb.RebuildAll(ctx); err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
+	r := newLossRig(t)
+	rdb, db, keys, eng, settler, reb := r.rdb, r.db, r.keys, r.eng, r.settler, r.reb
 	const stock = 10
-	sale := flashgrab.Sale{ID: "s1", MerchantID: "m1", PriceCents: 100, Stock: stock, PerUserLimit: 1,
-		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}
-	if _, err := eng.CreateSale(ctx, sale); err != nil {
-		t.Fatal(err)
-	}
-	var ids []string
-	for i := range 3 {
-		res, err := eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", i), Qty: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, res.OrderID)
-	}
+	r.createSale(t, stock)
+	ids := r.grab(t, 3)
 	p := keys.Partition("s1")
 	events, err := eng.PartitionEvents(ctx, p)
 	if err != nil {
