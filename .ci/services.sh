@@ -242,10 +242,10 @@ start_redis() {
 	dir=$SERVICES_DIR/redis-$REDIS_PORT
 	mkdir -p "$dir"
 	# --daemonize detaches it from make's process group, so Ctrl-C on `make run` leaves it up.
-	# AOF with appendfsync always, as deploy/redis/flashgrab.conf: `serve --durability aof`
+	# AOF with appendfsync always and lazy frees, as deploy/redis/flashgrab.conf: `serve --durability aof`
 	# holds against it, and the dev set-up behaves (and performs) like the durable one.
 	"$server" --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$dir" \
-		--save '' --appendonly yes --appendfsync always \
+		--save '' --appendonly yes --appendfsync always --lazyfree-lazy-expire yes --lazyfree-lazy-user-del yes \
 		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log" ||
 		die "redis-server failed to start on port $REDIS_PORT; see $dir/redis.log"
 	if ! wait_until 10 "" "redis-server on 127.0.0.1:$REDIS_PORT" redis_ok "$REDIS_PORT"; then
@@ -431,7 +431,7 @@ cmd_cluster() {
 		"$server" --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$dir" \
 			--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000 \
 			--cluster-require-full-coverage no \
-			--save '' --appendonly yes --appendfsync always \
+			--save '' --appendonly yes --appendfsync always --lazyfree-lazy-expire yes --lazyfree-lazy-user-del yes \
 			--pidfile "$dir/redis.pid" --logfile "$dir/redis.log" ||
 			die "redis-server failed to start on port $port; see $dir/redis.log"
 		if ! wait_until 10 "" "redis-server on 127.0.0.1:$port" redis_ok "$port"; then
