@@ -1,16 +1,22 @@
 package api
 
 import (
+	"bytes"
 	"errors"
+	"io"
+	"log/slog"
 	"net"
 	"os"
 	"reflect"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 )
@@ -179,4 +185,79 @@ func BenchmarkCheckKeys(b *testing.B) {
 	for b.Loop() {
 		checkKeys(body, fs)
 	}
+}
+
+// TestHandlerPanicAnswers500AndServes: a handler that panics (fasthttp does
+// not recover it; serve died with it) answers 500 internal with its request
+// id, is counted and logged with its stack but not the request's token, and
+// the server, the same connection included, goes on serving; the panicked
+// request leaves the in-flight count.
+func TestHandlerPanicAnswers500AndServes(t *testing.T) {
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	s := &Server{Logger: slog.New(slog.NewTextHandler(&lockedWriter{w: &logs, mu: &mu}, nil))}
+	s.Handler()
+	s.routes = append([]route{{method: "POST", pattern: "/boom", name: "boom", obs: s.metrics.latency.WithLabelValues("boom"),
+		handle: func(*fasthttp.RequestCtx, params) error { panic("boom: index out of range") }}}, s.routes...)
+	ln := fasthttputil.NewInmemoryListener()
+	hs := s.HTTPServer()
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	defer func() {
+		hs.Shutdown()
+		<-done
+	}()
+	const token = "eyJhbGciOiJIUzI1NiJ9.secret-claims.secret-signature"
+	c := &fasthttp.HostClient{Addr: "x", Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxConns: 1}
+	for i := range 3 {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI("http://x/boom")
+		req.Header.SetMethod("POST")
+		req.Header.Set("Authorization", "Bearer "+token)
+		if err := c.DoTimeout(req, resp, 10*time.Second); err != nil {
+			t.Fatalf("request %d to the panicking route: %v", i, err)
+		}
+		if resp.StatusCode() != 500 || !bytes.Contains(resp.Body(), []byte(`"code":"internal"`)) || len(resp.Header.Peek(requestIDHeader)) == 0 {
+			t.Fatalf("panicking route answered %d %s (request id %q); want 500 internal with a request id",
+				resp.StatusCode(), resp.Body(), resp.Header.Peek(requestIDHeader))
+		}
+		req.Reset()
+		req.SetRequestURI("http://x/healthz")
+		if err := c.DoTimeout(req, resp, 10*time.Second); err != nil || resp.StatusCode() != 200 {
+			t.Fatalf("healthz after a panic: %d %v", resp.StatusCode(), err)
+		}
+		fasthttp.ReleaseRequest(req)
+		fasthttp.ReleaseResponse(resp)
+	}
+	if n := s.inFlight.Load(); n != 0 {
+		t.Fatalf("%d requests in flight after the panics, want 0", n)
+	}
+	var m dto.Metric
+	if err := s.metrics.panics.WithLabelValues("boom").Write(&m); err != nil || m.GetCounter().GetValue() != 3 {
+		t.Fatalf("flashgrab_http_panics_total{route=boom} = %v (%v), want 3", m.GetCounter().GetValue(), err)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if strings.Count(out, "handler panicked") != 3 || !strings.Contains(out, "boom: index out of range") ||
+		!strings.Contains(out, "TestHandlerPanicAnswers500AndServes") {
+		t.Fatalf("log does not hold each panic with its value and stack:\n%s", out)
+	}
+	for _, secret := range []string{token, "secret-claims", "secret-signature"} {
+		if strings.Contains(out, secret) {
+			t.Fatalf("log holds the request's token (%q):\n%s", secret, out)
+		}
+	}
+}
+
+// lockedWriter serialises writes to w: the server logs from its own goroutines.
+type lockedWriter struct {
+	w  io.Writer
+	mu *sync.Mutex
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -16,6 +16,7 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 	grabs    *prometheus.CounterVec
 	notifies *prometheus.CounterVec
+	panics   *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -33,11 +34,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		notifies: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashgrab_notifies_total", Help: "Provider notifies by channel and outcome (applied, duplicate, refunding, refused).",
 		}, []string{"channel", "outcome"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashgrab_http_panics_total", Help: "Handler panics by route, each answered 500 internal (a bug: see the log's stack).",
+		}, []string{"route"}),
 	}
 	m.requests = register(reg, m.requests)
 	m.latency = register(reg, m.latency)
 	m.grabs = register(reg, m.grabs)
 	m.notifies = register(reg, m.notifies)
+	m.panics = register(reg, m.panics)
 	return m
 }
 

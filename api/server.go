@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -222,9 +223,7 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 		writeErrorBody(ctx, fasthttp.StatusTooManyRequests, "rate_limited", "too many requests from this address; retry shortly")
 	case r != nil:
 		name = r.name
-		if err := r.handle(ctx, ps); err != nil {
-			s.writeError(ctx, err)
-		}
+		s.handle(ctx, r, ps)
 		if !r.exempt {
 			s.inFlight.Add(-1)
 		}
@@ -236,6 +235,27 @@ func (s *Server) serve(ctx *fasthttp.RequestCtx) {
 		writeErrorBody(ctx, fasthttp.StatusNotFound, "not_found", fmt.Sprintf("no route %s", ctx.Path()))
 	}
 	s.metrics.requests.WithLabelValues(name, statusClass(ctx.Response.StatusCode())).Inc()
+}
+
+// handle runs r's handler. One that panics answers 500 internal and is
+// logged with its stack: fasthttp, unlike net/http, does not recover a
+// handler's panic, and one request's bug would otherwise end serve and every
+// connection with it.
+func (s *Server) handle(ctx *fasthttp.RequestCtx, r *route, ps params) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		s.metrics.panics.WithLabelValues(r.name).Inc()
+		// The request itself is not logged: it may carry a token.
+		s.reqLogger(ctx).Error("handler panicked; answered 500", "route", r.name, "method", string(ctx.Method()),
+			"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		writeErrorBody(ctx, fasthttp.StatusInternalServerError, "internal", "internal error")
+	}()
+	if err := r.handle(ctx, ps); err != nil {
+		s.writeError(ctx, err)
+	}
 }
 
 // clientAddr is the request's peer address, IPv4 unmapped, as a map key.
