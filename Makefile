@@ -97,16 +97,17 @@ chaos: services ## the full chaos suite: real faults under load, the table print
 	@cat $(CHAOS_TABLE)
 
 # One -fuzz target per `go test` invocation: Go refuses to fuzz several at once. A -fuzz that
-# matches nothing passes silently, so first make sure the target exists.
-FUZZ_TARGET := FuzzParseNotify
-FUZZ_PKGS := ./pay/alipay/ ./pay/wechat/
+# matches nothing passes silently, so first make sure the target exists. Each entry is
+# package:target.
+FUZZ_TARGETS := ./pay/alipay/:FuzzParseNotify ./pay/wechat/:FuzzParseNotify ./api/:FuzzDecode
 
-fuzz: ## fuzz both payment notify parsers for FUZZTIME (30s) each
-	@for pkg in $(FUZZ_PKGS); do \
-		if ! names="$$($(GO) test -list '^$(FUZZ_TARGET)$$' "$$pkg" 2>&1)"; then echo "$$names"; exit 1; fi; \
-		grep -qx '$(FUZZ_TARGET)' <<<"$$names" || { echo "no $(FUZZ_TARGET) in $$pkg"; exit 1; }; \
-		echo "$(GO) test -run '^$$' -fuzz '^$(FUZZ_TARGET)$$' -fuzztime $(FUZZTIME) $$pkg"; \
-		$(GO) test -run '^$$' -fuzz '^$(FUZZ_TARGET)$$' -fuzztime $(FUZZTIME) "$$pkg"; \
+fuzz: ## fuzz the payment notify parsers and the API's strict JSON decoder for FUZZTIME (30s) each
+	@for entry in $(FUZZ_TARGETS); do \
+		pkg=$${entry%%:*}; target=$${entry#*:}; \
+		if ! names="$$($(GO) test -list "^$$target\$$" "$$pkg" 2>&1)"; then echo "$$names"; exit 1; fi; \
+		grep -qx "$$target" <<<"$$names" || { echo "no $$target in $$pkg"; exit 1; }; \
+		echo "$(GO) test -run '^$$' -fuzz '^$$target\$$' -fuzztime $(FUZZTIME) $$pkg"; \
+		$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" || exit 1; \
 	done
 
 services: ## make sure Redis and MariaDB answer (start throwaway ones if needed)
