@@ -178,8 +178,11 @@ func runTx(ctx context.Context, db *sql.DB, fn func(*sql.Tx) error) error {
 	if err != nil {
 		return unavailable(err)
 	}
+	// Rolled back on every way out but the commit, a panic in fn included:
+	// otherwise the transaction would keep its row locks (the balances' and
+	// the epochs') until ctx ended.
+	defer tx.Rollback()
 	if err := fn(tx); err != nil {
-		tx.Rollback()
 		return err
 	}
 	if err := tx.Commit(); err != nil {

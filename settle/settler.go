@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -468,7 +469,20 @@ func (s *Settler) apply(p int, batch []entry) error {
 	defer cancel()
 	start := time.Now()
 	done := make(chan error, 1)
-	if err := s.pool.Submit(func() { done <- s.Apply(ctx, events) }); err != nil {
+	if err := s.pool.Submit(func() {
+		// ants recovers a task's panic and drops it: without an answer on
+		// done this partition would wait here for good. A panic is the
+		// events' fault as far as settling goes: the batch is split, and
+		// the entry that panics alone is dead-lettered.
+		defer func() {
+			if v := recover(); v != nil {
+				s.Logger.Error("settler: settling a batch panicked", "partition", p, "events", len(events),
+					"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+				done <- fmt.Errorf("settling panicked: %v", v)
+			}
+		}()
+		done <- s.Apply(ctx, events)
+	}); err != nil {
 		return fmt.Errorf("submit batch: %w: %v", flashgrab.ErrUnavailable, err)
 	}
 	if err := <-done; err != nil {
