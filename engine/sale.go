@@ -25,6 +25,9 @@ func (e *Engine) CreateSale(ctx context.Context, s flashgrab.Sale) (flashgrab.Sa
 		return e.createSharded(ctx, s)
 	}
 	p := e.keys.Partition(s.ID)
+	if err := e.noTouchedShards(ctx, s.ID, p); err != nil {
+		return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, err)
+	}
 	cmd, durErr := e.runDurable(ctx, e.saleCreate, []string{e.keys.Sale(p, s.ID), e.keys.Events(p), e.keys.Epoch(p)},
 		s.ID, s.MerchantID, s.PriceCents, s.Stock, s.PerUserLimit,
 		s.StartsAt.UnixMilli(), s.EndsAt.UnixMilli())

@@ -209,7 +209,7 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 		if parts, err = e.choosePartitions(ctx, p0, k); err != nil {
 			return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, err)
 		}
-		if err := e.shardsUntouched(ctx, s.ID, parts); err != nil {
+		if err := e.noTouchedShards(ctx, s.ID, p0); err != nil {
 			return flashgrab.Sale{}, fmt.Errorf("create sale %s: %w", s.ID, err)
 		}
 	case v[1] == nil:
@@ -248,31 +248,39 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 	return s, nil
 }
 
-// shardsUntouched makes sure that the shards of sale id on parts other than
-// shard 0 (which is absent) are as a create leaves them, if they exist: a
-// create that stopped half-way, which its retry finishes. A shard that sold
-// or moved stock proves that shard 0 existed (only its layout leads grabs
-// and refills to the others), so shard 0 was lost with its partition, and
-// its creation with it, before MySQL learnt of the sale (otherwise a
-// rebuild would have restored it). Creating it again would give shard 0
-// and the other lost shards their whole shares beside what the survivors
-// sold or received from them: units sold twice. Refused with ErrExists.
-func (e *Engine) shardsUntouched(ctx context.Context, id string, parts []int) error {
-	cmds := make([]*redis.SliceCmd, len(parts))
+// noTouchedShards makes sure that no partition but p0 (sale id's own, where
+// its hash is absent) holds a shard of id that sold or moved stock. Such a
+// shard proves that shard 0 existed (only its layout leads grabs and
+// refills to the others), so shard 0 was lost with its partition, and its
+// creation with it, before MySQL learnt of the sale (otherwise a rebuild
+// would have restored it). Creating the sale again, sharded or not, would
+// sell its whole stock beside what the survivors sold, and instances that
+// cached the old layout would go on selling the survivors' stock: units sold
+// twice. Refused with ErrExists. Every partition is looked at, not only
+// those a sharded create would choose now: another shard count, or a
+// cluster whose slots moved, chooses others. Shards as a create leaves them
+// (a create that stopped half-way, which its retry finishes) are no proof.
+func (e *Engine) noTouchedShards(ctx context.Context, id string, p0 int) error {
+	cmds := make([]*redis.SliceCmd, e.keys.Partitions)
 	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for j, p := range parts[1:] {
-			cmds[j+1] = pipe.HMGet(ctx, e.keys.Sale(p, id), "mch", "sold", "tin", "tout")
+		for p := range cmds {
+			if p != p0 {
+				cmds[p] = pipe.HMGet(ctx, e.keys.Sale(p, id), "mch", "sold", "tin", "tout")
+			}
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("read shards: %w", wrapRedis(err))
 	}
-	for j, c := range cmds[1:] {
+	for p, c := range cmds {
+		if c == nil {
+			continue
+		}
 		v := c.Val()
 		if v[0] != nil && (str(v[1]) != "0" || str(v[2]) != "0" || str(v[3]) != "0") {
-			return fmt.Errorf("shard %d (partition %d) sold or moved stock while shard 0 is gone: the sale was created and "+
-				"lost with shard 0's partition before it was settled; creating it again would sell units twice: %w", j+1, parts[j+1], flashgrab.ErrExists)
+			return fmt.Errorf("a shard on partition %d sold or moved stock while shard 0 is gone: the sale was created and "+
+				"lost with shard 0's partition before it was settled; creating it again would sell units twice: %w", p, flashgrab.ErrExists)
 		}
 	}
 	return nil

@@ -604,9 +604,14 @@ func TestShardedSaleLostWithItsCreation(t *testing.T) {
 	if now, err := r.rdb.HGet(ctx, r.keys.Sale(survivor, "sh"), "stock").Int64(); err != nil || won > left || now != left-won {
 		t.Fatalf("surviving shard: %d units before, %d won, %d left (%v)", left, won, now, err)
 	}
-	if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: r.sale.Stock,
-		PerUserLimit: r.sale.PerUserLimit, StartsAt: r.sale.StartsAt, EndsAt: r.sale.EndsAt, Shards: 3}); !errors.Is(err, flashgrab.ErrExists) {
-		t.Fatalf("create of the lost sale again: %v, want ErrExists", err)
+	// Created again it is refused, whatever its shard count: with 2 shards
+	// or none the layout would leave the survivor out, and instances that
+	// cached the old one would go on selling its stock beside the new sale.
+	for _, k := range []int{3, 2, 1} {
+		if _, err := r.eng.CreateSale(ctx, flashgrab.Sale{ID: "sh", MerchantID: "m", PriceCents: 100, Stock: r.sale.Stock,
+			PerUserLimit: r.sale.PerUserLimit, StartsAt: r.sale.StartsAt, EndsAt: r.sale.EndsAt, Shards: k}); !errors.Is(err, flashgrab.ErrExists) {
+			t.Fatalf("create of the lost sale again with %d shards: %v, want ErrExists", k, err)
+		}
 	}
 	rep, err := (&settle.Reconciler{DB: r.db, Redis: r.rdb, Keys: r.keys}).Reconcile(ctx)
 	if err != nil {
