@@ -118,6 +118,17 @@ func TestClusterMasterDown(t *testing.T) {
 			t.Fatalf("sale of live partition %d: %+v %v, want %d sold", p, s, err, won[p])
 		}
 	}
+	// A sale of a live partition can be created meanwhile: the create's
+	// look for a lost sharded sale's survivors passes over the dead master.
+	fresh := ""
+	for i := 0; fresh == ""; i++ {
+		if id := "new" + strconv.Itoa(i); slices.Contains(liveParts, ks.Partition(id)) {
+			fresh = id
+		}
+	}
+	if _, err := e.CreateSale(ctx, openSale(fresh, 10, 1)); err != nil {
+		t.Fatalf("create of a sale on live partition %d while a master is down: %v", ks.Partition(fresh), err)
+	}
 
 	dead.Start(t)
 	back := time.Now()

@@ -260,9 +260,13 @@ func (e *Engine) createSharded(ctx context.Context, s flashgrab.Sale) (flashgrab
 // those a sharded create would choose now: another shard count, or a
 // cluster whose slots moved, chooses others. Shards as a create leaves them
 // (a create that stopped half-way, which its retry finishes) are no proof.
+// A partition that does not answer is not looked at.
 func (e *Engine) noTouchedShards(ctx context.Context, id string, p0 int) error {
 	cmds := make([]*redis.SliceCmd, e.keys.Partitions)
-	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
+	// Each partition's answer is read on its own. One that does not answer
+	// (its master down) is passed over: refusing every create meanwhile
+	// would take the creates of healthy partitions down with one master.
+	e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for p := range cmds {
 			if p != p0 {
 				cmds[p] = pipe.HMGet(ctx, e.keys.Sale(p, id), "mch", "sold", "tin", "tout")
@@ -270,11 +274,8 @@ func (e *Engine) noTouchedShards(ctx context.Context, id string, p0 int) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("read shards: %w", wrapRedis(err))
-	}
 	for p, c := range cmds {
-		if c == nil {
+		if c == nil || c.Err() != nil {
 			continue
 		}
 		v := c.Val()
