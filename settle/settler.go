@@ -528,45 +528,6 @@ func (s *Settler) ack(p int, ids []string) error {
 	return nil
 }
 
-// deadLetter moves an entry that cannot be settled to the partition's
-// dead-letter stream, Keys.Events(p) + "-dead", and acknowledges and deletes
-// it in the same MULTI, so that it is never both gone from the stream and
-// missing from the dead letters. The dead letter carries reason (why),
-// id (the entry's id) and the entry's own fields; a field of the entry named
-// reason or id (orders and sales carry their own id) is kept as event_reason
-// or event_id. It is logged at Error level: someone must look at it.
-func (s *Settler) deadLetter(p int, m redis.XMessage, reason error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	stream := s.keys.Events(p)
-	values := []any{"reason", reason.Error(), "id", m.ID}
-	for k, v := range m.Values {
-		if k == "reason" || k == "id" {
-			k = "event_" + k
-		}
-		values = append(values, k, v)
-	}
-	_, err := s.redis.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.XAdd(ctx, &redis.XAddArgs{Stream: deadLetterStream(s.keys, p), Values: values})
-		pipe.XAck(ctx, stream, s.Group, m.ID)
-		pipe.XDel(ctx, stream, m.ID)
-		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("dead-letter entry %s of %s: %w: %v", m.ID, stream, flashgrab.ErrUnavailable, err)
-	}
-	s.Logger.Error("settler: event cannot be settled; moved to the dead-letter stream",
-		"partition", p, "id", m.ID, "stream", deadLetterStream(s.keys, p), "reason", reason)
-	if s.Metrics != nil {
-		s.Metrics.DeadLetters.Inc()
-	}
-	return nil
-}
-
-// deadLetterStream is where partition p's settler puts the events it cannot
-// settle; reconcile counts what is there.
-func deadLetterStream(ks engine.Keyspace, p int) string { return ks.Events(p) + "-dead" }
-
 // Apply writes a batch of events to MySQL in one transaction. Every write is
 // keyed by its event, so applying the same events again changes nothing.
 // Events of a partition epoch a rebuild has left fail it whole with a

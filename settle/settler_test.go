@@ -395,6 +395,15 @@ func TestSettlerDeadLettersOnlyTheBadEvent(t *testing.T) {
 	if x, err := r.rdb.XPending(ctx, r.keys.Events(0), "settlers").Result(); err != nil || x.Count != 0 {
 		t.Fatalf("pending after settling: %+v %v", x, err)
 	}
+
+	// A replay cannot settle it while alice holds the id: it stays, saying why.
+	res, err := settle.NewSettler(r.rdb, r.books, r.keys, nil).ReplayDead(ctx, 0)
+	if err != nil || res.Settled != 0 || len(res.Left) != 1 || !strings.Contains(res.Left[0], settle.ErrOrderConflict.Error()) {
+		t.Fatalf("replay of the conflicting order: %v %v, want it left with its conflict", res, err)
+	}
+	if n := len(r.deadLetters(t, 0)); n != 1 {
+		t.Fatalf("%d dead letters after the replay, want 1", n)
+	}
 }
 
 // TestEnsureOrderRefusesTakenID: paying an order whose id MySQL holds for

@@ -34,6 +34,7 @@ func rootCommand() *cli.Command {
 			loadCommand(),
 			reconcileCommand(),
 			rebuildCommand(),
+			replayDeadCommand(),
 			sandboxCommand(),
 			demoCommand(),
 		},
