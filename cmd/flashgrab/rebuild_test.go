@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/flashgrab/flashgrab"
-	"github.com/flashgrab/flashgrab/engine"
-	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -17,24 +14,9 @@ import (
 // MySQL and prints what it restored per partition; run again, it finds
 // every partition intact; a partition out of range is refused.
 func TestRebuildCommand(t *testing.T) {
-	srv := testenv.StartRedisServer(t)
-	rdb := srv.Client(t)
-	db, dsn := testenv.MySQL(t)
+	r := newStoresRig(t)
+	rdb, db, ks, eng := r.rdb, r.db, r.keys, r.eng
 	ctx := context.Background()
-	if err := settle.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	ks := engine.Keyspace{Prefix: "fg", Partitions: 4}
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	now := time.Now()
-	if _, err := eng.CreateSale(ctx, flashgrab.Sale{ID: "s1", MerchantID: "m", PriceCents: 100, Stock: 10, PerUserLimit: 1,
-		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
 	for i := 0; i < 3; i++ {
 		if _, err := eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: fmt.Sprintf("u%d", i), Qty: 1}); err != nil {
 			t.Fatal(err)
@@ -51,14 +33,7 @@ func TestRebuildCommand(t *testing.T) {
 	if err := rdb.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	run := func(flags ...string) (string, error) {
-		var out strings.Builder
-		root := rootCommand()
-		root.Writer = &out
-		err := root.Run(ctx, append([]string{"flashgrab", "rebuild", "--redis-addrs", srv.Addr,
-			"--mysql-dsn", dsn, "--key-prefix", "fg", "--partitions", "4"}, flags...))
-		return out.String(), err
-	}
+	run := func(flags ...string) (string, error) { return r.run("rebuild", flags...) }
 	out, err := run()
 	if err != nil {
 		t.Fatalf("rebuild: %v\n%s", err, out)

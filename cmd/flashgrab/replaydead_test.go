@@ -5,13 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/flashgrab/flashgrab"
 	"github.com/flashgrab/flashgrab/engine"
-	"github.com/flashgrab/flashgrab/internal/testenv"
 	"github.com/flashgrab/flashgrab/settle"
 )
 
@@ -20,24 +18,9 @@ import (
 // exits non-zero while any is left; with none left it exits 0, and a
 // partition out of range is refused.
 func TestReplayDeadCommand(t *testing.T) {
-	srv := testenv.StartRedisServer(t)
-	rdb := srv.Client(t)
-	db, dsn := testenv.MySQL(t)
+	r := newStoresRig(t)
+	rdb, db, ks, eng := r.rdb, r.db, r.keys, r.eng
 	ctx := context.Background()
-	if err := settle.Migrate(ctx, db); err != nil {
-		t.Fatal(err)
-	}
-	ks := engine.Keyspace{Prefix: "fg", Partitions: 4}
-	eng, err := engine.New(ctx, engine.Config{Redis: rdb, Keys: ks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	now := time.Now()
-	if _, err := eng.CreateSale(ctx, flashgrab.Sale{ID: "s1", MerchantID: "m", PriceCents: 100, Stock: 10, PerUserLimit: 1,
-		StartsAt: now.Add(-time.Minute), EndsAt: now.Add(time.Hour)}); err != nil {
-		t.Fatal(err)
-	}
 	order, err := eng.Grab(ctx, flashgrab.GrabRequest{SaleID: "s1", UserID: "u1", Qty: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -73,14 +56,7 @@ func TestReplayDeadCommand(t *testing.T) {
 	if err := rdb.Del(ctx, stream).Err(); err != nil {
 		t.Fatal(err)
 	}
-	run := func(flags ...string) (string, error) {
-		var out strings.Builder
-		root := rootCommand()
-		root.Writer = &out
-		err := root.Run(ctx, append([]string{"flashgrab", "replay-dead", "--redis-addrs", srv.Addr,
-			"--mysql-dsn", dsn, "--key-prefix", "fg", "--partitions", "4"}, flags...))
-		return out.String(), err
-	}
+	run := func(flags ...string) (string, error) { return r.run("replay-dead", flags...) }
 
 	out, err := run()
 	if err == nil || !strings.Contains(err.Error(), "1 dead letters left") ||
