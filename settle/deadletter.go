@@ -57,13 +57,19 @@ type DeadReplay struct {
 	Partition int
 	// Settled counts the dead letters settled now and removed.
 	Settled int
+	// Stale counts those of an epoch a rebuild has left, removed unsettled:
+	// the rebuild restored the partition from MySQL without them, so
+	// settling them would count them twice (the settler drops such entries
+	// the same way).
+	Stale int
 	// Left says, for each dead letter kept, "<entry id>: <why>".
 	Left []string
 }
 
 func (r DeadReplay) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "partition %d: %d dead letters settled, %d left", r.Partition, r.Settled, len(r.Left))
+	fmt.Fprintf(&b, "partition %d: %d dead letters settled, %d dropped as older than a rebuild, %d left",
+		r.Partition, r.Settled, r.Stale, len(r.Left))
 	for _, l := range r.Left {
 		b.WriteString("\n  ")
 		b.WriteString(l)
@@ -75,9 +81,10 @@ func (r DeadReplay) String() string {
 // what made them fail is mended (a bug fixed, an account created). One that
 // settles now is removed from the dead-letter stream; the others stay, and
 // Left says why. Settling is keyed by event, so a dead letter settled before
-// changes nothing. One of an epoch a rebuild has left stays, never settled:
-// the rebuild restored the partition from MySQL without it. An outage stops
-// the replay with an error; what it settled until then is removed.
+// changes nothing. One of an epoch a rebuild has left is removed unsettled
+// (Stale), as the settler drops such entries: the rebuild restored the
+// partition from MySQL without it. An outage stops the replay with an
+// error; what it settled until then is removed.
 func (s *Settler) ReplayDead(ctx context.Context, p int) (DeadReplay, error) {
 	out := DeadReplay{Partition: p}
 	stream := deadLetterStream(s.keys, p)
@@ -97,15 +104,22 @@ func (s *Settler) ReplayDead(ctx context.Context, p int) (DeadReplay, error) {
 		}
 		var stale *StaleEpochError
 		switch {
+		case errors.As(err, &stale):
 		case err == nil:
-		case outage(err) && !errors.As(err, &stale):
+		case outage(err):
 			return out, fmt.Errorf("replay dead letter %s of %s: %w", dead.ID, stream, err)
 		default:
 			out.Left = append(out.Left, fmt.Sprintf("%s (entry %s): %v", dead.ID, m.ID, err))
 			continue
 		}
 		if err := s.redis.XDel(ctx, stream, dead.ID).Err(); err != nil {
-			return out, fmt.Errorf("remove settled dead letter %s of %s: %w: %v", dead.ID, stream, flashgrab.ErrUnavailable, err)
+			return out, fmt.Errorf("remove dead letter %s of %s: %w: %v", dead.ID, stream, flashgrab.ErrUnavailable, err)
+		}
+		if stale != nil {
+			out.Stale++
+			s.Logger.Error("settler: dead letter of an epoch before the partition's rebuild dropped: the rebuild restored the partition from MySQL without it, and settling it now would count it twice",
+				"partition", p, "dead_letter", dead.ID, "entry", m.ID, "epoch", stale.Epoch, "current", stale.Current)
+			continue
 		}
 		out.Settled++
 		s.Logger.Info("settler: dead letter settled on replay", "partition", p, "dead_letter", dead.ID, "entry", m.ID)

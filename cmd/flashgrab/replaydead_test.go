@@ -60,7 +60,7 @@ func TestReplayDeadCommand(t *testing.T) {
 
 	out, err := run()
 	if err == nil || !strings.Contains(err.Error(), "1 dead letters left") ||
-		!strings.Contains(out, fmt.Sprintf("partition %d: 1 dead letters settled, 1 left", p)) ||
+		!strings.Contains(out, fmt.Sprintf("partition %d: 1 dead letters settled, 0 dropped as older than a rebuild, 1 left", p)) ||
 		!strings.Contains(out, "dead letter without the entry's id") {
 		t.Fatalf("replay-dead: %v\n%s\nwant the order settled, the hand-made one left with why, and an error", err, out)
 	}
@@ -76,7 +76,7 @@ func TestReplayDeadCommand(t *testing.T) {
 	if err := rdb.XDel(ctx, dead, left[0].ID).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := run(); err != nil || strings.Count(out, "0 dead letters settled, 0 left") != 4 {
+	if out, err := run(); err != nil || strings.Count(out, "0 dead letters settled, 0 dropped as older than a rebuild, 0 left") != 4 {
 		t.Fatalf("replay-dead with nothing dead: %v\n%s\nwant exit 0 and 4 partitions with nothing to do", err, out)
 	}
 	if _, err := run("--partition", "4"); err == nil {
