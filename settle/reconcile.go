@@ -111,6 +111,9 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
 		}
 		fl.add(snaps[p])
 	}
+	if testHookSnapshotsTaken != nil {
+		testHookSnapshotsTaken()
+	}
 	rep := &Report{InFlight: fl.n}
 	st := &state{snaps: snaps, sales: sales, fl: fl, rep: rep}
 	for _, check := range []func(context.Context, *state) (Check, error){
@@ -126,6 +129,10 @@ func (r *Reconciler) Reconcile(ctx context.Context) (*Report, error) {
 	}
 	return rep, nil
 }
+
+// testHookSnapshotsTaken, when set (by a test), runs in Reconcile once every
+// partition's snapshot is taken, before the checks read MySQL.
+var testHookSnapshotsTaken func()
 
 // state is what every check may consult: the Redis snapshot taken first and
 // the report being written.
