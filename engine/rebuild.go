@@ -392,19 +392,13 @@ func (e *Engine) Restore(ctx context.Context, p int, st PartitionState) (Restore
 // since the partition is fenced and nothing else creates a sale's hash
 // until it is marked rebuilt.
 func (e *Engine) SalesAbsent(ctx context.Context, p int, ids []string) ([]string, error) {
-	cmds := make([]*redis.IntCmd, len(ids))
-	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
-		for i, id := range ids {
-			cmds[i] = pipe.Exists(ctx, e.keys.Sale(p, id))
-		}
-		return nil
-	})
+	exist, err := e.exist(ctx, ids, func(id string) string { return e.keys.Sale(p, id) })
 	if err != nil {
-		return nil, fmt.Errorf("look up sales of partition %d in Redis: %w", p, wrapRedis(err))
+		return nil, fmt.Errorf("look up sales of partition %d in Redis: %w", p, err)
 	}
 	var out []string
 	for i, id := range ids {
-		if cmds[i].Val() == 0 {
+		if !exist[i] {
 			out = append(out, id)
 		}
 	}
@@ -413,19 +407,32 @@ func (e *Engine) SalesAbsent(ctx context.Context, p int, ids []string) ([]string
 
 // PacketsInRedis reports, for each id, whether its packet hash exists.
 func (e *Engine) PacketsInRedis(ctx context.Context, ids []string) (map[string]bool, error) {
+	exist, err := e.exist(ctx, ids, func(id string) string { return e.keys.Packet(e.keys.Partition(id), id) })
+	if err != nil {
+		return nil, fmt.Errorf("look up packets in Redis: %w", err)
+	}
+	out := make(map[string]bool, len(ids))
+	for i, id := range ids {
+		out[id] = exist[i]
+	}
+	return out, nil
+}
+
+// exist reports, for each of ids, whether its key exists, in one pipeline.
+func (e *Engine) exist(ctx context.Context, ids []string, key func(id string) string) ([]bool, error) {
 	cmds := make([]*redis.IntCmd, len(ids))
 	_, err := e.rdb.Pipelined(ctx, func(pipe redis.Pipeliner) error {
 		for i, id := range ids {
-			cmds[i] = pipe.Exists(ctx, e.keys.Packet(e.keys.Partition(id), id))
+			cmds[i] = pipe.Exists(ctx, key(id))
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("look up packets in Redis: %w", wrapRedis(err))
+		return nil, wrapRedis(err)
 	}
-	out := make(map[string]bool, len(ids))
-	for i, id := range ids {
-		out[id] = cmds[i].Val() == 1
+	out := make([]bool, len(ids))
+	for i, c := range cmds {
+		out[i] = c.Val() == 1
 	}
 	return out, nil
 }

@@ -332,19 +332,15 @@ func (r *Reconciler) ordersHaveSale(ctx context.Context, st *state) (Check, erro
 	if err := rows.Err(); err != nil || len(suspects) == 0 {
 		return c, err
 	}
-	again := newInflight()
-	read := map[int]bool{}
 	ids := make([]string, len(suspects))
+	parts := map[int]bool{}
 	for i, o := range suspects {
 		ids[i] = o.id
-		if p := r.Keys.Partition(o.id); !read[p] {
-			read[p] = true
-			s, err := r.snapshot(ctx, p, nil)
-			if err != nil {
-				return c, err
-			}
-			again.add(s)
-		}
+		parts[r.Keys.Partition(o.id)] = true
+	}
+	again, err := r.inFlightNow(ctx, parts)
+	if err != nil {
+		return c, err
 	}
 	known := map[string]bool{}
 	rows, err = r.DB.QueryContext(ctx, `SELECT id FROM sales WHERE id IN (`+placeholders(len(ids), "?")+`)`, anys(ids)...)
@@ -444,19 +440,15 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 	if len(missing) == 0 {
 		return c, nil
 	}
-	again := newInflight()
-	read := map[int]bool{}
+	parts := map[int]bool{}
 	for _, id := range missing {
-		p, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:])
-		if err != nil || p < 0 || p >= r.Keys.Partitions || read[p] {
-			continue
+		if p, err := strconv.Atoi(id[strings.LastIndexByte(id, '-')+1:]); err == nil && p >= 0 && p < r.Keys.Partitions {
+			parts[p] = true
 		}
-		read[p] = true
-		s, err := r.snapshot(ctx, p, nil)
-		if err != nil {
-			return c, err
-		}
-		again.add(s)
+	}
+	again, err := r.inFlightNow(ctx, parts)
+	if err != nil {
+		return c, err
 	}
 	for len(missing) > 0 {
 		n := min(len(missing), 500)
@@ -472,6 +464,20 @@ func (r *Reconciler) ordersSettled(ctx context.Context, st *state) (Check, error
 		missing = missing[n:]
 	}
 	return c, nil
+}
+
+// inFlightNow reads the streams of parts again: what a check that found
+// something missing after the first snapshot looks for before it reports it.
+func (r *Reconciler) inFlightNow(ctx context.Context, parts map[int]bool) (*inflight, error) {
+	fl := newInflight()
+	for p := range parts {
+		s, err := r.snapshot(ctx, p, nil)
+		if err != nil {
+			return nil, err
+		}
+		fl.add(s)
+	}
+	return fl, nil
 }
 
 // stateNotLost: a partition without its epoch marker lost its Redis state
