@@ -224,6 +224,10 @@ type runner struct {
 	start time.Time
 	next  atomic.Int64 // the next request number to claim
 	stop  atomic.Bool
+	// interrupted is set by whoever first sees ctx end: the watcher, or an
+	// open-loop worker waiting for its next slot (the watcher alone could
+	// lose the race to the end of the run and leave it unset).
+	interrupted atomic.Bool
 }
 
 // run drives the workers and fills rep.
@@ -231,11 +235,10 @@ func (r *runner) run(ctx context.Context, rep *Report) {
 	r.start = time.Now()
 	rep.Started = r.start.UTC().Round(0)
 	watchDone := make(chan struct{})
-	var interrupted atomic.Bool
 	go func() {
 		select {
 		case <-ctx.Done():
-			interrupted.Store(true)
+			r.interrupted.Store(true)
 			r.stop.Store(true)
 		case <-watchDone:
 		}
@@ -256,7 +259,7 @@ func (r *runner) run(ctx context.Context, rep *Report) {
 	close(watchDone)
 	<-barDone
 
-	rep.Interrupted = interrupted.Load()
+	rep.Interrupted = r.interrupted.Load()
 	if rep.Mode == ModeOpen {
 		r.rec.addNotSent(rep.Scheduled - r.rec.sent())
 	}
@@ -386,6 +389,7 @@ func (w *worker) openLoop(ctx context.Context, total int64) {
 			case <-timer.C:
 			case <-ctx.Done():
 				timer.Stop()
+				w.r.interrupted.Store(true)
 				return
 			}
 		} else if now.After(cutoff) {
